@@ -1,0 +1,55 @@
+"""`neuralogcm`: the command-line entry point.
+
+Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
+``run(args) -> int``; this file only dispatches. Any `NeuralOGCMError` becomes one line on stderr
+and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from neuralogcm_jax.errors import NeuralOGCMError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "demo": ("neuralogcm_jax.demo", "build the demo dataset, train, evaluate and write a report"),
+    "make-data": ("neuralogcm_jax.data.twin", "generate a twin dataset in the real data layout"),
+    "convert-glorys": ("neuralogcm_jax.data.convert", "GLORYS12/ERA5 netCDF -> the HDF5 layout"),
+    "train": ("neuralogcm_jax.train.loop", "train a model (sharded, checkpointed)"),
+    "export": ("neuralogcm_jax.train.export", "write a params-only inference checkpoint"),
+    "evaluate": ("neuralogcm_jax.eval.evaluate", "rollout skill against a data split"),
+    "rollout": ("neuralogcm_jax.rollout_cli", "long free-running rollout with drift report"),
+    "physics-demo": ("neuralogcm_jax.physics_demo", "run the physics core on the embedded world"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="neuralogcm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, (modname, help_) in _available().items():
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(p)
+        modules[name] = mod
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except NeuralOGCMError as e:
+        print(f"neuralogcm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"neuralogcm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

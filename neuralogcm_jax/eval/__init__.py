@@ -1,0 +1,1 @@
+"""neuralogcm_jax.eval."""

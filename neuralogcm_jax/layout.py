@@ -1,0 +1,220 @@
+"""The channel layout: which channel is which variable and level, in one place.
+
+The NeuralOGCM files hold, per day, ``C = 4 L + 1 + 4`` channels (97 for L = 23):
+
+====================  ==========================================
+channels              variable
+====================  ==========================================
+``0 .. L-1``          S, salinity (psu), level 0 .. L-1
+``L .. 2L-1``         U, zonal velocity (m/s)
+``2L .. 3L-1``        V, meridional velocity (m/s, northward)
+``3L .. 4L-1``        T, potential temperature (degC)
+``4L``                SSH, sea surface height (m)
+``4L+1 .. 4L+4``      forcing: u10, v10 (m/s), t2m (K), msl (Pa)
+====================  ==========================================
+
+The first ``4 L + 1`` channels are the ocean state (`n_ocean`, 93), the last four the forcing.
+`OceanState` and `Forcing` are the structured views the physics works on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from neuralogcm_jax.errors import LayoutError
+from neuralogcm_jax.grid import GLORYS23_DEPTHS_M
+
+Array = Any
+
+OCEAN_3D_VARIABLES = ("S", "U", "V", "T")
+FORCING_VARIABLES = ("u10", "v10", "t2m", "msl")
+UNITS = {
+    "S": "psu", "U": "m/s", "V": "m/s", "T": "degC", "SSH": "m",
+    "u10": "m/s", "v10": "m/s", "t2m": "K", "msl": "Pa",
+}
+
+
+class OceanState(NamedTuple):
+    """The prognostic ocean state. 3-D fields ``[..., L, H, W]``, ssh ``[..., H, W]``.
+
+    Physical units inside the physics (m/s, degC, psu, m); normalised anomalies outside.
+    """
+
+    u: Array  # zonal velocity, eastward
+    v: Array  # meridional velocity, northward (whatever the row orientation)
+    T: Array  # potential temperature
+    S: Array  # salinity
+    ssh: Array  # sea surface height
+
+
+class Forcing(NamedTuple):
+    """Atmospheric forcing at the surface, each ``[..., H, W]``."""
+
+    u10: Array  # 10 m zonal wind (m/s)
+    v10: Array  # 10 m meridional wind (m/s)
+    t2m: Array  # 2 m air temperature (K)
+    msl: Array  # mean sea-level pressure (Pa)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelLayout:
+    """Channel <-> variable mapping for any list of depth levels (23 GLORYS levels by default)."""
+
+    depths_m: tuple[float, ...] = GLORYS23_DEPTHS_M
+
+    def __post_init__(self):
+        object.__setattr__(self, "depths_m", tuple(float(d) for d in self.depths_m))
+        if len(self.depths_m) == 0:
+            raise LayoutError("a channel layout needs at least one depth level")
+
+    @classmethod
+    def with_levels(cls, n_levels_or_depths: int | Sequence[float]) -> ChannelLayout:
+        """The first ``n`` GLORYS levels, or explicit depths."""
+        if isinstance(n_levels_or_depths, int):
+            return cls(GLORYS23_DEPTHS_M[:n_levels_or_depths])
+        return cls(tuple(n_levels_or_depths))
+
+    # -- sizes
+    @property
+    def n_levels(self) -> int:
+        return len(self.depths_m)
+
+    @property
+    def n_ocean(self) -> int:
+        """Ocean channels: S, U, V, T at every level, then SSH (93 for 23 levels)."""
+        return 4 * self.n_levels + 1
+
+    @property
+    def n_forcing(self) -> int:
+        return len(FORCING_VARIABLES)
+
+    @property
+    def n_channels(self) -> int:
+        return self.n_ocean + self.n_forcing
+
+    # -- indices
+    def var_slice(self, var: str) -> slice:
+        """Channel slice of one variable (`S`, `U`, `V`, `T`, `SSH` or a forcing name)."""
+        L = self.n_levels
+        if var in OCEAN_3D_VARIABLES:
+            k = OCEAN_3D_VARIABLES.index(var)
+            return slice(k * L, (k + 1) * L)
+        if var == "SSH":
+            return slice(4 * L, 4 * L + 1)
+        if var in FORCING_VARIABLES:
+            k = self.n_ocean + FORCING_VARIABLES.index(var)
+            return slice(k, k + 1)
+        raise LayoutError(
+            f"unknown variable {var!r}; known: {OCEAN_3D_VARIABLES + ('SSH',) + FORCING_VARIABLES}"
+        )
+
+    def channel(self, var: str, level: int = 0) -> int:
+        s = self.var_slice(var)
+        if not 0 <= level < s.stop - s.start:
+            raise LayoutError(f"level {level} out of range for {var} ({s.stop - s.start} levels)")
+        return s.start + level
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return OCEAN_3D_VARIABLES + ("SSH",) + FORCING_VARIABLES
+
+    @property
+    def channel_names(self) -> list[str]:
+        names = [f"{v}_{d:g}m" for v in OCEAN_3D_VARIABLES for d in self.depths_m]
+        return names + ["SSH"] + list(FORCING_VARIABLES)
+
+    @property
+    def channel_variable(self) -> np.ndarray:
+        """``[n_channels]`` int: index into `variables` of each channel."""
+        out = np.empty(self.n_channels, dtype=np.int32)
+        for i, v in enumerate(self.variables):
+            out[self.var_slice(v)] = i
+        return out
+
+    @property
+    def channel_level(self) -> np.ndarray:
+        """``[n_channels]`` int: level of each channel (0 for 2-D ones)."""
+        out = np.zeros(self.n_channels, dtype=np.int32)
+        for v in OCEAN_3D_VARIABLES:
+            out[self.var_slice(v)] = np.arange(self.n_levels)
+        return out
+
+    # -- checks
+    def check(self, x: Array, *, channels: str = "all", where: str = "array") -> None:
+        """Raise `LayoutError` unless ``x`` is ``[..., C, H, W]`` with the expected C.
+
+        `channels`: "all" (97), "ocean" (93) or "forcing" (4)."""
+        expected = {"all": self.n_channels, "ocean": self.n_ocean, "forcing": self.n_forcing}[
+            channels
+        ]
+        shape = tuple(np.shape(x))
+        if len(shape) < 3 or shape[-3] != expected:
+            raise LayoutError(
+                f"{where} has shape {shape}; expected [..., {expected}, lat, lon] "
+                f"({channels} channels of a {self.n_levels}-level layout)"
+            )
+
+    # -- channels <-> structures (work on numpy and jax arrays alike)
+    def to_state(self, x: Array) -> OceanState:
+        """``[..., n_ocean or n_channels, H, W]`` -> `OceanState` (forcing channels ignored)."""
+        shape = tuple(np.shape(x))
+        if len(shape) < 3 or shape[-3] not in (self.n_ocean, self.n_channels):
+            raise LayoutError(
+                f"state array has shape {shape}; expected [..., {self.n_ocean} or "
+                f"{self.n_channels}, lat, lon] for a {self.n_levels}-level layout"
+            )
+        return OceanState(
+            u=x[..., self.var_slice("U"), :, :],
+            v=x[..., self.var_slice("V"), :, :],
+            T=x[..., self.var_slice("T"), :, :],
+            S=x[..., self.var_slice("S"), :, :],
+            ssh=x[..., self.channel("SSH"), :, :],
+        )
+
+    def from_state(self, state: OceanState) -> Array:
+        """`OceanState` -> ``[..., n_ocean, H, W]`` in channel order."""
+        xp = _namespace(state.u)
+        return xp.concatenate(
+            [state.S, state.u, state.v, state.T, state.ssh[..., None, :, :]], axis=-3
+        )
+
+    def to_forcing(self, x: Array) -> Forcing:
+        """``[..., n_forcing or n_channels, H, W]`` -> `Forcing`."""
+        shape = tuple(np.shape(x))
+        if len(shape) < 3 or shape[-3] not in (self.n_forcing, self.n_channels):
+            raise LayoutError(
+                f"forcing array has shape {shape}; expected [..., {self.n_forcing} or "
+                f"{self.n_channels}, lat, lon]"
+            )
+        off = shape[-3] - self.n_forcing
+        return Forcing(*(x[..., off + k, :, :] for k in range(self.n_forcing)))
+
+    def from_forcing(self, forcing: Forcing) -> Array:
+        """`Forcing` -> ``[..., 4, H, W]``."""
+        xp = _namespace(forcing.u10)
+        return xp.stack(list(forcing), axis=-3)
+
+    def wet_channels(self, wet: np.ndarray) -> np.ndarray:
+        """``[n_channels, H, W]`` bool mask from a grid's ``[L, H, W]`` wet mask.
+
+        3-D variables take their level's mask, SSH the surface mask, forcing is everywhere valid."""
+        wet = np.asarray(wet, dtype=bool)
+        if wet.ndim != 3 or wet.shape[0] != self.n_levels:
+            raise LayoutError(
+                f"wet mask has shape {wet.shape}; expected [{self.n_levels}, lat, lon]"
+            )
+        surf = wet[:1]
+        forcing = np.ones((self.n_forcing,) + wet.shape[1:], dtype=bool)
+        return np.concatenate([wet, wet, wet, wet, surf, forcing], axis=0)
+
+
+def _namespace(x):
+    if isinstance(x, np.ndarray):
+        return np
+    import jax.numpy as jnp
+
+    return jnp

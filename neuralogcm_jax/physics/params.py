@@ -1,0 +1,114 @@
+"""Learnable physical coefficients: raw value -> softplus -> SI units (DESIGN.md decision 4).
+
+A coefficient is stored as an unconstrained raw number ``r`` and used as
+``value = scale * softplus(r)``, so it is always positive and its gradient is well scaled
+(``d value / d r`` is of order ``value``). The raw value that gives the default is
+``softplus^-1(default / scale)``; with ``scale = default`` that is ``log(e - 1) = 0.5413``.
+
+This module is pure JAX/numpy. The Flax model holds the raw values as `nnx.Param` leaves and
+calls `to_si` inside jit.
+
+Default coefficients (paper mode) and why:
+
+* ``nu_m`` (momentum, m^2/s) = 5e4. The Munk boundary layer ``(A_h / beta)^(1/3)`` must span
+  at least one 1.5 deg cell (~167 km at the equator) for a western boundary current to be
+  resolved without grid noise: DATA.md's floor is ``A_h >= 4e4``; 5e4 sits just above it. The
+  explicit limit ``dt <= 1 / (2 nu (1/dx^2 + 1/dy^2))`` with the polar filter's effective
+  ``dx >= 83 km`` (60 deg) gives ``dt <= 5.5e4 s``, so it does not shorten the substep.
+* ``nu_t`` (tracers, m^2/s) = 1e3, the usual eddy diffusivity of a non-eddying 1-2 deg model;
+  there is no boundary-layer floor for tracers and it is far below the stability limit.
+
+The integrator clips each coefficient at `max_value` (a static bound from which the substep count
+is derived), so a learned coefficient can never make the daily step unstable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+Array = Any
+
+
+def softplus_np(x):
+    return np.logaddexp(0.0, x)
+
+
+def inverse_softplus(y: float | np.ndarray) -> np.ndarray:
+    """``softplus^-1(y) = log(exp(y) - 1)``, stable for large y."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.where(y > 20.0, y, np.log(np.expm1(np.minimum(y, 20.0))))
+
+
+@dataclasses.dataclass(frozen=True)
+class CoefficientSpec:
+    """One learnable coefficient: its default, units and stability bound."""
+
+    name: str
+    default: float  # SI units
+    units: str
+    description: str
+    max_value: float  # the integrator clips at this (SI); the substep count is derived from it
+    scale: float | None = None  # value = scale * softplus(raw); None -> default
+
+    @property
+    def raw_scale(self) -> float:
+        return self.default if self.scale is None else self.scale
+
+    def raw_init(self, value: float | None = None, n_levels: int | None = None) -> np.ndarray:
+        """Raw value giving `value` (default if None); one per level if `n_levels`."""
+        v = self.default if value is None else value
+        if v <= 0:
+            from neuralogcm_jax.errors import ConfigError
+
+            raise ConfigError(f"coefficient {self.name} must be > 0 ({self.units}), got {v}")
+        r = inverse_softplus(v / self.raw_scale).astype(np.float32)
+        return r if n_levels is None else np.full((n_levels,), r, dtype=np.float32)
+
+    def to_si(self, raw: Array) -> Array:
+        """Raw -> SI value (unclipped)."""
+        import jax
+
+        return self.raw_scale * jax.nn.softplus(raw)
+
+
+PAPER_COEFFICIENTS: dict[str, CoefficientSpec] = {
+    "nu_m": CoefficientSpec(
+        "nu_m", 5e4, "m^2/s", "horizontal Laplacian viscosity of momentum", max_value=2.5e5
+    ),
+    "nu_t": CoefficientSpec(
+        "nu_t", 1e3, "m^2/s", "horizontal Laplacian diffusivity of T and S", max_value=2.5e5
+    ),
+}
+
+
+def to_si(raw: dict[str, Array], specs: dict[str, CoefficientSpec], clip: bool = True) -> dict:
+    """Raw values -> SI values (clipped at each spec's `max_value` when `clip`)."""
+    import jax.numpy as jnp
+
+    out = {}
+    for name, r in raw.items():
+        spec = specs[name]
+        v = spec.to_si(r)
+        out[name] = jnp.minimum(v, spec.max_value) if clip else v
+    return out
+
+
+def default_raw(
+    specs: dict[str, CoefficientSpec],
+    values: dict[str, float] | None = None,
+    per_level: bool = False,
+    n_levels: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Raw initial values for `specs` (overridden by `values`, SI)."""
+    values = values or {}
+    unknown = set(values) - set(specs)
+    if unknown:
+        from neuralogcm_jax.errors import ConfigError
+
+        raise ConfigError(f"unknown physics coefficient(s) {sorted(unknown)}; known: {sorted(specs)}")
+    return {
+        k: s.raw_init(values.get(k), n_levels if per_level else None) for k, s in specs.items()
+    }
