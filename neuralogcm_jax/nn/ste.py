@@ -1,0 +1,183 @@
+"""The STE corrector: the neural tendency of the hybrid model.
+
+Architecture (after the NeuralOGCM description: encoder -> 3 spatio-temporal attention blocks ->
+decoder, skip from encoder to decoder)::
+
+    x [B, C_in, H, W]
+      -> rows reflect-padded to a multiple of the total stride 2**n_down
+      -> encoder: n_conv_blocks ConvSC blocks (periodic 3x3 conv, GroupNorm, SiLU),
+                  n_down of them stride 2                       -> [B, H/4, W/4, hid]
+      -> n_attention_blocks AttentionBlocks (depthwise-conv position embedding, LayerNorm,
+                  global multi-head self-attention, MLP, residuals, drop-path)
+      -> decoder: mirror of the encoder (sub-pixel upsampling), encoder's first-block output
+                  added before its last block (the skip)          -> [B, H, W, hid]
+      -> 1x1 projection to C_out, kernel and bias initialised at ZERO
+      -> rows cropped back                                        -> [B, C_out, H, W]
+
+The zero-initialised projection makes the untrained corrector output exactly zero, so an untrained
+hybrid model is pure physics; the first optimiser step moves the projection off zero (its gradient
+is the decoder features times the loss gradient, which is not zero) and only then do the upstream
+layers start to receive gradient.
+
+Sizes. The paper publishes none of them; every default here is ours, chosen so a forward pass at
+1.5 degrees runs in well under a second on a laptop CPU and fits one accelerator at batch 2:
+width ``hid_channels=64``, ``n_down=2`` (120x240 -> 30x60, 16 cells merged into one token),
+``n_conv_blocks=4`` (SimVP's N_S=4), 3 attention blocks (the paper's count), 8 heads of 8
+channels, MLP ratio 4, drop-path 0.1 rising linearly over the blocks.
+
+Cost at 1.5 degrees (120 x 240, total stride 4): 30 x 60 = 1800 tokens. Each block's attention
+forms 8 heads x 1800 x 1800 = 2.6e7 weights (104 MB in float32 per sample, kept for the backward
+pass in training) and spends about 4 N^2 C = 0.83 GFLOP on ``QK^T`` and ``AV`` per sample, against
+about 0.18 GFLOP for its projections and MLP. At 0.25 degrees (720 x 1440) the same stride gives
+64 800 tokens and 4.2e9 weights per head: use a larger ``n_down`` there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from neuralogcm_jax.errors import ConfigError
+from neuralogcm_jax.nn.layers import (
+    AttentionBlock,
+    ConvDecoder,
+    ConvEncoder,
+    Dtype,
+    PeriodicConv,
+    check_channels,
+    check_grid_shape,
+    check_input,
+    crop_rows,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    pad_rows_to_multiple,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class STEConfig:
+    """Sizes of the STE corrector (all ours: the paper publishes none).
+
+    Attributes:
+      hid_channels: feature width of encoder, attention blocks and decoder. Default 64.
+      n_conv_blocks: ConvSC blocks in the encoder and in the decoder. Default 4.
+      n_down: stride-2 blocks among them; total stride ``2**n_down``. Default 2 (1.5 deg:
+        120x240 -> 30x60 tokens). The grid's longitude count must divide by the total stride.
+      n_attention_blocks: global attention blocks between encoder and decoder. Default 3.
+      num_heads: attention heads; must divide ``hid_channels``. Default 8.
+      mlp_ratio: MLP hidden width / ``hid_channels`` in the attention blocks. Default 4.0.
+      dropout: dropout rate on attention output and MLP, active when not deterministic. Default 0.0.
+      drop_path: stochastic-depth rate of the last attention block (0 for the first, linear
+        in between). Default 0.1.
+      norm_groups: preferred GroupNorm group count (largest divisor of the width not above it).
+        Default 8.
+    """
+
+    hid_channels: int = 64
+    n_conv_blocks: int = 4
+    n_down: int = 2
+    n_attention_blocks: int = 3
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    drop_path: float = 0.1
+    norm_groups: int = 8
+
+    def __post_init__(self):
+        for key in ("hid_channels", "n_conv_blocks", "num_heads", "norm_groups", "n_attention_blocks"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"STEConfig.{key} must be >= 1, got {getattr(self, key)!r}")
+        if self.hid_channels % self.num_heads:
+            raise ConfigError(
+                f"STEConfig.hid_channels={self.hid_channels} must be a multiple of "
+                f"num_heads={self.num_heads}"
+            )
+        if not 0 <= self.n_down or self.n_conv_blocks < 2 * self.n_down:
+            raise ConfigError(
+                f"STEConfig needs n_conv_blocks >= 2 * n_down >= 0, got n_conv_blocks="
+                f"{self.n_conv_blocks}, n_down={self.n_down}"
+            )
+        for key in ("dropout", "drop_path"):
+            if not 0.0 <= float(getattr(self, key)) < 1.0:
+                raise ConfigError(f"STEConfig.{key} must be in [0, 1), got {getattr(self, key)!r}")
+        if self.mlp_ratio <= 0:
+            raise ConfigError(f"STEConfig.mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+
+
+class STE(nnx.Module):
+    """STE corrector: ``[B, C_in, H, W] -> [B, C_out, H, W]``, exactly zero until trained.
+
+    Args:
+      cfg: sizes (``STEConfig()`` when None).
+      in_channels: input channels (97 in the hybrid: 93 normalised ocean channels at day t and
+        4 normalised forcing channels at day t+1).
+      out_channels: output channels (93: the normalised tendency of every ocean channel).
+      grid_shape: ``(H, W)`` = (latitudes, longitudes) of the grid the network runs on.
+      rngs: parameter (and dropout) random streams.
+      dtype: compute dtype (float32, or bfloat16 for mixed precision); parameters stay float32.
+    """
+
+    def __init__(
+        self,
+        cfg: STEConfig | None,
+        in_channels: int,
+        out_channels: int,
+        grid_shape: tuple[int, int],
+        *,
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        cfg = STEConfig() if cfg is None else cfg
+        if not isinstance(cfg, STEConfig):
+            raise ConfigError(f"STE: cfg must be an STEConfig, got {type(cfg).__name__}")
+        check_channels(in_channels, out_channels, "STE")
+        self.total_stride = 2**cfg.n_down
+        self.grid_shape = check_grid_shape(grid_shape, self.total_stride, "STE")
+        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
+        self.encoder = ConvEncoder(
+            in_channels, cfg.hid_channels, cfg.n_conv_blocks, cfg.n_down,
+            groups=cfg.norm_groups, rngs=rngs, dtype=dtype,
+        )
+        rates = np.linspace(0.0, cfg.drop_path, cfg.n_attention_blocks)
+        self.blocks = nnx.List(
+            [
+                AttentionBlock(
+                    cfg.hid_channels, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
+                    drop_path=float(r), rngs=rngs, dtype=dtype,
+                )
+                for r in rates
+            ]
+        )
+        self.decoder = ConvDecoder(
+            cfg.hid_channels, cfg.n_conv_blocks, cfg.n_down,
+            groups=cfg.norm_groups, rngs=rngs, dtype=dtype,
+        )
+        # Zero kernel and bias: an untrained corrector adds nothing to the physics.
+        self.head = PeriodicConv(
+            cfg.hid_channels, out_channels, 1,
+            kernel_init=nnx.initializers.zeros_init(), bias_init=nnx.initializers.zeros_init(),
+            rngs=rngs, dtype=dtype,
+        )
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array, tuple[int, int]]:
+        """``[B, C_in, H, W]`` -> (latent ``[B, h, w, hid]``, skip ``[B, H', W, hid]``, row pads)."""
+        check_input(x, self.in_channels, self.grid_shape, "STE")
+        x, pads = pad_rows_to_multiple(nchw_to_nhwc(x.astype(self.dtype)), self.total_stride)
+        latent, skip = self.encoder(x)
+        return latent, skip, pads
+
+    def decode(self, latent: jax.Array, skip: jax.Array, pads: tuple[int, int]) -> jax.Array:
+        """Latent ``[B, h, w, hid]`` + skip -> output ``[B, C_out, H, W]`` (head included)."""
+        y = self.head(self.decoder(latent, skip))
+        return nhwc_to_nchw(crop_rows(y, pads))
+
+    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """Corrector tendency ``[B, C_out, H, W]`` (in the compute dtype) of input ``[B, C_in, H, W]``."""
+        latent, skip, pads = self.encode(x)
+        for blk in self.blocks:
+            latent = blk(latent, deterministic=deterministic)
+        return self.decode(latent, skip, pads)
