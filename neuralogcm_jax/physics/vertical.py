@@ -1,0 +1,171 @@
+"""Vertical physics of a column: hydrostatic pressure, implicit mixing, continuity, advection.
+
+Arrays are ``[L, H, W]`` with level 0 at the surface and the level index increasing downward.
+Interfaces are ``[L+1, H, W]``: interface ``k`` is the top of layer ``k`` (0: sea surface, L: the
+bottom of the deepest layer). Vertical velocity ``w`` is positive upward (towards smaller k).
+A cell below the deepest wet level of its column (`Grid.bottom_level`) is land: no flux crosses
+an interface unless the cells on both sides are wet, so the sea floor and land are closed.
+
+Layer thicknesses `h` are passed explicitly (``[L, H, W]`` or broadcastable ``[L, 1, 1]``), so a
+stretched coordinate (z*: ``h = dz (1 + eta / H)``) is as conservative as fixed levels.
+All functions are pure `jax.numpy`, differentiable, and keep the dtype of the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+from jax.lax.linalg import tridiagonal_solve
+
+from neuralogcm_jax.constants import GRAVITY_M_S2
+
+Array = Any
+
+
+def interface_open(wet: Array) -> Array:
+    """``[L-1, H, W]`` bool: interface between layers k and k+1 is open (both wet)."""
+    wet = jnp.asarray(wet, bool)
+    return wet[:-1] & wet[1:]
+
+
+def hydrostatic_pressure(rho_anom: Array, depth_m: Array, g: float = GRAVITY_M_S2) -> Array:
+    """Hydrostatic pressure anomaly (Pa) at layer centres from the density anomaly.
+
+    ``p'(z) = g integral_0^z rho'(z') dz'`` (trapezoidal between centres, rho' constant from the
+    surface to the first centre), the baroclinic part of the pressure; the free-surface part
+    ``rho0 g eta`` is added separately.
+
+    Args:
+      rho_anom: ``[L, H, W]`` density minus the reference density (kg/m^3).
+      depth_m: ``[L]`` depths of the layer centres (m, positive down).
+    Returns:
+      ``[L, H, W]`` pressure anomaly (Pa), same dtype as `rho_anom`.
+    """
+    dtype = rho_anom.dtype
+    depth = jnp.asarray(depth_m, dtype)
+    top = g * rho_anom[:1] * depth[0]
+    if rho_anom.shape[0] == 1:
+        return top
+    dzc = (depth[1:] - depth[:-1])[:, None, None]
+    increments = g * 0.5 * (rho_anom[1:] + rho_anom[:-1]) * dzc
+    return jnp.concatenate([top, top + jnp.cumsum(increments, axis=0)], axis=0)
+
+
+def implicit_vertical_diffusion(
+    field: Array,
+    kappa: Array,
+    dt: float | Array,
+    h: Array,
+    wet: Array,
+    surface_flux: Array | None = None,
+    bottom_drag: Array | None = None,
+) -> Array:
+    """One backward-Euler step of vertical diffusion, a tridiagonal solve per column.
+
+    Solves ``h_k (c_k' - c_k) / dt = F_{k} - F_{k+1} + Q_k`` with the diffusive flux through the
+    top of layer k ``F_k = kappa_k (c'_{k-1} - c'_k) / dzc_k`` (dzc: distance between centres),
+    zero flux through closed interfaces (land, the sea floor), the prescribed `surface_flux`
+    entering layer 0, and a linear drag ``-bottom_drag * c'`` on the deepest wet layer.
+    Backward Euler is unconditionally stable, so kappa can be large (convective mixing).
+    The column integral ``sum_k h_k c_k`` changes only by the surface flux and the drag.
+
+    Args:
+      field: ``[L, H, W]`` the diffused quantity c (e.g. degC, psu, m/s).
+      kappa: diffusivity (m^2/s) at the inner interfaces: a scalar, ``[L-1]`` or broadcastable
+        to ``[L-1, H, W]``.
+      dt: time step (s).
+      h: layer thicknesses (m), ``[L, H, W]`` or ``[L, 1, 1]``.
+      wet: ``[L, H, W]`` bool ocean mask.
+      surface_flux: ``[H, W]`` flux into the ocean through the surface, in units of c times m/s
+        (e.g. K m/s = heat flux / (rho0 cp)); None for none.
+      bottom_drag: linear drag velocity (m/s), scalar or ``[H, W]``, applied to the deepest wet
+        layer of each column (momentum only); None for none.
+    Returns:
+      ``[L, H, W]`` the diffused field, same dtype.
+    """
+    dtype = field.dtype
+    L = field.shape[0]
+    wet = jnp.asarray(wet, bool)
+    h = jnp.broadcast_to(jnp.asarray(h, dtype), field.shape)
+    dt = jnp.asarray(dt, dtype)
+    rhs = h * field
+    if surface_flux is not None:
+        rhs = rhs.at[0].add(dt * jnp.asarray(surface_flux, dtype) * wet[0])
+    diag = h
+    if bottom_drag is not None:
+        is_bottom = wet & ~jnp.concatenate([wet[1:], jnp.zeros_like(wet[:1])], axis=0)
+        diag = diag + dt * jnp.asarray(bottom_drag, dtype) * is_bottom
+    if L > 1:
+        kappa = jnp.asarray(kappa, dtype)
+        if kappa.ndim == 1:  # one value per interface
+            kappa = kappa[:, None, None]
+        dzc = 0.5 * (h[1:] + h[:-1])
+        # Coupling coefficient dt * kappa / dzc of each inner interface, zero where closed.
+        a = jnp.where(interface_open(wet), dt * kappa / dzc, jnp.zeros((), dtype))
+        zero = jnp.zeros_like(a[:1])
+        upper = jnp.concatenate([zero, a], axis=0)  # coupling to the layer above, [L]
+        lower = jnp.concatenate([a, zero], axis=0)  # coupling to the layer below, [L]
+        diag = diag + upper + lower
+        dl, du = -upper, -lower
+    else:
+        dl = du = jnp.zeros_like(diag)
+    # Columns as the batch dimension: [H*W, L].
+    cols = lambda x: jnp.moveaxis(x, 0, -1).reshape(-1, L)
+    sol = tridiagonal_solve(cols(dl), cols(diag), cols(du), cols(rhs)[..., None])[..., 0]
+    sol = jnp.moveaxis(sol.reshape(field.shape[1:] + (L,)), -1, 0)
+    return jnp.where(wet, sol, field)  # land keeps its value exactly
+
+
+def vertical_velocity(div_transport: Array, dh_dt: Array | None = None) -> Array:
+    """Vertical velocity (m/s, up) through the layer interfaces, from continuity.
+
+    Integrates ``dh_k/dt + div(h_k u_k) + w_k - w_{k+1} = 0`` upward from ``w = 0`` at the sea
+    floor (and below it, on land). With fixed levels (``dh_dt`` None) the surface value
+    ``w_0 = -sum_k div(h_k u_k)`` is the rate of rise of the free surface; in z* coordinates
+    ``dh_dt = dz_k / H deta/dt`` and ``w_0 = 0``.
+
+    Args:
+      div_transport: ``[L, H, W]`` horizontal divergence of the layer transport h_k u_k (m/s).
+      dh_dt: ``[L, H, W]`` rate of change of the layer thickness (m/s) or None.
+    Returns:
+      ``[L+1, H, W]`` w at the interfaces; ``w[L] = 0``.
+    """
+    source = -div_transport if dh_dt is None else -(div_transport + dh_dt)
+    # w_k = sum_{m >= k} source_m: a reversed cumulative sum.
+    w = jnp.flip(jnp.cumsum(jnp.flip(source, 0), axis=0), 0)
+    return jnp.concatenate([w, jnp.zeros_like(w[:1])], axis=0)
+
+
+def vertical_advection_tendency(
+    field: Array, w: Array, wet: Array, scheme: str = "upwind"
+) -> Array:
+    """Flux-form vertical advection: the tendency of the layer content ``h_k c_k`` (c m/s).
+
+    ``d(h_k c_k)/dt = w_{k+1} c_{k+1/2} - w_k c_{k-1/2}`` with the interface value c upwind
+    (first order, monotone: a stable choice at the model's long substep) or centred (second
+    order). Fluxes through the sea surface, the sea floor and land interfaces are zero, so the
+    column sum of the tendency is zero: advection only moves c within the column.
+
+    Args:
+      field: ``[L, H, W]`` c; w: ``[L+1, H, W]`` vertical velocity (m/s, up) at interfaces;
+      wet: ``[L, H, W]`` bool.
+    Returns:
+      ``[L, H, W]`` tendency of h c (c m/s); divide by h for the tendency of c.
+    """
+    if field.shape[0] == 1:
+        return jnp.zeros_like(field)
+    w_in = w[1:-1]  # inner interfaces, [L-1]: top of layer k+1
+    above, below = field[:-1], field[1:]
+    if scheme == "upwind":
+        c_face = jnp.where(w_in > 0, below, above)
+    elif scheme == "centred":
+        c_face = 0.5 * (above + below)
+    else:
+        from neuralogcm_jax.errors import ConfigError
+
+        raise ConfigError(f"unknown vertical advection scheme {scheme!r}; known: upwind, centred")
+    flux = jnp.where(interface_open(wet), w_in * c_face, jnp.zeros((), field.dtype))  # upward
+    zero = jnp.zeros_like(flux[:1])
+    # Layer k gains the upward flux through its bottom (interface k+1) and loses it through its top.
+    return jnp.concatenate([flux, zero], 0) - jnp.concatenate([zero, flux], 0)
