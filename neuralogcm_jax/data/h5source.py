@@ -189,9 +189,10 @@ class H5WindowSource:
         return self.n_days - self.k_steps
 
     def __repr__(self) -> str:
-        # grain's DataLoader checkpoints compare this string: it names what defines the samples.
+        # grain's DataLoader checkpoints compare this string: it names what defines the samples
+        # but not the folder, so a run resumes on data moved to another disk or host.
         return (
-            f"H5WindowSource(root={str(self.root)!r}, split={self.split!r}, "
+            f"H5WindowSource(split={self.split!r}, "
             f"years={int(self.years[0])}-{int(self.years[-1])}, k_steps={self.k_steps}, "
             f"n_samples={len(self)})"
         )
