@@ -1,0 +1,139 @@
+"""U-Net baseline: a one-step forecaster ``[B, C_in, H, W] -> [B, C_out, H, W]``.
+
+A classic U-Net (Ronneberger et al. 2015) on the sphere grid: at each level two ConvSC blocks
+(periodic 3x3 conv, GroupNorm, SiLU), 2x2 max-pooling between levels, sub-pixel upsampling back,
+encoder features concatenated into the decoder at each level, and a 1x1 head. Every conv pads
+by wrap in longitude and reflection in latitude (``nn.layers``), so the network has no seam at
+the date line and commutes with longitude rolls by multiples of its total stride
+``2**(len(channel_mults) - 1)`` (8 by default).
+
+Sizes are ours (the NeuralOGCM paper names the baseline only): ``base_channels=32``,
+``channel_mults=(1, 2, 4, 8)``, i.e. 32/64/128/256 channels at 120x240/60x120/30x60/15x30 cells at
+1.5 degrees. Rows that do not divide by the total stride are reflect-padded and cropped back; the
+longitude count must divide by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from neuralogcm_jax.errors import ConfigError
+from neuralogcm_jax.nn.layers import (
+    ConvSC,
+    Dtype,
+    PeriodicConv,
+    check_channels,
+    check_grid_shape,
+    check_input,
+    crop_rows,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    pad_rows_to_multiple,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """Sizes of the U-Net baseline.
+
+    Attributes:
+      base_channels: channels at full resolution. Default 32.
+      channel_mults: channel multiplier per level, finest first; ``len - 1`` 2x poolings, so the
+        total stride is ``2**(len(channel_mults) - 1)``. Default (1, 2, 4, 8): stride 8.
+      norm_groups: preferred GroupNorm group count. Default 8.
+      dropout: dropout rate at the bottleneck, active when not deterministic. Default 0.0.
+    """
+
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 4, 8)
+    norm_groups: int = 8
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
+        if self.base_channels < 1 or self.norm_groups < 1:
+            raise ConfigError(
+                f"UNetConfig: base_channels and norm_groups must be >= 1, got "
+                f"{self.base_channels}, {self.norm_groups}"
+            )
+        if len(self.channel_mults) < 1 or min(self.channel_mults) < 1:
+            raise ConfigError(f"UNetConfig.channel_mults must be positive, got {self.channel_mults}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pooling with stride 2 on ``[B, H, W, C]`` (H, W even) -> ``[B, H/2, W/2, C]``."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class DoubleConv(nnx.Module):
+    """Two ConvSC blocks at one resolution, ``[B, H, W, C_in] -> [B, H, W, C_out]``."""
+
+    def __init__(self, cin: int, cout: int, *, groups: int, rngs: nnx.Rngs, dtype: Dtype):
+        self.a = ConvSC(cin, cout, groups=groups, rngs=rngs, dtype=dtype)
+        self.b = ConvSC(cout, cout, groups=groups, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.b(self.a(x))
+
+
+class UNet(nnx.Module):
+    """U-Net baseline ``[B, C_in, H, W] -> [B, C_out, H, W]`` (see the module docstring).
+
+    Args: as every network here: ``cfg`` (``UNetConfig()`` when None), ``in_channels``,
+    ``out_channels``, ``grid_shape=(H, W)``, ``rngs``, compute ``dtype`` (params float32).
+    """
+
+    def __init__(
+        self,
+        cfg: UNetConfig | None,
+        in_channels: int,
+        out_channels: int,
+        grid_shape: tuple[int, int],
+        *,
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        cfg = UNetConfig() if cfg is None else cfg
+        if not isinstance(cfg, UNetConfig):
+            raise ConfigError(f"UNet: cfg must be a UNetConfig, got {type(cfg).__name__}")
+        check_channels(in_channels, out_channels, "UNet")
+        self.total_stride = 2 ** (len(cfg.channel_mults) - 1)
+        self.grid_shape = check_grid_shape(grid_shape, self.total_stride, "UNet")
+        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
+        widths = [cfg.base_channels * m for m in cfg.channel_mults]
+        g = cfg.norm_groups
+        self.down = nnx.List(
+            [
+                DoubleConv(in_channels if i == 0 else widths[i - 1], w, groups=g, rngs=rngs, dtype=dtype)
+                for i, w in enumerate(widths)
+            ]
+        )
+        # Level i+1 -> level i: upsample to widths[i], concatenate the skip, two convs.
+        self.up = nnx.List(
+            [ConvSC(widths[i + 1], widths[i], "up", groups=g, rngs=rngs, dtype=dtype) for i in range(len(widths) - 1)]
+        )
+        self.merge = nnx.List(
+            [DoubleConv(2 * widths[i], widths[i], groups=g, rngs=rngs, dtype=dtype) for i in range(len(widths) - 1)]
+        )
+        self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.head = PeriodicConv(widths[0], out_channels, 1, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """Next-state (or tendency) channels ``[B, C_out, H, W]`` of input ``[B, C_in, H, W]``."""
+        check_input(x, self.in_channels, self.grid_shape, "UNet")
+        x, pads = pad_rows_to_multiple(nchw_to_nhwc(x.astype(self.dtype)), self.total_stride)
+        skips = []
+        for i, level in enumerate(self.down):
+            x = level(x if i == 0 else max_pool_2x2(x))
+            skips.append(x)
+        x = self.drop(skips.pop(), deterministic=deterministic)
+        for i in reversed(range(len(self.up))):
+            x = self.merge[i](jnp.concatenate([self.up[i](x), skips[i]], axis=-1))
+        return nhwc_to_nchw(crop_rows(self.head(x), pads))
