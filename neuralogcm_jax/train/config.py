@@ -179,6 +179,17 @@ class CheckpointConfig:
     """Metric (lower is better) deciding the kept best checkpoint; None = keep latest only."""
 
 
+TOY_MODEL_NAME = "diffusion_toy"
+
+
+def model_schema(value: Any = None) -> type:
+    """The dataclass of the ``model`` section: the stand-in for the toy model (which the model
+    module does not know), the model module's `ModelConfig` otherwise."""
+    if isinstance(value, dict) and value.get("name") == TOY_MODEL_NAME:
+        return StandInModelConfig
+    return model_config_class()
+
+
 def _model_default():
     return model_config_class()()
 
@@ -188,7 +199,7 @@ class Config:
     """The whole run. Sections: model, data, optim, train, mesh, checkpoint."""
 
     model: Any = dataclasses.field(
-        default_factory=_model_default, metadata={"schema": model_config_class}
+        default_factory=_model_default, metadata={"schema": model_schema}
     )
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
@@ -338,7 +349,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
             )
         f = fields[k]
         schema = f.metadata.get("schema")
-        tp = schema() if schema is not None else hints.get(k, Any)
+        tp = schema(v) if schema is not None else hints.get(k, Any)
         kwargs[k] = _convert(v, tp, key)
     try:
         return cls(**kwargs)

@@ -1,10 +1,10 @@
 """The train state and the sharded train step (DESIGN.md decisions 5-7).
 
 The model is split once into ``graphdef`` (static structure) and two plain pytrees of arrays:
-``params`` (every `nnx.Param`, nested dicts) and ``other`` (every other variable: RNG streams,
-counters). The train state is a dict of pytrees,
+``params`` (every `nnx.Param`, nested dicts), ``rngs`` (the model's RNG streams) and ``consts``
+(every other variable: masks, statistics). The train state is a dict of pytrees,
 
-    {"params", "other", "opt_state", "step", "rng", "nonfinite", "skipped"}
+    {"params", "rngs", "consts", "opt_state", "step", "rng", "nonfinite", "skipped"}
 
 so `jax.grad`, shardings and Orbax checkpoints all see plain pytrees, and the step is a pure
 function ``(train_state, batch) -> (train_state, metrics)`` compiled once with `jax.jit` and
@@ -43,7 +43,9 @@ from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, default_raw
 from neuralogcm_jax.train.loss import weighted_mse
 from neuralogcm_jax.train.sharding import batch_sharding, replicated
 
-TOY_MODEL = "diffusion_toy"
+TOY_MODEL = "diffusion_toy"  # = config.TOY_MODEL_NAME
+BATCH_KEYS = ("state", "forcing", "target", "doy", "target_doy")
+BATCH_RANKS = {"state": 4, "forcing": 5, "target": 5, "doy": 1, "target_doy": 2}
 DAYS_IN_CLIMATOLOGY = 366
 
 
@@ -123,10 +125,10 @@ class DiffusionForecaster(nnx.Module):
         div_y = (fy[..., 1:, :] - fy[..., :-1, :]) / dy
         return div_x + div_y
 
-    def step(self, state, forcing_next, doy, *, deterministic: bool = True):
+    def step(self, state, forcing_next, doy, *, doy_next=None, deterministic: bool = True):
         """``[B, n_ocean, H, W]`` anomaly at day `doy`, forcing ``[B, 4, H, W]`` of day doy+1
         -> ``[B, n_ocean, H, W]`` anomaly at day doy+1 (land exactly 0)."""
-        del doy, deterministic
+        del doy, doy_next, deterministic
         dtype = state.dtype
         nu = self._nu_per_channel(dtype)[:, None, None]
         h = jnp.asarray(SECONDS_PER_DAY / self.n_substeps, dtype)
@@ -166,22 +168,28 @@ def build_forecaster(model_cfg, grid: Grid, stats: Stats | None, *, seed: int):
 
 
 # ------------------------------------------------------------------------------ train state
-def split_model(model) -> tuple[Any, dict, dict]:
-    """``model -> (graphdef, params, other)`` with params/other as nested dicts of arrays."""
-    graphdef, params, other = nnx.split(model, nnx.Param, ...)
-    return graphdef, params.to_pure_dict(), other.to_pure_dict()
+def split_model(model) -> tuple[Any, dict, dict, dict]:
+    """``model -> (graphdef, params, rngs, consts)`` as nested dicts of arrays.
+
+    `params`: every `nnx.Param` (what the optimizer moves); `rngs`: the model's RNG streams
+    (dropout), which advance every step; `consts`: every other variable (masks, statistics),
+    constant during training."""
+    graphdef, params, rngs, consts = nnx.split(model, nnx.Param, nnx.RngState, ...)
+    return graphdef, params.to_pure_dict(), rngs.to_pure_dict(), consts.to_pure_dict()
 
 
-def merge_model(graphdef, params: dict, other: dict):
+def merge_model(graphdef, params: dict, rngs: dict, consts: dict):
     """The inverse of `split_model`."""
-    return nnx.merge(graphdef, params, other)
+    return nnx.merge(graphdef, params, rngs, consts)
 
 
-def init_train_state(params: dict, other: dict, tx: optax.GradientTransformation, seed: int):
-    """A fresh train state (host values; place with `place_train_state`)."""
+def init_train_state(model_vars: tuple[dict, dict, dict], tx, seed: int):
+    """A fresh train state from ``(params, rngs, consts)`` of `split_model`."""
+    params, rngs, consts = model_vars
     return {
         "params": params,
-        "other": other,
+        "rngs": rngs,
+        "consts": consts,
         "opt_state": tx.init(params),
         "step": jnp.zeros((), jnp.int32),
         "rng": jax.random.key_data(jax.random.key(seed)),
@@ -190,46 +198,95 @@ def init_train_state(params: dict, other: dict, tx: optax.GradientTransformation
     }
 
 
-def abstract_train_state(params: dict, other: dict, tx, seed: int, mesh) -> Any:
+def abstract_train_state(model_vars, tx, seed: int, mesh) -> Any:
     """Shapes, dtypes and (replicated) shardings of the train state: a restore target."""
-    shapes = jax.eval_shape(lambda p, o: init_train_state(p, o, tx, seed), params, other)
+    shapes = jax.eval_shape(lambda v: init_train_state(v, tx, seed), model_vars)
     sh = replicated(mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes)
 
 
-def place_train_state(params: dict, other: dict, tx, seed: int, mesh) -> Any:
+def place_train_state(model_vars, tx, seed: int, mesh) -> Any:
     """A fresh train state replicated over `mesh` (identical in every process)."""
     from neuralogcm_jax.train.sharding import replicate
 
-    params = replicate(params, mesh)
-    other = replicate(other, mesh)
+    model_vars = replicate(model_vars, mesh)
     sh = replicated(mesh)
-    return jax.jit(lambda p, o: init_train_state(p, o, tx, seed), out_shardings=sh)(params, other)
+    return jax.jit(lambda v: init_train_state(v, tx, seed), out_shardings=sh)(model_vars)
 
 
-def _rollout_loss(graphdef, params, other, batch, weights, k_steps, deterministic, remat):
-    """Mean over K days of the weighted MSE of a K-day rollout, and the updated `other`."""
+def day_of_year_sequence(batch: dict, k_steps: int) -> tuple[jax.Array, jax.Array]:
+    """``(doy, doy_next)``, each ``[K, B]``: day-of-year index of each step's input and output.
+
+    From the loader's calendar (``target_doy [B, K]``) when present; otherwise by counting,
+    where index 364 is followed by 0 (a common year)."""
+    doy0 = batch["doy"].astype(jnp.int32)
+    if "target_doy" in batch:
+        nxt = jnp.swapaxes(batch["target_doy"][:, :k_steps].astype(jnp.int32), 0, 1)
+    else:
+        seq = [doy0]
+        for _ in range(k_steps):
+            seq.append(jnp.where(seq[-1] >= 364, 0, seq[-1] + 1))
+        nxt = jnp.stack(seq[1:])
+    cur = jnp.concatenate([doy0[None], nxt[:-1]], axis=0)
+    return cur, nxt
+
+
+def _rollout_loss(graphdef, params, rngs, consts, batch, weights, k_steps, deterministic, remat):
+    """Mean over K days of the weighted MSE of a K-day rollout, and the advanced RNG streams."""
     state0 = batch["state"]
     forcing = jnp.swapaxes(batch["forcing"][:, :k_steps], 0, 1)  # [K, B, 4, H, W]
     target = jnp.swapaxes(batch["target"][:, :k_steps], 0, 1)  # [K, B, C, H, W]
-    # day of year of the input state of each step; wraps like the 366-day climatology
-    doys = (batch["doy"][None, :] + jnp.arange(k_steps, dtype=batch["doy"].dtype)[:, None]) % (
-        DAYS_IN_CLIMATOLOGY
-    )
+    doys, doys_next = day_of_year_sequence(batch, k_steps)
 
     def day(carry, xs):
-        x, oth = carry
-        f, y, d = xs
-        model = nnx.merge(graphdef, params, oth)
-        nxt = model.step(x, f, d, deterministic=deterministic)
-        _, _, oth = nnx.split(model, nnx.Param, ...)
+        x, r = carry
+        f, y, d, dn = xs
+        model = nnx.merge(graphdef, params, r, consts)
+        nxt = model.step(x, f, d, doy_next=dn, deterministic=deterministic)
+        _, _, r, _ = nnx.split(model, nnx.Param, nnx.RngState, ...)
         loss = weighted_mse(nxt, y, weights)
-        return (nxt.astype(x.dtype), oth.to_pure_dict()), loss
+        return (nxt.astype(x.dtype), r.to_pure_dict()), loss
 
     if remat:
         day = jax.checkpoint(day)
-    (_, other), losses = jax.lax.scan(day, (state0, other), (forcing, target, doys))
-    return jnp.mean(losses), other
+    (_, rngs), losses = jax.lax.scan(day, (state0, rngs), (forcing, target, doys, doys_next))
+    return jnp.mean(losses), rngs
+
+
+def _select(ok, new, old):
+    """`new` where `ok` else `old`, leaf by leaf (PRNG key leaves: their raw data)."""
+
+    def sel(a, b):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = jnp.where(ok, jax.random.key_data(a), jax.random.key_data(b))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+        return jnp.where(ok, a, b)
+
+    return jax.tree.map(sel, new, old)
+
+
+def batch_shardings(mesh) -> dict:
+    """NamedSharding of every batch key the step reads (see `sharding.batch_spec`)."""
+    return {k: batch_sharding(r, mesh) for k, r in BATCH_RANKS.items()}
+
+
+def _jit_by_batch_keys(fn, mesh, jit_kwargs) -> Callable:
+    """`fn(train_state, batch)` jitted with the batch shardings of the keys it is given (the
+    loader may or may not supply ``target_doy``); one compilation per key set."""
+    all_sh = batch_shardings(mesh)
+    cache: dict = {}
+
+    def call(ts, batch):
+        keys = tuple(sorted(batch))
+        if keys not in cache:
+            unknown = [k for k in keys if k not in all_sh]
+            if unknown:
+                raise ConfigError(f"batch has unknown keys {unknown}; expected {list(all_sh)}")
+            cache[keys] = jax.jit(fn, **jit_kwargs({k: all_sh[k] for k in keys}))
+        return cache[keys](ts, batch)
+
+    call.cache = cache
+    return call
 
 
 def make_train_step(
@@ -252,21 +309,24 @@ def make_train_step(
 
     def step(ts, batch):
         def loss_fn(p):
-            return _rollout_loss(graphdef, p, ts["other"], batch, w, k_steps, deterministic, remat)
+            return _rollout_loss(
+                graphdef, p, ts["rngs"], ts["consts"], batch, w, k_steps, deterministic, remat
+            )
 
-        (loss, other), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts["params"])
+        (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts["params"])
         gnorm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, ts["opt_state"], ts["params"])
         params = optax.apply_updates(ts["params"], updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
 
         def pick(new, old):
-            return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+            return _select(ok, new, old)
 
         nonfinite = jnp.where(ok, 0, ts["nonfinite"] + 1).astype(jnp.int32)
         new = {
             "params": pick(params, ts["params"]),
-            "other": pick(other, ts["other"]),
+            "rngs": pick(rngs, ts["rngs"]),
+            "consts": ts["consts"],
             "opt_state": pick(opt_state, ts["opt_state"]),
             "step": ts["step"] + 1,
             "rng": jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(ts["rng"]), 1)),
@@ -281,41 +341,36 @@ def make_train_step(
         }
         return new, metrics
 
-    bsh = {
-        "state": batch_sharding(4, mesh),
-        "forcing": batch_sharding(5, mesh),
-        "target": batch_sharding(5, mesh),
-        "doy": batch_sharding(1, mesh),
-    }
-    return jax.jit(
+    return _jit_by_batch_keys(
         step,
-        in_shardings=(rep, bsh),
-        out_shardings=(rep, rep),
-        donate_argnums=(0,) if donate else (),
+        mesh,
+        lambda bsh: dict(
+            in_shardings=(rep, bsh),
+            out_shardings=(rep, rep),
+            donate_argnums=(0,) if donate else (),
+        ),
     )
 
 
 def make_eval_step(graphdef, weights: np.ndarray, mesh, *, k_steps: int) -> Callable:
-    """The jitted ``(params, other, batch) -> loss`` of a deterministic K-day rollout."""
+    """The jitted ``(train_state, batch) -> loss`` of a deterministic K-day rollout."""
     rep = replicated(mesh)
     w = jax.device_put(jnp.asarray(weights, jnp.float32), rep)
 
-    def ev(params, other, batch):
-        loss, _ = _rollout_loss(graphdef, params, other, batch, w, k_steps, True, False)
+    def ev(ts, batch):
+        loss, _ = _rollout_loss(
+            graphdef, ts["params"], ts["rngs"], ts["consts"], batch, w, k_steps, True, False
+        )
         return loss
 
-    bsh = {
-        "state": batch_sharding(4, mesh),
-        "forcing": batch_sharding(5, mesh),
-        "target": batch_sharding(5, mesh),
-        "doy": batch_sharding(1, mesh),
-    }
-    return jax.jit(ev, in_shardings=(rep, rep, bsh), out_shardings=rep)
+    return _jit_by_batch_keys(
+        ev, mesh, lambda bsh: dict(in_shardings=(rep, bsh), out_shardings=rep)
+    )
 
 
-def physics_si(graphdef, params: dict, other: dict) -> dict[str, np.ndarray]:
+def physics_si(graphdef, ts: dict) -> dict[str, np.ndarray]:
     """The model's learnable coefficients in SI units (empty if it has none), on the host."""
-    model = nnx.merge(graphdef, params, other)
+    model = nnx.merge(graphdef, ts["params"], ts["rngs"], ts["consts"])
     fn = getattr(model, "physics_coefficients_si", None)
     if fn is None:
         return {}
@@ -324,4 +379,4 @@ def physics_si(graphdef, params: dict, other: dict) -> dict[str, np.ndarray]:
 
 def model_inputs(batch: dict) -> dict:
     """The arrays of a loader batch the train step reads (``time`` stays on the host)."""
-    return {k: batch[k] for k in ("state", "forcing", "target", "doy")}
+    return {k: batch[k] for k in BATCH_KEYS if k in batch}

@@ -1,0 +1,615 @@
+"""`neuralogcm train`: the training loop (epochs, curriculum, validation, checkpoints, logs).
+
+    neuralogcm train --config configs/neuralogcm.yaml [--set optim.lr=1e-4 ...] [--resume]
+
+Order of work:
+
+1. everything that can be checked without compute is checked first: the config, the data root and
+   its splits, the mesh against the devices, the batch against the mesh, that the checkpoint
+   directory is writable and (with ``--resume``) that its checkpoint belongs to this model,
+   layout and grid;
+2. the model is built, split into plain pytrees, and the train state is created or restored onto
+   the current mesh (any device count);
+3. epochs run with the curriculum's rollout length K; each epoch ends with a validation pass and
+   a checkpoint; metrics go to ``metrics.jsonl`` (and TensorBoard when `tensorboardX` or
+   `tensorflow` is importable), a tqdm bar shows rate and ETA. Only process 0 writes logs.
+
+SIGTERM and SIGINT finish the current step, save a checkpoint and exit with status 0. A run of
+``nonfinite_patience`` consecutive non-finite steps is rewound to the last checkpoint.
+
+Data come from an HDF5 data root (`neuralogcm_jax.data.pipeline`) or, for tests and benchmarks,
+from an in-memory "array dataset" (a ``.npz`` file written by `write_array_dataset`: normalised
+fields per split, grid coordinates and wet mask, identity statistics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from neuralogcm_jax.data.normalize import Stats
+from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, StateError
+from neuralogcm_jax.grid import Grid
+from neuralogcm_jax.layout import ChannelLayout
+from neuralogcm_jax.train import checkpoint as ckpt_lib
+from neuralogcm_jax.train import config as config_lib
+from neuralogcm_jax.train import sharding as sh
+from neuralogcm_jax.train import state as st
+from neuralogcm_jax.train.loss import loss_weights
+from neuralogcm_jax.train.optim import lr_schedule, make_optimizer
+
+PAUSE_ENV = "NEURALOGCM_PAUSE_AFTER_STEP"  # fault injection for tests: block after this step
+
+
+# ================================================================================ array data
+def write_array_dataset(
+    path: str | os.PathLike,
+    grid: Grid,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> Path:
+    """Write an in-memory dataset: per split ``(fields [T, C, H, W] normalised, doy [T] int)``.
+
+    Ocean channels are anomalies, forcing channels normalised; statistics are the identity."""
+    path = Path(path)
+    arrays = {
+        "lat": grid.lat, "lon": grid.lon, "depth": grid.depth, "wet": grid.wet,
+    }
+    for name, (fields, doy) in splits.items():
+        arrays[f"{name}__fields"] = np.asarray(fields, np.float32)
+        arrays[f"{name}__doy"] = np.asarray(doy, np.int32)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+class ArrayLoader:
+    """Batches of K-day windows of an in-memory trajectory, laid out like the HDF5 pipeline.
+
+    Epoch ``e`` visits the windows in permutation ``(seed, e)``; process ``p`` of ``P`` takes
+    positions ``p, p + P, ...`` and batches them, dropping the remainder, so the processes' batches
+    together form the same global batches whatever ``P``."""
+
+    def __init__(self, fields, doy, *, k_steps, batch_size, seed, shuffle, shard_index,
+                 shard_count, n_ocean):
+        self.fields, self.doy = fields, doy
+        self.k, self.batch_size, self.n_ocean = k_steps, batch_size, n_ocean
+        n = fields.shape[0] - k_steps
+        if n < 1:
+            raise DataError(f"{fields.shape[0]} days cannot make one window of {k_steps + 1}")
+        order = np.random.default_rng([seed, 0]).permutation(n) if shuffle else np.arange(n)
+        self.mine = order[shard_index::shard_count]
+        self.batches_per_epoch = len(self.mine) // batch_size
+        if self.batches_per_epoch < 1:
+            raise ConfigError(
+                f"{n} windows over {shard_count} process(es) cannot fill one batch of {batch_size}"
+            )
+
+    def _sample(self, t: int) -> dict:
+        f, k, n = self.fields, self.k, self.n_ocean
+        return {
+            "state": f[t, :n],
+            "forcing": f[t + 1 : t + 1 + k, n:],
+            "target": f[t + 1 : t + 1 + k, :n],
+            "doy": self.doy[t],
+            "target_doy": self.doy[t + 1 : t + 1 + k],
+            "time": np.int64(t),
+        }
+
+    def __iter__(self):
+        return _ArrayIterator(self, 0)
+
+    def restore(self, state: str):
+        return _ArrayIterator(self, int(json.loads(state)["batch"]))
+
+
+class _ArrayIterator:
+    def __init__(self, loader: ArrayLoader, batch: int):
+        self.loader, self.batch = loader, batch
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        L = self.loader
+        if self.batch >= L.batches_per_epoch:
+            raise StopIteration
+        idx = L.mine[self.batch * L.batch_size : (self.batch + 1) * L.batch_size]
+        self.batch += 1
+        samples = [L._sample(int(t)) for t in idx]
+        return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+
+    def get_state(self) -> str:
+        return json.dumps({"batch": self.batch})
+
+
+@dataclasses.dataclass
+class TrainData:
+    """What the loop needs from a dataset: grid, layout, stats, and loaders per split and K."""
+
+    grid: Grid
+    layout: ChannelLayout
+    stats: Stats
+    make: Any  # (split, k_steps, batch_size_per_process, seed, shuffle) -> loader
+    splits: tuple[str, ...]
+
+    def loader(self, split, k_steps, batch_size, seed, shuffle):
+        return self.make(split, k_steps, batch_size, seed, shuffle)
+
+
+def iterator_state(it) -> str:
+    s = it.get_state()
+    return s.decode() if isinstance(s, bytes) else str(s)
+
+
+def open_data(cfg: config_lib.Config) -> TrainData:
+    """Open and validate ``cfg.data.root`` (HDF5 root, or a ``.npz`` array dataset)."""
+    root = Path(cfg.data.root)
+    pi, pc = jax.process_index(), jax.process_count()
+    if root.suffix == ".npz":
+        if not root.is_file():
+            raise DataError(f"data.root {str(root)!r}: array dataset file does not exist")
+        z = np.load(root, allow_pickle=False)
+        grid = Grid.from_coords(z["lat"], z["lon"], z["depth"], z["wet"])
+        layout = ChannelLayout(tuple(float(d) for d in z["depth"]))
+        splits = {}
+        for key in z.files:
+            if key.endswith("__fields"):
+                name = key[: -len("__fields")]
+                splits[name] = (z[key], z[f"{name}__doy"])
+        for s in (cfg.data.train_split,):
+            if s not in splits:
+                raise DataError(f"data.root {str(root)!r}: no split {s!r}; has {sorted(splits)}")
+        for name, (f, _) in splits.items():
+            layout.check(f, channels="all", where=f"{root}:{name}")
+        n = layout.n_ocean
+        stats = Stats.build(
+            np.zeros(layout.n_channels), np.ones(layout.n_channels),
+            np.zeros((366, n) + grid.shape, np.float32), grid.wet, layout,
+        )
+
+        def make(split, k, bs, seed, shuffle):
+            f, d = splits[split]
+            return ArrayLoader(f, d, k_steps=k, batch_size=bs, seed=seed, shuffle=shuffle,
+                               shard_index=pi, shard_count=pc, n_ocean=n)
+
+        return TrainData(grid, layout, stats, make, tuple(splits))
+
+    from neuralogcm_jax.data import h5format, pipeline
+
+    wanted = [cfg.data.train_split]
+    if (root / cfg.data.val_split).is_dir():
+        wanted.append(cfg.data.val_split)
+    droot = h5format.open_dataset(root, splits=wanted)
+    stats = droot.load_stats()
+
+    def make(split, k, bs, seed, shuffle):
+        return pipeline.make_loader(
+            droot, split, k_steps=k, batch_size=bs, seed=seed % 2**32, shuffle=shuffle,
+            num_epochs=1, shard_index=pi, shard_count=pc, worker_count=cfg.data.worker_count,
+            read_threads=cfg.data.read_threads,
+            prefetch=cfg.data.prefetch * bs if cfg.data.prefetch else None,
+        )
+
+    return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted))
+
+
+# ================================================================================ checks
+def check_writable(directory: Path, what: str) -> None:
+    """`ConfigError` unless `directory` can be created and written (tested with a temp file)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what} {str(directory)!r} is not writable: {e}") from e
+
+
+def check_config(cfg: config_lib.Config) -> None:
+    """Value checks the type system cannot express."""
+    t, d = cfg.train, cfg.data
+    for key, v in (("train.epochs", t.epochs), ("data.batch_size", d.batch_size),
+                   ("train.log_every", t.log_every), ("train.val_every", t.val_every),
+                   ("train.nonfinite_patience", t.nonfinite_patience),
+                   ("checkpoint.save_every", cfg.checkpoint.save_every),
+                   ("checkpoint.keep", cfg.checkpoint.keep), ("data.k_steps", d.k_steps)):
+        if v < 1:
+            raise ConfigError(f"{key} = {v}: must be >= 1")
+    for i, item in enumerate(t.curriculum):
+        if len(item) != 2 or item[0] < 0 or item[1] < 1:
+            raise ConfigError(
+                f"train.curriculum[{i}] = {item}: expected [epoch >= 0, K >= 1]"
+            )
+    for key, v in (("train.steps_per_epoch", t.steps_per_epoch), ("train.max_steps", t.max_steps)):
+        if v is not None and v < 1:
+            raise ConfigError(f"{key} = {v}: must be >= 1 or null")
+
+
+def model_config_for_run(cfg: config_lib.Config):
+    """The model config with the run's precision applied (bf16 -> networks in bfloat16)."""
+    m = cfg.model
+    if cfg.train.precision == "bf16" and hasattr(m, "dtype"):
+        m = dataclasses.replace(m, dtype="bfloat16")
+    return m
+
+
+# ================================================================================ logging
+class MetricsLog:
+    """metrics.jsonl (+ TensorBoard if available), written by process 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self.tb = None
+        if not enabled:
+            return
+        self.file = open(self.path, "a")
+        with contextlib.suppress(Exception):
+            from tensorboardX import SummaryWriter
+
+            self.tb = ("tbx", SummaryWriter(str(out_dir / "tensorboard")))
+        if self.tb is None:
+            with contextlib.suppress(Exception):
+                import tensorflow as tf  # noqa: F401
+
+                self.tb = ("tf", tf.summary.create_file_writer(str(out_dir / "tensorboard")))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            step = int(record.get("step", 0))
+            kind, w = self.tb
+            for k, v in record.items():
+                if k in ("step", "epoch", "kind") or not isinstance(v, (int, float)):
+                    continue
+                if kind == "tbx":
+                    w.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
+                else:
+                    import tensorflow as tf
+
+                    with w.as_default():
+                        tf.summary.scalar(f"{record.get('kind', 'train')}/{k}", v, step=step)
+
+    def close(self):
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None and self.tb[0] == "tbx":
+                self.tb[1].close()
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT -> finish the step, checkpoint, exit 0."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+# ================================================================================ training
+@dataclasses.dataclass
+class RunResult:
+    """What `train` returns: last step, final train state, and the last metrics."""
+
+    step: int
+    train_state: Any
+    graphdef: Any
+    metrics: dict
+    stopped_by_signal: bool = False
+
+
+def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True) -> RunResult:
+    """Run (or resume) training as configured. See the module docstring for the order of work."""
+    # ---------------------------------------------------------------- checks before compute
+    check_config(cfg)
+    data = open_data(cfg)
+    mesh = sh.mesh_from_config(cfg.mesh)
+    gb = sh.global_batch_size(cfg.data.batch_size, mesh)
+    sh.check_batch_layout(gb, data.grid.shape[1], mesh)
+    per_process = gb // jax.process_count()
+    out_dir = Path(cfg.train.out_dir)
+    ckpt_dir = cfg.checkpoint_dir
+    main = jax.process_index() == 0
+    check_writable(out_dir, "train.out_dir")
+    check_writable(ckpt_dir, "checkpoint directory")
+    existing = ckpt_lib.list_steps(ckpt_dir)
+    model_cfg = model_config_for_run(cfg)
+    if resume:
+        if not existing:
+            raise CheckpointError(f"--resume: no checkpoint in {str(ckpt_dir)!r}")
+    elif existing:
+        raise CheckpointError(
+            f"checkpoint directory {str(ckpt_dir)!r} already holds steps {existing}; pass "
+            f"--resume to continue that run, or choose another checkpoint.dir / train.out_dir"
+        )
+    weights = loss_weights(data.grid, data.layout, cfg.train.var_weights)
+    ckpt = ckpt_lib.Checkpointer(
+        ckpt_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save,
+        keep_best=cfg.checkpoint.best_metric is not None,
+        best_metric=cfg.checkpoint.best_metric or "val_loss",
+    )
+    if resume:
+        meta = ckpt.read_metadata()
+        ckpt_lib.check_compatible(
+            meta, model_name=model_cfg.name, grid=data.grid, layout=data.layout,
+            where=f"--resume {ckpt_dir}",
+        )
+
+    # ---------------------------------------------------------------- epoch lengths
+    loaders: dict = {}
+
+    def loader(k):
+        if k not in loaders:
+            loaders[k] = data.loader(cfg.data.train_split, k, per_process, cfg.train.seed,
+                                     cfg.data.shuffle)
+        return loaders[k]
+
+    def epoch_seed(epoch):
+        return (cfg.train.seed * 100_003 + epoch) % 2**32
+
+    def epoch_steps(epoch):
+        n = loader(cfg.k_at_epoch(epoch)).batches_per_epoch
+        return min(n, cfg.train.steps_per_epoch or n)
+
+    total = sum(epoch_steps(e) for e in range(cfg.train.epochs))
+    if cfg.train.max_steps is not None:
+        total = min(total, cfg.train.max_steps)
+    tx = make_optimizer(cfg.optim, total)
+
+    # ---------------------------------------------------------------- model and state
+    model = st.build_forecaster(model_cfg, data.grid, data.stats, seed=cfg.train.seed)
+    graphdef, *model_vars = st.split_model(model)
+    model_vars = tuple(model_vars)
+    del model
+    cfg_dict = config_lib.to_dict(cfg)
+    if resume:
+        abstract = st.abstract_train_state(model_vars, tx, cfg.train.seed, mesh)
+        ts, data_state, step = ckpt.restore(abstract)
+        position = dict(data_state or {"epoch": 0, "batch": 0, "iter": None})
+    else:
+        ts = st.place_train_state(model_vars, tx, cfg.train.seed, mesh)
+        step = 0
+        position = {"epoch": 0, "batch": 0, "iter": None}
+    del model_vars
+    if main:
+        config_lib.write_config(cfg, out_dir)
+    log = MetricsLog(out_dir, main)
+    net_lr = lr_schedule(cfg.optim.lr, cfg.optim, total)
+    phys_lr = lr_schedule(cfg.optim.physics_lr, cfg.optim, total)
+
+    train_steps: dict = {}
+    eval_steps: dict = {}
+
+    def train_step(k):
+        if k not in train_steps:
+            train_steps[k] = st.make_train_step(
+                graphdef, tx, weights, mesh, k_steps=k, deterministic=cfg.train.deterministic,
+                remat=cfg.train.remat,
+            )
+        return train_steps[k]
+
+    def metadata(s, metrics=None):
+        return ckpt_lib.make_metadata(cfg_dict, data.grid, data.layout, step=s, metrics=metrics)
+
+    def save(s, ts, pos, metrics=None):
+        ckpt.save(s, ts, pos, metadata(s, metrics), metrics=metrics)
+
+    def validate(k) -> float | None:
+        if cfg.data.val_split not in data.splits:
+            return None
+        try:
+            vl = data.loader(cfg.data.val_split, k, per_process, 0, False)
+        except (ConfigError, DataError):
+            return None
+        if k not in eval_steps:
+            eval_steps[k] = st.make_eval_step(graphdef, weights, mesh, k_steps=k)
+        losses = []
+        for i, batch in enumerate(vl):
+            if cfg.data.val_max_batches is not None and i >= cfg.data.val_max_batches:
+                break
+            gbatch = sh.shard_batch(st.model_inputs(batch), mesh, gb)
+            losses.append(eval_steps[k](ts, gbatch))
+        return float(np.mean(jax.device_get(losses))) if losses else None
+
+    # ---------------------------------------------------------------- the loop
+    pause_at = int(os.environ.get(PAUSE_ENV, "0") or 0)
+    last = {}
+    rewinds = 0
+    stopped = False
+    t_log, n_log = time.perf_counter(), 0
+    with _StopFlag() as stop:
+        while position["epoch"] < cfg.train.epochs:
+            epoch = int(position["epoch"])
+            k = cfg.k_at_epoch(epoch)
+            n = epoch_steps(epoch)
+            # a new permutation every epoch, reproducible from (seed, epoch)
+            ld = data.loader(cfg.data.train_split, k, per_process, epoch_seed(epoch),
+                             cfg.data.shuffle)
+            it = ld.restore(position["iter"]) if position.get("iter") else iter(ld)
+            b = int(position["batch"])
+            fn = train_step(k)
+            bar = _progress(total=n, initial=b, epoch=epoch, k=k,
+                            enabled=progress and main)
+            rewound = False
+            while b < n:
+                if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+                    break
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                gbatch = sh.shard_batch(st.model_inputs(batch), mesh, gb)
+                ts, met = fn(ts, gbatch)
+                b += 1
+                step += 1
+                n_log += 1
+                position = {"epoch": epoch, "batch": b, "iter": iterator_state(it), "k": k}
+                nonfinite = int(met["nonfinite"])
+                if nonfinite >= cfg.train.nonfinite_patience:
+                    ts, position, step = _rewind(ckpt, ts, graphdef, tx, cfg, mesh, model_cfg,
+                                                 data, nonfinite, step)
+                    rewinds += 1
+                    if rewinds > 3:
+                        raise StateError(
+                            f"training diverged again after {rewinds - 1} restores of the last "
+                            f"checkpoint ({nonfinite} non-finite steps in a row at step {step})"
+                        )
+                    rewound = True
+                    break
+                if step % cfg.train.log_every == 0 or b == n:
+                    m = jax.device_get(met)
+                    dt = time.perf_counter() - t_log
+                    rec = {
+                        "kind": "train", "step": step, "epoch": epoch, "k_steps": k,
+                        "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
+                        "lr": float(net_lr(step)), "physics_lr": float(phys_lr(step)),
+                        "skipped_total": int(jax.device_get(ts["skipped"])),
+                        "samples_per_s": n_log * gb / max(dt, 1e-9),
+                    }
+                    for name, v in st.physics_si(graphdef, ts).items():
+                        v = np.asarray(v)
+                        rec[f"{name}_m2_s" if name.startswith(("nu", "kappa")) else name] = (
+                            float(v) if v.size == 1 else [float(x) for x in v.ravel()]
+                        )
+                    log.write(rec)
+                    last = rec
+                    t_log, n_log = time.perf_counter(), 0
+                    bar.set_postfix(loss=f"{rec['loss']:.4g}", refresh=False)
+                bar.update(1)
+                if step % cfg.checkpoint.save_every == 0 and b < n:
+                    save(step, ts, position)  # the epoch-end save below carries val_loss
+                if pause_at and step == pause_at:
+                    ckpt.wait()
+                    print(f"PAUSED at step {step}", flush=True)
+                    while True:  # a test kills the process here
+                        time.sleep(1.0)
+                if stop.signum is not None:
+                    stopped = True
+                    break
+            bar.close()
+            if rewound:
+                continue
+            if stopped:
+                save(step, ts, position)
+                break
+            if cfg.train.max_steps is not None and step >= cfg.train.max_steps and b < n:
+                save(step, ts, position)
+                break
+            # end of epoch: validate, checkpoint with the metric
+            position = {"epoch": epoch + 1, "batch": 0, "iter": None}
+            val = validate(k) if (epoch + 1) % cfg.train.val_every == 0 else None
+            metrics = {"val_loss": val} if val is not None else None
+            if val is not None:
+                log.write({"kind": "val", "step": step, "epoch": epoch, "k_steps": k,
+                           "val_loss": val})
+                last = {**last, "val_loss": val}
+            if step not in ckpt.all_steps():
+                save(step, ts, position, metrics)
+            if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
+                break
+    ckpt.close()
+    log.close()
+    if stopped and main:
+        print(f"neuralogcm train: stopped by signal {stop.signum}; checkpoint at step {step}",
+              flush=True)
+    return RunResult(step, ts, graphdef, last, stopped)
+
+
+def _rewind(ckpt, ts, graphdef, tx, cfg, mesh, model_cfg, data, nonfinite, step):
+    """Restore the last checkpoint after `nonfinite` consecutive non-finite steps."""
+    ckpt.wait()
+    if ckpt.latest_step() is None:
+        raise StateError(
+            f"{nonfinite} non-finite steps in a row at step {step} and no checkpoint to restore "
+            f"(train.nonfinite_patience = {cfg.train.nonfinite_patience})"
+        )
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh.replicated(mesh)), ts
+    )
+    ts, data_state, s = ckpt.restore(abstract)
+    if jax.process_index() == 0:
+        print(f"neuralogcm train: {nonfinite} non-finite steps at step {step}; restored step {s}",
+              flush=True)
+    return ts, dict(data_state), s
+
+
+def _progress(total, initial, epoch, k, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch} K={k}", unit="step",
+                disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+# ================================================================================ CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config_lib.add_config_arguments(parser)
+    parser.add_argument(
+        "--resume", nargs="?", const="", default=None, metavar="CHECKPOINT_DIR",
+        help="continue from the latest checkpoint (of checkpoint.dir, or of CHECKPOINT_DIR)",
+    )
+    parser.add_argument("--coordinator", help="host:port of process 0 (multi-process runs)")
+    parser.add_argument("--num_processes", type=int, help="number of processes in the job")
+    parser.add_argument("--process_id", type=int, help="this process's index")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from neuralogcm_jax.train.distributed import initialize_distributed
+
+    # before anything touches a JAX backend (the CPU collectives must be chosen first)
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    cfg = config_lib.config_from_args(args)
+    resume = args.resume is not None
+    if resume and args.resume:
+        cfg = config_lib.replace(cfg, **{"checkpoint.dir": args.resume})
+    res = train(cfg, resume=resume, progress=not args.no_progress)
+    if jax.process_index() == 0:
+        loss = res.metrics.get("loss")
+        print(
+            f"neuralogcm train: step {res.step}"
+            + (f", loss {loss:.5g}" if loss is not None else "")
+            + (f", val_loss {res.metrics['val_loss']:.5g}" if "val_loss" in res.metrics else "")
+            + f"; checkpoints in {cfg.checkpoint_dir}",
+            flush=True,
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m neuralogcm_jax.train.loop ...`` (the same as ``neuralogcm train``)."""
+    from neuralogcm_jax.cli import main as cli_main
+
+    return cli_main(["train", *(argv if argv is not None else __import__("sys").argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
