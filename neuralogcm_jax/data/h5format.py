@@ -120,6 +120,57 @@ def write_year(
     return path
 
 
+class YearWriter:
+    """Write a year file one day at a time (a 1.5 deg year is 4 GB: too big to hold whole).
+
+    ``with YearWriter(path, n_days, n_channels, (H, W), lat, lon, depth) as w: w.write_day(t, x)``
+    with ``x`` ``[C, H, W]``. The file is renamed into place only when every day was written and
+    the block exits without an error; otherwise the temporary file is removed.
+    """
+
+    def __init__(self, path, n_days, n_channels, shape, lat=None, lon=None, depth=None, attrs=None):
+        self.path = Path(path)
+        self.shape = (int(n_days), int(n_channels), int(shape[0]), int(shape[1]))
+        self.coords = {"lat": lat, "lon": lon, "depth": depth}
+        self.attrs = attrs or {}
+        self._tmp = _atomic_target(self.path)
+        self._written = np.zeros(self.shape[0], dtype=bool)
+        self._f = None
+
+    def __enter__(self) -> YearWriter:
+        h5py = _h5py()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = h5py.File(self._tmp, "w")
+        T, C, H, W = self.shape
+        self._d = self._f.create_dataset(FIELDS_KEY, shape=self.shape, dtype="<f4", chunks=(1, C, H, W))
+        for k, v in self.coords.items():
+            if v is not None:
+                self._f.create_dataset(k, data=np.asarray(v, dtype=np.float64))
+        self._f.attrs["format_version"] = FORMAT_VERSION
+        for k, v in self.attrs.items():
+            self._f.attrs[k] = v
+        return self
+
+    def write_day(self, t: int, day: np.ndarray) -> None:
+        day = np.asarray(day, dtype=np.float32)
+        if day.shape != self.shape[1:]:
+            raise DataError(f"{self.path}: day {t} has shape {day.shape}, expected {self.shape[1:]}")
+        self._d[t] = day
+        self._written[t] = True
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._f.close()
+            if exc_type is None:
+                if not self._written.all():
+                    missing = int(np.argmin(self._written))
+                    raise DataError(f"{self.path}: day {missing} was never written")
+                os.replace(self._tmp, self.path)
+        finally:
+            if self._tmp.exists():
+                self._tmp.unlink()
+
+
 def write_stats(
     root: str | os.PathLike, mean: np.ndarray, std: np.ndarray, clim: np.ndarray
 ) -> None:
@@ -527,6 +578,7 @@ __all__ = [
     "DatasetInfo",
     "SplitInfo",
     "YearFile",
+    "YearWriter",
     "days_in_year",
     "default_coords",
     "list_split",
