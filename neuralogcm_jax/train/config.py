@@ -287,6 +287,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {str(k): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; accept what is plainly a number
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(
                 f"config key {key!r}: expected a number, got {value!r} ({type(value).__name__})"
@@ -461,7 +467,7 @@ FLAG_KEYS = {
     "epochs": "train.epochs",
     "lr": "optim.lr",
     "fourcastnet_embed_dim": "model.fourcastnet.embed_dim",
-    "simvp_hid_s": "model.simvp.hid_s",
+    "simvp_hid_s": "model.simvp.hid_S",
     "out_dir": "train.out_dir",
 }
 
@@ -479,7 +485,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
     parser.add_argument("--lr", type=float, help="peak network learning rate (optim.lr)")
     parser.add_argument("--fourcastnet_embed_dim", type=int, help="model.fourcastnet.embed_dim")
-    parser.add_argument("--simvp_hid_s", type=int, help="model.simvp.hid_s")
+    parser.add_argument("--simvp_hid_s", type=int, help="model.simvp.hid_S")
     parser.add_argument("--out_dir", help="run directory (train.out_dir)")
 
 

@@ -175,7 +175,7 @@ def split_model(model) -> tuple[Any, dict, dict, dict]:
     (dropout), which advance every step; `consts`: every other variable (masks, statistics),
     constant during training."""
     graphdef, params, rngs, consts = nnx.split(model, nnx.Param, nnx.RngState, ...)
-    return graphdef, params.to_pure_dict(), rngs.to_pure_dict(), consts.to_pure_dict()
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rngs), nnx.to_pure_dict(consts)
 
 
 def merge_model(graphdef, params: dict, rngs: dict, consts: dict):
@@ -245,7 +245,7 @@ def _rollout_loss(graphdef, params, rngs, consts, batch, weights, k_steps, deter
         nxt = model.step(x, f, d, doy_next=dn, deterministic=deterministic)
         _, _, r, _ = nnx.split(model, nnx.Param, nnx.RngState, ...)
         loss = weighted_mse(nxt, y, weights)
-        return (nxt.astype(x.dtype), r.to_pure_dict()), loss
+        return (nxt.astype(x.dtype), nnx.to_pure_dict(r)), loss
 
     if remat:
         day = jax.checkpoint(day)
@@ -314,7 +314,7 @@ def make_train_step(
             )
 
         (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts["params"])
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, ts["opt_state"], ts["params"])
         params = optax.apply_updates(ts["params"], updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
