@@ -311,3 +311,12 @@ def test_missing_stats(tmp_path):
 def test_split_too_short_for_the_window(root):
     with pytest.raises(DataError, match=r"valid: 365 days cannot hold one window of 366"):
         H5WindowSource(root, "valid", k_steps=365)
+
+
+def test_climatology_nan_in_an_ocean_cell(tmp_path):
+    make_root(tmp_path, {"train": [2019]})
+    clim = np.load(tmp_path / hf.CLIM_FILE)
+    clim[365, LAYOUT.channel("U", 0), 3, 5] = np.nan
+    np.save(tmp_path / hf.CLIM_FILE, clim)
+    with pytest.raises(DataError, match=r"climate_mean_s_t_ssh\.npy: day of year 365: .*channel 2 \(U_0\.494m\), row 3, column 5"):
+        hf.open_dataset(tmp_path)

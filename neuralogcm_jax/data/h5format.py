@@ -551,6 +551,16 @@ def open_dataset(
         if bad.any():
             c = int(np.argmax(bad))
             raise DataError(f"{root / STD_FILE}: std of channel {c} is {std[c]}, must be > 0")
+        # The climatology must be finite on ocean cells (NaN or anything on land): two days checked.
+        for d in (0, 365):
+            day = np.asarray(clim[d, : layout.n_ocean], dtype=np.float32)
+            bad = ~np.isfinite(day) & wet_ch[: layout.n_ocean]
+            if bad.any():
+                c, j, i = (int(v) for v in np.argwhere(bad)[0])
+                raise DataError(
+                    f"{root / CLIM_FILE}: day of year {d}: non-finite climatology in {int(bad.sum())} "
+                    f"ocean cell(s), first at channel {c} ({layout.channel_names[c]}), row {j}, column {i}"
+                )
 
     # -- NaN in ocean cells (a sample of days, or all)
     for s, files in infos.items():

@@ -155,6 +155,7 @@ class H5WindowSource:
         self._shapes = [(f.n_days, self.layout.n_channels, H, W) for f in self.files]
         self._readers: list[_DayReader] | None = None
         self._stats = None
+        self._consts = None
         self._init_lock = threading.Lock()
 
     # -------------------------------------------------------------- pickling (grain workers)
@@ -163,6 +164,7 @@ class H5WindowSource:
         # Open files, memory maps and locks stay behind; each process opens its own.
         state["_readers"] = None
         state["_stats"] = None
+        state["_consts"] = None
         state["_init_lock"] = None
         return state
 
@@ -228,18 +230,42 @@ class H5WindowSource:
             raise IndexError(f"sample {index} outside 0 .. {len(self) - 1} of {self!r}")
         K = self.k_steps
         x, doy = self.read_days(i, K + 1)
-        stats = self._stats
         n = self.layout.n_ocean
-        anomalies = np.stack([stats.physical_to_anomaly(x[k, :n], int(doy[k])) for k in range(K + 1)])
-        forcing = stats.normalize_forcing(x[1:, n:]).astype(np.float32)
+        for k in range(K + 1):
+            self._anomaly_inplace(x[k, :n], int(doy[k]))
+        forcing = self._stats.normalize_forcing(x[1:, n:]).astype(np.float32)
+        anomalies = x[:, :n]
         return {
             "state": anomalies[0],
             "forcing": forcing,
-            "target": anomalies[1:],
+            "target": np.ascontiguousarray(anomalies[1:]),
             "doy": np.int32(doy[0]),
             "target_doy": doy[1:].astype(np.int32),
             "time": np.int64(i),
         }
+
+    def _anomaly_inplace(self, x: np.ndarray, doy: int) -> None:
+        """``x`` [n_ocean, H, W] physical -> normalised anomaly, in place, land 0.
+
+        The same float32 operations in the same order as `Stats.physical_to_anomaly` (the
+        definition; a test holds them bit-equal), without its temporaries: the climatology is read
+        straight from the memory map, which makes a 1.5 deg sample several times cheaper."""
+        stats = self._stats
+        n = self.layout.n_ocean
+        if self._consts is None:
+            self._consts = (
+                stats.mean[:n, None, None].astype(np.float32),
+                stats.std[:n, None, None].astype(np.float32),
+                ~np.asarray(stats.wet, dtype=bool),
+            )
+        mean, std, land = self._consts
+        # Land is NaN in the data (and in the climatology): computed through, then set to 0.
+        # A NaN climatology in an ocean cell is refused by `open_dataset`.
+        with np.errstate(invalid="ignore"):
+            np.subtract(x, stats.clim[doy], out=x)
+            np.subtract(x, mean, out=x)
+            np.divide(x, std, out=x)
+        np.copyto(x, 0.0, where=land)
 
     def close(self) -> None:
         """Close this process's open files (they reopen on the next read)."""
@@ -248,6 +274,7 @@ class H5WindowSource:
                 r.close()
         self._readers = None
         self._stats = None
+        self._consts = None
 
 
 def denormalize_sample(sample: dict, stats) -> dict[str, np.ndarray]:
