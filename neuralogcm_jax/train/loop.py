@@ -510,8 +510,8 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
                 if pause_at and step == pause_at:
                     ckpt.wait()
                     print(f"PAUSED at step {step}", flush=True)
-                    while True:  # a test kills the process here
-                        time.sleep(1.0)
+                    while stop.signum is None:  # a test kills or signals the process here
+                        time.sleep(0.1)
                 if stop.signum is not None:
                     stopped = True
                     break

@@ -1,0 +1,231 @@
+"""Claims about the training loop: exact resume after a kill, clean stops, early clear errors,
+and learnable diffusion coefficients that find the truth."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from neuralogcm_jax import cli
+from neuralogcm_jax.grid import Grid
+from neuralogcm_jax.layout import ChannelLayout
+from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS
+from neuralogcm_jax.train import checkpoint as CK
+from neuralogcm_jax.train import config as C
+from neuralogcm_jax.train import sharding as SH
+from neuralogcm_jax.train import state as S
+from neuralogcm_jax.train.loop import PAUSE_ENV, write_array_dataset
+from neuralogcm_jax.train.loss import loss_weights
+from neuralogcm_jax.train.optim import make_optimizer
+
+CHILD_DEVICES = 2
+
+
+def toy_grid():
+    g = Grid.regular(15.0, depth=(5.0, 50.0))
+    wet = g.wet.copy()
+    wet[:, 3:6, 4:8] = False
+    return g.with_wet(wet)
+
+
+def toy_dataset(path, seed=0):
+    g = toy_grid()
+    rng = np.random.default_rng(seed)
+    mask = np.concatenate([g.wet] * 4 + [g.wet[:1], np.ones((4, 12, 24), bool)])
+
+    def split(T, off):
+        return (rng.normal(size=(T, 13, 12, 24)) * mask).astype(np.float32), (np.arange(T) + off)
+
+    return write_array_dataset(path, g, {"train": split(30, 300), "valid": split(8, 0)})
+
+
+def train_args(tmp_path, data, name, *extra):
+    return [
+        "train", "--data_root", str(data), "--model", "diffusion_toy", "--batch_size", "2",
+        "--epochs", "2", "--no_progress",
+        "--set", f"train.out_dir={tmp_path / name}", "--set", "train.steps_per_epoch=4",
+        "--set", "train.curriculum=[[0, 1], [1, 2]]", "--set", "optim.warmup_steps=2",
+        "--set", "checkpoint.save_every=1", "--set", "train.log_every=1", *extra,
+    ]
+
+
+def child(args, env_extra=None, wait=True, timeout=180):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={CHILD_DEVICES}",
+               JAX_PLATFORMS="cpu", **(env_extra or {}))
+    p = subprocess.Popen([sys.executable, "-m", "neuralogcm_jax.cli", *args], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    if not wait:
+        return p
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail(f"child {args[:3]} timed out")
+    return p.returncode, out, err
+
+
+def wait_for_line(p, marker, timeout=180):
+    """Read the child's stdout until `marker`; kill its process group on timeout."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(p.stdout, selectors.EVENT_READ)
+    import time
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if sel.select(timeout=1.0):
+            line = p.stdout.readline()
+            if marker in line:
+                return
+            if line == "" and p.poll() is not None:
+                break
+    os.killpg(p.pid, signal.SIGKILL)
+    pytest.fail(f"child never printed {marker!r} (rc {p.poll()}): {p.stderr.read()[-2000:]}")
+
+
+def final_params(run_dir):
+    """Parameters of the latest checkpoint of a run, read back as numpy."""
+    ck = CK.Checkpointer(run_dir / "checkpoints", read_only=True)
+    step = ck.latest_step()
+    path = run_dir / "checkpoints" / str(step) / "state"
+    import orbax.checkpoint as ocp
+
+    with ocp.PyTreeCheckpointer() as c:
+        tree = c.restore(path)
+    return step, jax.tree.map(np.asarray, tree["params"])
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path):
+    data = toy_dataset(tmp_path / "toy.npz")
+    rc, out, err = child(train_args(tmp_path, data, "straight"))
+    assert rc == 0, err[-2000:]
+    # the same run, killed without warning after its step-3 checkpoint (mid-epoch 0) ...
+    p = child(train_args(tmp_path, data, "killed"), {PAUSE_ENV: "3"}, wait=False)
+    wait_for_line(p, "PAUSED at step 3")
+    os.killpg(p.pid, signal.SIGKILL)
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL
+    assert CK.list_steps(tmp_path / "killed" / "checkpoints")[-1] == 3
+    # ... and resumed: it must read the same batches and end with the same parameters
+    rc, out, err = child(train_args(tmp_path, data, "killed", "--resume"))
+    assert rc == 0, err[-2000:]
+    s1, p1 = final_params(tmp_path / "straight")
+    s2, p2 = final_params(tmp_path / "killed")
+    assert s1 == s2 == 8
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_array_equal(a, b)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "killed" / "metrics.jsonl").open()
+             if '"train"' in x]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # nothing trained twice, nothing skipped
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    data = toy_dataset(tmp_path / "toy.npz")
+    p = child(train_args(tmp_path, data, "run", "--set", "checkpoint.save_every=100"),
+              {PAUSE_ENV: "2"}, wait=False)
+    wait_for_line(p, "PAUSED at step 2")
+    os.killpg(p.pid, signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    assert "stopped by signal" in out
+    assert CK.list_steps(tmp_path / "run" / "checkpoints") == [2]
+
+
+def _cli(argv, capsys):
+    rc = cli.main(argv)
+    return rc, capsys.readouterr().err
+
+
+def test_unknown_key_and_wrong_type_fail_before_compute(tmp_path, capsys):
+    data = toy_dataset(tmp_path / "toy.npz")
+    rc, err = _cli(train_args(tmp_path, data, "a", "--set", "optim.learning_rate=1"), capsys)
+    assert rc == 2 and "optim.learning_rate" in err
+    rc, err = _cli(train_args(tmp_path, data, "a", "--set", "train.epochs=many"), capsys)
+    assert rc == 2 and "train.epochs" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_unwritable_checkpoint_dir_fails_before_compute(tmp_path, capsys):
+    data = toy_dataset(tmp_path / "toy.npz")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory should be")
+    rc, err = _cli(train_args(tmp_path, data, "b", "--set", f"checkpoint.dir={blocker / 'ck'}"),
+                   capsys)
+    assert rc == 2 and "not writable" in err and str(blocker) in err
+    assert not (tmp_path / "b" / "metrics.jsonl").exists()
+
+
+def test_mesh_that_does_not_fit_the_devices_is_a_config_error(tmp_path, capsys):
+    data = toy_dataset(tmp_path / "toy.npz")
+    rc, err = _cli(train_args(tmp_path, data, "c", "--set", "mesh.data=3"), capsys)
+    assert rc == 2 and "mesh.data" in err
+    rc, err = _cli(train_args(tmp_path, data, "c", "--set", "mesh.x=5"), capsys)
+    assert rc == 2 and "mesh.x = 5" in err
+
+
+def test_missing_data_root_is_a_data_error(tmp_path, capsys):
+    rc, err = _cli(train_args(tmp_path, tmp_path / "nothing.npz", "d"), capsys)
+    assert rc == 2 and "nothing.npz" in err
+
+
+def test_resume_refuses_another_model_and_fresh_runs_never_overwrite(tmp_path, capsys):
+    data = toy_dataset(tmp_path / "toy.npz")
+    args = train_args(tmp_path, data, "e", "--set", "train.max_steps=1")
+    rc, err = _cli(args, capsys)
+    assert rc == 0, err
+    ck_dir = tmp_path / "e" / "checkpoints"
+    before = sorted(p.name for p in ck_dir.iterdir())
+    # a fresh run into the same directory would delete those checkpoints: refused
+    rc, err = _cli(args, capsys)
+    assert rc == 2 and "already holds steps [1]" in err
+    if C.model_config_class() is not C.StandInModelConfig:
+        rc, err = _cli(train_args(tmp_path, data, "e", "--resume", "--model", "unet"), capsys)
+        assert rc == 2 and "model 'diffusion_toy'" in err and "'unet'" in err
+    rc, err = _cli(train_args(tmp_path, data, "f", "--resume"), capsys)
+    assert rc == 2 and "no checkpoint" in err
+    assert sorted(p.name for p in ck_dir.iterdir()) == before
+
+
+def test_learned_diffusion_coefficients_move_to_the_truth():
+    """Data made by diffusion with (nu_m*, nu_t*); a model started 3x off (nu_m too high, nu_t
+    too low) and trained on the physics coefficients only recovers both within 10 %."""
+    grid = toy_grid()
+    layout = ChannelLayout(tuple(grid.depth))
+    truth_si = {"nu_m": 5e4, "nu_t": 2e3}
+    truth = S.DiffusionForecaster(grid, layout, physics_coefficients=truth_si, corrector=False,
+                                  rngs=nnx.Rngs(0))
+    start = {"nu_m": 3 * truth_si["nu_m"], "nu_t": truth_si["nu_t"] / 3}
+    model = S.DiffusionForecaster(grid, layout, physics_coefficients=start, corrector=False,
+                                  rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(1)
+    wet = layout.wet_channels(grid.wet)[: layout.n_ocean]
+    x = jnp.asarray((rng.normal(size=(8, layout.n_ocean, 12, 24)) * wet).astype(np.float32))
+    f = jnp.zeros((8, 1, 4, 12, 24), jnp.float32)
+    y = truth.step(x, f[:, 0], jnp.zeros(8, jnp.int32))
+    batch = {"state": x, "forcing": f, "target": y[:, None], "doy": np.zeros(8, np.int32)}
+    cfg = C.load_config(None, ["model.name=diffusion_toy", "optim.trainable=physics",
+                               "optim.physics_lr=0.1", "optim.warmup_steps=5",
+                               "optim.clip_norm=null"])
+    steps = 150
+    tx = make_optimizer(cfg.optim, steps)
+    mesh = SH.make_mesh()
+    graphdef, *mv = S.split_model(model)
+    ts = S.place_train_state(tuple(mv), tx, 0, mesh)
+    fn = S.make_train_step(graphdef, tx, loss_weights(grid, layout), mesh, k_steps=1)
+    gbatch = SH.shard_batch(batch, mesh)
+    for _ in range(steps):
+        ts, met = fn(ts, gbatch)
+    learned = {k: float(PAPER_COEFFICIENTS[k].to_si(v))
+               for k, v in jax.device_get(ts["params"]["physics_params"]).items()}
+    for k, v in truth_si.items():
+        assert learned[k] == pytest.approx(v, rel=0.10), (k, learned)
