@@ -36,6 +36,10 @@ def test_batches_have_a_leading_batch_axis(root):
     assert b["time"].dtype == np.int64 and b["target_doy"].shape == (3, 2)
     # 363 samples, batches of 3, remainder dropped
     assert sum(1 for _ in loader) == loader.batches_per_epoch == 121
+    # evaluation can keep the last partial batch: 364 samples in batches of 5 -> 72 of 5 and one of 4
+    loader = make_loader(root, "valid", batch_size=5, seed=0, num_epochs=1, shuffle=False, drop_remainder=False)
+    sizes = [b["time"].shape[0] for b in loader]
+    assert sizes == [5] * 72 + [4] and loader.batches_per_epoch == 73
 
 
 def test_two_shards_are_disjoint_and_cover_the_epoch(root):

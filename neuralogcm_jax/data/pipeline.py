@@ -92,11 +92,13 @@ class Loader:
     batch_size: int
     shard_index: int
     shard_count: int
+    drop_remainder: bool = True
 
     @property
     def batches_per_epoch(self) -> int:
-        """Full batches this process gets per epoch (partial batches are dropped)."""
-        return (len(self.source) // self.shard_count) // self.batch_size
+        """Batches this process gets per epoch (its share is ``n_samples // shard_count``)."""
+        share = len(self.source) // self.shard_count
+        return share // self.batch_size if self.drop_remainder else -(-share // self.batch_size)
 
     def __iter__(self):
         return iter(self.data_loader)
@@ -141,6 +143,7 @@ def make_loader(
     worker_count: int = 0,
     read_threads: int = 2,
     prefetch: int | None = None,
+    drop_remainder: bool = True,
     **open_kwargs,
 ) -> Loader:
     """The batched, shuffled, sharded input pipeline of one split.
@@ -150,7 +153,8 @@ def make_loader(
     `shard_index`, `shard_count`: this process's share; default ``jax.process_index()`` of
     ``jax.process_count()``. `read_threads`: threads reading samples in this process.
     `prefetch`: samples read ahead (default ``2 * batch_size``; one 1.5 deg sample with K = 1 is about
-    22 MB, so keep it small). `open_kwargs` go to `h5format.open_dataset` (validation options).
+    22 MB, so keep it small). `drop_remainder`: drop the last partial batch (training needs equal
+    batch shapes; evaluation over a whole split may keep it). `open_kwargs` go to `h5format.open_dataset` (validation options).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -181,9 +185,9 @@ def make_loader(
     loader = grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[grain.Batch(batch_size=batch_size, drop_remainder=True)],
+        operations=[grain.Batch(batch_size=batch_size, drop_remainder=drop_remainder)],
         worker_count=worker_count,
         shard_options=grain.ShardOptions(shard_index, shard_count, drop_remainder=True),
         read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch),
     )
-    return Loader(loader, source, sampler, batch_size, shard_index, shard_count)
+    return Loader(loader, source, sampler, batch_size, shard_index, shard_count, drop_remainder)
