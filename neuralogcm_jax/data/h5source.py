@@ -260,7 +260,8 @@ class H5WindowSource:
             )
         mean, std, land = self._consts
         # Land is NaN in the data (and in the climatology): computed through, then set to 0.
-        # A NaN climatology in an ocean cell is refused by `open_dataset`.
+        # `open_dataset` refuses a climatology that is NaN in an ocean cell (checked on two days);
+        # one that slips through gives NaN here, which the training loop's finite checks catch.
         with np.errstate(invalid="ignore"):
             np.subtract(x, stats.clim[doy], out=x)
             np.subtract(x, mean, out=x)
