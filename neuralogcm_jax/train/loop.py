@@ -485,7 +485,7 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
                         )
                     rewound = True
                     break
-                if step % cfg.train.log_every == 0 or b == n:
+                if step % cfg.train.log_every == 0 or b == n or step == cfg.train.max_steps:
                     m = jax.device_get(met)
                     dt = time.perf_counter() - t_log
                     rec = {
