@@ -1,0 +1,324 @@
+"""Time stepping of the physics: configuration, substep derivation, integrators, one-day step.
+
+One model step is one day (DESIGN.md decision 2). Inside it the physics is sub-stepped:
+
+    substep(q) = C(dt/2) . RK3(dt) . C(dt/2) (q)        (Strang splitting)
+
+where ``C`` is the exact Coriolis rotation and ``RK3`` the three-stage strong-stability-preserving
+Runge-Kutta method (Shu-Osher) on the explicit terms (advection, metric terms, diffusion). The
+splitting is second order; RK3 is third order and keeps the total-variation bound of a forward
+Euler step of the same size (SSP coefficient 1).
+
+How many substeps (`plan_substeps`). Write the explicit operator's fastest rates as
+
+* advection: ``r_adv = u_max * max_rows(1/dx_eff + r_y)``, the outflow rate of an upwind cell when
+  both velocity components are ``u_max``; ``dx_eff`` is the zonal width, raised to
+  ``R cos(phi_c) dlon`` poleward of the polar-filter cutoff ``phi_c`` (the filter bounds the
+  zonal modes there by that width, see `operators`); ``r_y = max(face lengths)/area`` is the
+  meridional outflow length per area (``1/dy`` except in the polar-cap cells);
+* diffusion: ``r_diff = 2 nu_max * max_rows(1/dx_eff^2 + r_y/dy)``, so that ``dt <= 1/r_diff`` is
+  the textbook explicit limit ``dt <= 1/(2 nu (1/dx^2 + 1/dy^2))``; ``nu_max`` is the largest
+  `CoefficientSpec.max_value` of the diffusion coefficients (those in m^2/s) (the integrator clips the learned
+  coefficients there, so training can never leave this bound).
+
+A forward Euler step is stable (and, for the upwind part, monotone) when
+``dt (r_adv / cfl + r_diff) <= 1``: the eigenvalues of the sum lie in the disk
+``|1 + lambda dt| <= 1``. SSP-RK3 inherits that bound; its stability region also reaches
+``-2.51`` on the real axis (forward Euler: ``-2``) and ``+-1.73 i`` on the imaginary axis, the
+margin that covers the metric terms (a rotation at rate ``u tan(phi)/R``) and the limited
+second-order correction, for which `cfl` = 0.5 is the monotonicity limit of a limiter
+with ``phi(r) <= 2`` (Koren's, see `operators.limited_increment`). Hence
+
+    dt = min(max_substep_s, 1 / (r_adv / cfl + r_diff)),   n = max(min_substeps, ceil(day / dt)).
+
+On the 1.5 deg grid with the 60 deg cutoff, ``u_max = 3`` m/s and ``nu_max = 2.5e5`` m^2/s this is
+about 18 substeps of 4800 s; without the polar filter it would be about 70 times more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neuralogcm_jax.constants import SECONDS_PER_DAY
+from neuralogcm_jax.errors import ConfigError, StateError
+from neuralogcm_jax.grid import Grid
+from neuralogcm_jax.layout import Forcing, OceanState
+from neuralogcm_jax.physics.equations import (
+    PaperEquation,
+    stack_prognostic,
+    unstack_prognostic,
+)
+from neuralogcm_jax.physics.operators import Operators
+from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
+
+Array = Any
+
+__all__ = [
+    "Physics",
+    "PhysicsConfig",
+    "SubstepPlan",
+    "check_state",
+    "make_paper_physics",
+    "plan_substeps",
+    "repeat",
+    "ssp_rk3_step",
+    "strang_split",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicsConfig:
+    """Settings of the physics core (one place; every field with its unit and default).
+
+    Attributes:
+      mode: ``"paper"`` (advection + Coriolis + Laplacian diffusion, as in NeuralOGCM) or
+        ``"primitive"`` (the primitive-equation core; settings in `primitive`). Default "paper".
+      polar_filter_lat_deg: cutoff latitude (deg) poleward of which zonal face fluxes are Fourier
+        filtered; None disables the filter (the substep then follows the polar cells). Default 60.
+      u_max_m_s: speed bound (m/s) used in the advective CFL condition. Default 3.0.
+      cfl: safety factor (dimensionless, <= 1) of the advective CFL condition; 0.5 keeps the
+        limited scheme monotone. Default 0.5.
+      max_substep_s: upper bound (s) on the substep, for accuracy rather than stability.
+        Default 7200.
+      min_substeps: lower bound on the number of substeps per day. Default 1.
+      remat_substeps: recompute each substep in the backward pass (`jax.checkpoint`) instead of
+        storing its RK stages, so memory for gradients through many days stays small.
+        Default True.
+      step_s: length (s) of one model step. Default 86400 (one day).
+      primitive: primitive-mode settings (used only when ``mode == "primitive"``). Default None.
+    """
+
+    mode: str = "paper"
+    polar_filter_lat_deg: float | None = 60.0
+    u_max_m_s: float = 3.0
+    cfl: float = 0.5
+    max_substep_s: float = 7200.0
+    min_substeps: int = 1
+    remat_substeps: bool = True
+    step_s: float = SECONDS_PER_DAY
+    primitive: Any = None
+
+    def __post_init__(self):
+        if self.mode not in ("paper", "primitive"):
+            raise ConfigError(f"physics.mode must be 'paper' or 'primitive', got {self.mode!r}")
+        lat = self.polar_filter_lat_deg
+        if lat is not None and not 0.0 < float(lat) <= 90.0:
+            raise ConfigError(f"physics.polar_filter_lat_deg must be in (0, 90] or None, got {lat}")
+        for name in ("u_max_m_s", "max_substep_s", "step_s"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigError(f"physics.{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < float(self.cfl) <= 1.0:
+            raise ConfigError(f"physics.cfl must be in (0, 1], got {self.cfl}")
+        if int(self.min_substeps) < 1:
+            raise ConfigError(f"physics.min_substeps must be >= 1, got {self.min_substeps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SubstepPlan:
+    """The derived substep: `n_substeps` of `dt_s` seconds per model step, and why."""
+
+    n_substeps: int
+    dt_s: float
+    dt_advective_s: float  # cfl / r_adv
+    dt_diffusive_s: float  # 1 / r_diff
+    dt_stable_s: float  # 1 / (r_adv / cfl + r_diff)
+    limited_by: str  # "stability", "max_substep_s" or "min_substeps"
+
+
+def _row_rates(grid: Grid, polar_filter_lat_deg: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: ``1/dx_eff`` (1/m) and the meridional outflow length per area ``r_y`` (1/m)."""
+    dx = np.asarray(grid.dx, dtype=np.float64)
+    if np.isfinite(grid.radius) and polar_filter_lat_deg is not None and polar_filter_lat_deg < 90:
+        dlon = np.deg2rad(abs(grid.lon[1] - grid.lon[0]))
+        dx_c = grid.radius * np.cos(np.deg2rad(polar_filter_lat_deg)) * dlon
+        dx = np.where(np.abs(grid.lat) > polar_filter_lat_deg, np.maximum(dx, dx_c), dx)
+    fl = np.asarray(grid.face_len_y)
+    r_y = np.maximum(fl[:-1], fl[1:]) / grid.area
+    return 1.0 / dx, r_y
+
+
+def plan_substeps(
+    grid: Grid,
+    config: PhysicsConfig = PhysicsConfig(),
+    specs: dict[str, CoefficientSpec] = PAPER_COEFFICIENTS,
+    period_s: float | None = None,
+) -> SubstepPlan:
+    """Number and length of substeps in `period_s` (default ``config.step_s``); see module doc."""
+    period_s = float(config.step_s if period_s is None else period_s)
+    inv_dx, r_y = _row_rates(grid, config.polar_filter_lat_deg)
+    # every coefficient in m^2/s is a horizontal diffusivity of the explicit terms
+    nus = [s.max_value for s in specs.values() if s.units == "m^2/s"]
+    nu_max = max(nus) if nus else 0.0
+    r_adv = config.u_max_m_s * float(np.max(inv_dx + r_y))
+    r_diff = 2.0 * nu_max * float(np.max(inv_dx**2 + r_y / grid.dy))
+    dt_adv = config.cfl / r_adv
+    dt_diff = 1.0 / r_diff if r_diff > 0 else math.inf
+    dt_stable = 1.0 / (r_adv / config.cfl + r_diff)
+    dt = min(dt_stable, float(config.max_substep_s))
+    n = max(int(config.min_substeps), math.ceil(period_s / dt - 1e-9))
+    if n == config.min_substeps and period_s / n < dt:
+        why = "min_substeps"
+    else:
+        why = "stability" if dt_stable <= config.max_substep_s else "max_substep_s"
+    return SubstepPlan(n, period_s / n, dt_adv, dt_diff, dt_stable, why)
+
+
+# ---------------------------------------------------------------------- integrators
+def ssp_rk3_step(explicit_fn: Callable[[Array], Array], dt: float) -> Callable[[Array], Array]:
+    """One SSP-RK3 (Shu-Osher) step of ``dq/dt = explicit_fn(q)`` over `dt` seconds."""
+
+    def step(q):
+        q1 = q + dt * explicit_fn(q)
+        q2 = 0.75 * q + 0.25 * (q1 + dt * explicit_fn(q1))
+        return q / 3.0 + (2.0 / 3.0) * (q2 + dt * explicit_fn(q2))
+
+    return step
+
+
+def strang_split(
+    exact_fn: Callable[[Array, float], Array], explicit_step: Callable[[Array], Array], dt: float
+) -> Callable[[Array], Array]:
+    """``exact(dt/2) . explicit_step . exact(dt/2)``: second-order splitting of one substep."""
+
+    def step(q):
+        return exact_fn(explicit_step(exact_fn(q, 0.5 * dt)), 0.5 * dt)
+
+    return step
+
+
+def repeat(step: Callable[[Array], Array], n: int, remat: bool = True) -> Callable[[Array], Array]:
+    """`step` applied `n` times in one `lax.scan` (rematerialised per step when `remat`)."""
+    body_fn = jax.checkpoint(step) if remat else step
+
+    def run(q):
+        q, _ = jax.lax.scan(lambda c, _: (body_fn(c), None), q, None, length=n)
+        return q
+
+    return run
+
+
+# ---------------------------------------------------------------------- checks
+def check_state(state: OceanState, grid: Grid, where: str = "state") -> None:
+    """Host-side check (not for use inside jit): shapes match `grid`, no NaN/inf in ocean cells.
+
+    Raises `StateError` naming the variable, level, row/column and latitude/longitude of the
+    first bad ocean value.
+    """
+    shape3 = (grid.n_levels,) + grid.shape
+    for name in ("u", "v", "T", "S", "ssh"):
+        x = np.asarray(getattr(state, name))
+        expect = grid.shape if name == "ssh" else shape3
+        if x.shape[-len(expect):] != expect:
+            raise StateError(
+                f"{where}.{name} has shape {x.shape}; expected [..., {', '.join(map(str, expect))}]"
+            )
+        wet = grid.wet[0] if name == "ssh" else grid.wet
+        bad = ~np.isfinite(x) & wet
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            j, i = int(idx[-2]), int(idx[-1])
+            lead = tuple(int(k) for k in idx[:-2])
+            what = (f"at index {lead}" if name == "ssh" else
+                    f"at level {lead[-1]} ({grid.depth[lead[-1]]:g} m)"
+                    + (f", batch index {lead[:-1]}" if len(lead) > 1 else ""))
+            raise StateError(
+                f"{where}.{name} is {x[tuple(idx)]} in an ocean cell {what}, row {j}, column {i} "
+                f"(lat {grid.lat[j]:g}, lon {grid.lon[i]:g}); {int(bad.sum())} such cells"
+            )
+
+
+# ---------------------------------------------------------------------- the physics object
+@dataclasses.dataclass(frozen=True, eq=False)
+class Physics:
+    """A configured physics core for one grid.
+
+    Attributes:
+      specs: the learnable coefficients of this mode (name -> `CoefficientSpec`).
+      n_substeps: substeps per model step (one day).
+      dt_substep_s: substep length (s).
+      day_step: ``day_step(coeffs_si, state, forcing) -> state`` one day for unbatched
+        ``[L, H, W]`` fields; coefficients (SI) scalars or per level ``[L]``; jittable.
+      integrate: ``integrate(coeffs_si, state, forcings, n_days, trajectory=False)`` repeated
+        `day_step` in one `lax.scan`; `forcings` is None or a `Forcing` with a leading day axis.
+        Returns the final state, and with `trajectory` also the states after each day
+        (leading axis ``n_days``).
+      config, grid, plan: what it was built from.
+    """
+
+    specs: dict[str, CoefficientSpec]
+    n_substeps: int
+    dt_substep_s: float
+    day_step: Callable[..., OceanState]
+    integrate: Callable[..., Any]
+    config: PhysicsConfig
+    grid: Grid
+    plan: SubstepPlan | None = None
+    operators: Callable[[Any], Operators] | None = None  # dtype -> Operators
+
+
+def make_integrate(day_step: Callable[..., OceanState]) -> Callable[..., Any]:
+    """`integrate(coeffs_si, state, forcings, n_days, trajectory=False)` over `day_step`."""
+
+    def integrate(coeffs_si, state, forcings=None, n_days: int = 1, trajectory: bool = False):
+        if forcings is not None:
+            forcings = jax.tree.map(lambda x: x[:n_days], forcings)
+
+        def body(s, f):
+            s = day_step(coeffs_si, s, f)
+            return s, (s if trajectory else None)
+
+        final, traj = jax.lax.scan(body, state, forcings, length=n_days)
+        return (final, traj) if trajectory else final
+
+    return integrate
+
+
+def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> Physics:
+    """The paper-mode physics of `grid` (see `neuralogcm_jax.physics.equations`)."""
+    specs = dict(PAPER_COEFFICIENTS)
+    plan = plan_substeps(grid, config, specs)
+    dt, n = plan.dt_s, plan.n_substeps
+    cache: dict[Any, Operators] = {}
+
+    def operators(dtype) -> Operators:
+        dtype = jnp.dtype(dtype)
+        if dtype not in cache:
+            cache[dtype] = Operators.from_grid(grid, dtype, config.polar_filter_lat_deg)
+        return cache[dtype]
+
+    def day_step(coeffs_si: dict[str, Array], state: OceanState,
+                 forcing: Forcing | None = None) -> OceanState:
+        """One day of paper-mode physics; fields ``[L, H, W]`` in SI units, land kept as given."""
+        del forcing  # paper mode has no surface forcing
+        dtype = jnp.result_type(state.T)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.float32
+        ops = operators(dtype)
+        wet = ops.wet > 0
+        q_in = stack_prognostic(state).astype(dtype)
+        # Land may hold NaN (raw data); it must never reach a flux, so it is zeroed here and the
+        # original land values are put back at the end.
+        q = jnp.where(wet, q_in, jnp.zeros((), dtype))
+        eq = PaperEquation.from_coefficients(ops, coeffs_si, specs)
+        substep = strang_split(eq.exact_step, ssp_rk3_step(eq.explicit_terms, dt), dt)
+        q = repeat(substep, n, config.remat_substeps)(q)
+        return unstack_prognostic(jnp.where(wet, q, q_in), state.ssh)
+
+    return Physics(
+        specs=specs,
+        n_substeps=n,
+        dt_substep_s=dt,
+        day_step=day_step,
+        integrate=make_integrate(day_step),
+        config=config,
+        grid=grid,
+        plan=plan,
+        operators=operators,
+    )

@@ -1,0 +1,221 @@
+"""Claims about the finite-volume operators: analytic diffusion, monotone advection, conservation,
+the polar filter, closed coasts and the periodic seam."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import sph_harm_y
+
+from neuralogcm_jax.grid import Grid
+from neuralogcm_jax.physics.operators import Operators, limited_increment, polar_filter_transfer
+from neuralogcm_jax.physics.params import CoefficientSpec
+from neuralogcm_jax.physics.stepping import PhysicsConfig, plan_substeps, repeat, ssp_rk3_step
+
+DAY = 86400.0
+
+
+def _lat_lon(g):
+    return np.deg2rad(g.lat)[:, None], np.deg2rad(g.lon)[None, :]
+
+
+def _random_land(shape, frac, seed):
+    rng = np.random.default_rng(seed)
+    return rng.random(shape) > frac
+
+
+# ----------------------------------------------------------------------------- diffusion
+def test_spherical_harmonics_decay_at_the_analytic_rate():
+    """On an all-ocean sphere Y_l^m decays like exp(-nu l(l+1) t / R^2) (1.5 deg, l <= 6),
+    with the polar filter on and the substep from the diffusion limit."""
+    g = Grid.regular(1.5, depth=[10.0])
+    lat, lon = _lat_lon(g)
+    lm = [(1, 0), (2, 1), (3, 2), (4, 4), (5, 3), (6, 0), (6, 4), (6, 6)]
+    y0 = np.stack([np.real(sph_harm_y(l, m, np.pi / 2 - lat, lon)) for l, m in lm])[:, None]
+    nu = 1e5
+    t_end = 0.7 * g.radius**2 / (42 * nu)  # Y_6 decays to 1/2
+    ops = Operators.from_grid(g, jnp.float64, 60.0)
+    specs = {"nu": CoefficientSpec("nu", nu, "m^2/s", "test diffusivity", max_value=nu)}
+    plan = plan_substeps(g, PhysicsConfig(u_max_m_s=1e-9, max_substep_s=1e9), specs, t_end)
+    run = jax.jit(repeat(ssp_rk3_step(lambda q: ops.laplacian_diffusion(q, nu), plan.dt_s),
+                         plan.n_substeps, remat=False))
+    y = np.asarray(run(jnp.asarray(y0)))
+    a = g.area[:, None]
+    for k, (l, m) in enumerate(lm):
+        amplitude = (y[k, 0] * y0[k, 0] * a).sum() / (y0[k, 0] ** 2 * a).sum()
+        expected = np.exp(-nu * l * (l + 1) * t_end / g.radius**2)
+        assert amplitude == pytest.approx(expected, rel=0.02), (l, m, amplitude, expected)
+        # and the pattern stays that harmonic (no leakage into other shapes)
+        resid = y[k, 0] - amplitude * y0[k, 0]
+        assert np.sqrt((resid**2 * a).sum() / (y0[k, 0] ** 2 * a).sum()) < 0.02 * expected
+
+
+def test_diffusion_never_crosses_a_coast_and_conserves():
+    """A closed face carries no diffusive flux: land values (even huge ones) are never read, and
+    the ocean total is unchanged to round-off."""
+    g = Grid.regular(6.0, depth=[10.0, 50.0])
+    g = g.with_wet(_random_land(g.wet.shape, 0.3, 1))
+    ops = Operators.from_grid(g, jnp.float64)
+    rng = np.random.default_rng(2)
+    q = np.where(g.wet, rng.normal(size=g.wet.shape), 0.0)
+    q_land = np.where(g.wet, q, 1e30)
+    nu = jnp.asarray([3e5, 1e5])[:, None, None]
+    t1 = np.asarray(ops.laplacian_diffusion(jnp.asarray(q), nu))
+    t2 = np.asarray(ops.laplacian_diffusion(jnp.asarray(np.where(g.wet, q, 0.0) * 1.0), nu))
+    np.testing.assert_array_equal(t1, t2)
+    assert np.all(t1[~g.wet] == 0)
+    total = (t1 * g.area[:, None] * g.wet).sum(axis=(-2, -1))
+    scale = (np.abs(t1) * g.area[:, None]).sum(axis=(-2, -1))
+    assert np.all(np.abs(total) < 1e-13 * scale)
+    # land holding 1e30 does not change the ocean tendency: the face mask closes it before use
+    t3 = np.asarray(ops.laplacian_diffusion(jnp.asarray(np.where(g.wet, q, 0.0)), nu))
+    np.testing.assert_array_equal(t3, t1)
+    del q_land
+
+
+# ----------------------------------------------------------------------------- advection
+def _williamson1(g, alpha):
+    """Velocity (m/s) of Williamson et al. (1992) case 1 and the exact cosine bell at time t."""
+    lat, lon = _lat_lon(g)
+    r_e = g.radius
+    u0 = 2 * np.pi * r_e / (12 * DAY)
+    u = u0 * (np.cos(lat) * np.cos(alpha) + np.sin(lat) * np.cos(lon) * np.sin(alpha))
+    v = -u0 * np.sin(lon) * np.sin(alpha) * np.ones_like(lat)
+
+    def bell(phi, lam):
+        r = r_e * np.arccos(np.clip(np.cos(phi) * np.cos(lam - 1.5 * np.pi), -1, 1))
+        return np.where(r < r_e / 3, 0.5 * (1 + np.cos(3 * np.pi * r / r_e)), 0.0)
+
+    def exact(t):
+        # solid-body rotation about the axis (-sin a, 0, cos a) by angle u0 t / R, traced back
+        axis = np.array([-np.sin(alpha), 0.0, np.cos(alpha)])
+        ang = -u0 / r_e * t
+        x = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon),
+                      np.sin(lat) * np.ones_like(lon)], -1)
+        xr = (x * np.cos(ang) + np.cross(axis, x) * np.sin(ang)
+              + axis * (x @ axis)[..., None] * (1 - np.cos(ang)))
+        return bell(np.arcsin(np.clip(xr[..., 2], -1, 1)), np.arctan2(xr[..., 1], xr[..., 0]))
+
+    return u0, u, v, exact
+
+
+def _run_bell(res, alpha, revolutions):
+    g = Grid.regular(res, depth=[10.0])
+    u0, u, v, exact = _williamson1(g, alpha)
+    t_end = revolutions * 12 * DAY
+    # the substep is the advective CFL limit of the default scheme at the polar-filter cutoff
+    plan = plan_substeps(g, PhysicsConfig(u_max_m_s=u0, max_substep_s=1e9), {}, t_end)
+    assert plan.limited_by == "stability"
+    ops = Operators.from_grid(g, jnp.float64, 60.0)
+    U, V = jnp.asarray(u[None]), jnp.asarray(v[None])
+    step = ssp_rk3_step(lambda q: ops.advection(q, U, V), plan.dt_s)
+    q0 = exact(0.0)
+    q = np.asarray(jax.jit(repeat(step, plan.n_substeps, remat=False))(jnp.asarray(q0[None])))[0]
+    a = g.area[:, None]
+    ref = exact(t_end)
+    l2 = np.sqrt(((q - ref) ** 2 * a).sum() / (ref**2 * a).sum())
+    mass = (q * a).sum() / (q0 * a).sum() - 1
+    return l2, q.min(), q.max(), mass
+
+
+@pytest.mark.parametrize("alpha", [0.0, np.pi / 4])
+def test_cosine_bell_half_revolution_at_3deg(alpha):
+    """Williamson case 1 (cheap variant): half a revolution at 3 deg stays close to the exact
+    bell, makes no new extrema beyond 1% of the amplitude and keeps its mass to round-off."""
+    l2, lo, hi, mass = _run_bell(3.0, alpha, 0.5)
+    assert l2 < 0.25
+    assert lo > -0.01 and hi < 1.01
+    assert abs(mass) < 1e-12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alpha", [0.0, np.pi / 4])
+def test_cosine_bell_full_revolution_at_1p5deg(alpha):
+    """Williamson case 1: after one revolution at 1.5 deg the relative l2 error is below 0.1,
+    with no new extrema beyond 1% of the amplitude."""
+    l2, lo, hi, mass = _run_bell(1.5, alpha, 1.0)
+    assert l2 < 0.1
+    assert lo > -0.01 and hi < 1.01
+    assert abs(mass) < 1e-12
+
+
+def test_limiter_is_zero_at_extrema_and_third_order_where_smooth():
+    d_far = jnp.asarray([1.0, -1.0, 1.0, 0.3])
+    d_near = jnp.asarray([-1.0, 2.0, 0.0, 0.3])
+    inc = np.asarray(limited_increment(d_far, d_near))
+    np.testing.assert_array_equal(inc[:3], 0.0)  # extrema and plateaus: no slope
+    # on a straight line (equal differences) the face value is exact: q + d/2
+    assert inc[3] == pytest.approx(0.3)
+
+
+def test_advection_conserves_and_keeps_land_out():
+    """Advective fluxes telescope (total tendency zero to round-off), land cells get none, and
+    land values never enter: a basin with huge land values gives the same ocean tendency."""
+    g = Grid.regular(6.0, depth=[10.0, 50.0])
+    g = g.with_wet(_random_land(g.wet.shape[1:], 0.3, 3))
+    ops = Operators.from_grid(g, jnp.float64)
+    rng = np.random.default_rng(4)
+    q, u, v = (np.where(g.wet, rng.normal(size=g.wet.shape), 0.0) for _ in range(3))
+    t1 = np.asarray(ops.advection(jnp.asarray(q), jnp.asarray(u), jnp.asarray(v)))
+    big = lambda x: jnp.asarray(np.where(g.wet, x, 1e30))  # noqa: E731
+    ue, wr = ops.face_velocities(big(u), big(v))
+    assert np.all(np.isfinite(ue * ops.mask_x)) and float(jnp.abs(ue).max()) < 1e29
+    fx, fy = ops.advective_fluxes(big(q), ue, wr)
+    t2 = np.asarray(-ops.flux_divergence(ops.polar_filter(fx), fy))
+    np.testing.assert_allclose(t2, t1, rtol=0, atol=1e-12)
+    assert np.all(t1[~g.wet] == 0)
+    total = (t1 * g.area[:, None]).sum(axis=(-2, -1))
+    assert np.all(np.abs(total) < 1e-13 * (np.abs(t1) * g.area[:, None]).sum(axis=(-2, -1)))
+
+
+def test_seam_is_an_ordinary_face():
+    """Rolling field, velocities and mask by k longitudes rolls every tendency by k."""
+    g = Grid.regular(6.0, depth=[10.0])
+    g = g.with_wet(_random_land(g.wet.shape[1:], 0.25, 5))
+    rng = np.random.default_rng(6)
+    q, u, v = (np.where(g.wet, rng.normal(size=g.wet.shape), 0.0) for _ in range(3))
+    k = 17
+    gr = g.with_wet(np.roll(g.wet, k, axis=-1))
+    r = lambda x: jnp.asarray(np.roll(x, k, axis=-1))  # noqa: E731
+    for ops, opr in [(Operators.from_grid(g, jnp.float64), Operators.from_grid(gr, jnp.float64))]:
+        a = np.asarray(ops.advection_diffusion(jnp.asarray(q), jnp.asarray(u), jnp.asarray(v), 2e5))
+        b = np.asarray(opr.advection_diffusion(r(q), r(u), r(v), 2e5))
+        np.testing.assert_allclose(b, np.roll(a, k, axis=-1), rtol=0, atol=1e-12 * np.abs(a).max())
+
+
+# ----------------------------------------------------------------------------- polar filter
+def test_polar_filter_passes_resolved_waves_and_bounds_the_rest():
+    lat = np.array([0.0, 59.0, 61.0, 75.0, 88.5])
+    a = polar_filter_transfer(lat, 240, 60.0)
+    assert np.all(a[:2] == 1.0)  # equatorward of the cutoff: untouched
+    assert np.all(a[:, 0] == 1.0)  # the zonal mean flux passes everywhere
+    k = np.arange(121)
+    s = np.sin(np.pi * k / 240)
+    # filtered, every mode is no faster than at the cutoff: a_k sin(k dlon/2) / cos(phi) <= 1/cos(60)
+    speed = a[2:] * s[None] / np.cos(np.deg2rad(lat[2:]))[:, None]
+    assert np.all(speed <= 1.0 / np.cos(np.deg2rad(60.0)) + 1e-12)
+    assert a[4, 1] == 1.0 and a[4, -1] < 0.06  # wave 1 kept, 2-grid wave damped at 88.5 deg
+
+
+def test_polar_filter_keeps_midlatitude_rows_and_closed_faces():
+    g = Grid.regular(3.0, depth=[10.0])
+    g = g.with_wet(_random_land(g.wet.shape[1:], 0.3, 7))
+    ops = Operators.from_grid(g, jnp.float64, 60.0)
+    fx = np.random.default_rng(8).normal(size=g.wet.shape)
+    out = np.asarray(ops.polar_filter(jnp.asarray(fx)))
+    mid = np.abs(g.lat) <= 60
+    np.testing.assert_array_equal(out[:, mid], (fx * g.face_mask_x)[:, mid])
+    assert np.all(out[~g.face_mask_x] == 0)
+    assert not np.allclose(out[:, ~mid], fx[:, ~mid] * g.face_mask_x[:, ~mid])
+
+
+def test_substep_is_set_by_midlatitudes_not_the_polar_cells():
+    g = Grid.regular(1.5, depth=[10.0])
+    with_filter = plan_substeps(g, PhysicsConfig(max_substep_s=1e9))
+    without = plan_substeps(g, PhysicsConfig(polar_filter_lat_deg=None, max_substep_s=1e9))
+    assert with_filter.dt_stable_s > 50 * without.dt_stable_s
+    # with the filter the diffusion limit is near the textbook one for dx at 60 deg (a little
+    # below: the polar-cap cell's short meridional outflow path counts too)
+    dx60 = g.radius * np.cos(np.deg2rad(60.0)) * np.deg2rad(1.5)
+    textbook = 1.0 / (2 * 2.5e5 * (1 / dx60**2 + 1 / g.dy**2))
+    assert 0.8 * textbook < with_filter.dt_diffusive_s <= textbook
