@@ -2,7 +2,8 @@
 
 * SLURM (``SLURM_JOB_ID`` and ``SLURM_NTASKS`` > 1 in the environment): JAX reads the node list,
   task count and rank itself; no arguments are needed.
-* TPU pods and other managed clusters: JAX auto-detects them; no arguments are needed.
+* TPU pods and other managed clusters: JAX auto-detects them; set
+  ``NEURALOGCM_DISTRIBUTED_AUTO=1`` (``launch/tpu_pod.sh`` does) to initialise without arguments.
 * Anything else (several processes on one machine, hand-made clusters): pass
   ``coordinator="host:port"``, ``num_processes`` and ``process_id``, or set
   ``NEURALOGCM_COORDINATOR``, ``NEURALOGCM_NUM_PROCESSES`` and ``NEURALOGCM_PROCESS_ID``
@@ -23,6 +24,7 @@ from neuralogcm_jax.errors import ConfigError
 ENV_COORDINATOR = "NEURALOGCM_COORDINATOR"
 ENV_NUM_PROCESSES = "NEURALOGCM_NUM_PROCESSES"
 ENV_PROCESS_ID = "NEURALOGCM_PROCESS_ID"
+ENV_AUTO = "NEURALOGCM_DISTRIBUTED_AUTO"  # "1": call jax.distributed.initialize() without args
 
 _initialized = False
 
@@ -55,8 +57,9 @@ def initialize_distributed(
     a single-process run and nothing was asked).
 
     Explicit arguments win over the ``NEURALOGCM_*`` environment variables; with neither,
-    SLURM/TPU environments are auto-detected (`auto_detect` None: only when SLURM says there are
-    several tasks; True: always call ``jax.distributed.initialize()`` without arguments)."""
+    SLURM/TPU environments are auto-detected (`auto_detect` None: when SLURM says there are
+    several tasks or ``NEURALOGCM_DISTRIBUTED_AUTO=1``; True: always call
+    ``jax.distributed.initialize()`` without arguments)."""
     global _initialized
     if _initialized:
         return True
@@ -83,7 +86,7 @@ def initialize_distributed(
         if num_processes == 1:
             return False
     elif auto_detect is None:
-        auto_detect = in_slurm_job()
+        auto_detect = in_slurm_job() or os.environ.get(ENV_AUTO, "") == "1"
     if not explicit and not auto_detect:
         return False
 
