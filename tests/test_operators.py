@@ -58,19 +58,15 @@ def test_diffusion_never_crosses_a_coast_and_conserves():
     ops = Operators.from_grid(g, jnp.float64)
     rng = np.random.default_rng(2)
     q = np.where(g.wet, rng.normal(size=g.wet.shape), 0.0)
-    q_land = np.where(g.wet, q, 1e30)
     nu = jnp.asarray([3e5, 1e5])[:, None, None]
     t1 = np.asarray(ops.laplacian_diffusion(jnp.asarray(q), nu))
-    t2 = np.asarray(ops.laplacian_diffusion(jnp.asarray(np.where(g.wet, q, 0.0) * 1.0), nu))
-    np.testing.assert_array_equal(t1, t2)
     assert np.all(t1[~g.wet] == 0)
-    total = (t1 * g.area[:, None] * g.wet).sum(axis=(-2, -1))
+    total = (t1 * g.area[:, None]).sum(axis=(-2, -1))
     scale = (np.abs(t1) * g.area[:, None]).sum(axis=(-2, -1))
     assert np.all(np.abs(total) < 1e-13 * scale)
     # land holding 1e30 does not change the ocean tendency: the face mask closes it before use
-    t3 = np.asarray(ops.laplacian_diffusion(jnp.asarray(np.where(g.wet, q, 0.0)), nu))
-    np.testing.assert_array_equal(t3, t1)
-    del q_land
+    t2 = np.asarray(ops.laplacian_diffusion(jnp.asarray(np.where(g.wet, q, 1e30)), nu))
+    np.testing.assert_array_equal(t2, t1)
 
 
 # ----------------------------------------------------------------------------- advection
