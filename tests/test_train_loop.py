@@ -229,3 +229,27 @@ def test_learned_diffusion_coefficients_move_to_the_truth():
                for k, v in jax.device_get(ts["params"]["physics_params"]).items()}
     for k, v in truth_si.items():
         assert learned[k] == pytest.approx(v, rel=0.10), (k, learned)
+
+
+def test_repeated_non_finite_steps_rewind_to_the_last_checkpoint_then_stop(tmp_path, capsys):
+    """Steps 3 and 4 see NaN targets; with patience 2 the run restores step 2, meets the same
+    batches again, and after 3 restores stops with a StateError naming the step."""
+    from neuralogcm_jax import StateError
+    from neuralogcm_jax.train.loop import train
+
+    g = toy_grid()
+    rng = np.random.default_rng(0)
+    mask = np.concatenate([g.wet] * 4 + [g.wet[:1], np.ones((4, 12, 24), bool)])
+    fields = (rng.normal(size=(60, 13, 12, 24)) * mask).astype(np.float32)
+    fields[17, 0, 0, 0] = np.nan  # window 16's target: batch 2 (windows 16..23) = step 3
+    fields[25, 0, 0, 0] = np.nan  # window 24's target: batch 3 = step 4
+    data = write_array_dataset(tmp_path / "nan.npz", g, {"train": (fields, np.arange(60))})
+    cfg = C.load_config(None, [
+        "model.name=diffusion_toy", f"data.root={data}", "data.batch_size=1",
+        "data.shuffle=false", f"train.out_dir={tmp_path / 'run'}", "train.epochs=1",
+        "train.nonfinite_patience=2", "checkpoint.save_every=2", "checkpoint.async_save=false",
+        "optim.warmup_steps=0"])
+    with pytest.raises(StateError, match="at step 4"):
+        train(cfg, progress=False)
+    assert capsys.readouterr().out.count("restored step 2") == 3
+    assert CK.list_steps(tmp_path / "run" / "checkpoints") == [2]

@@ -51,6 +51,7 @@ from neuralogcm_jax.train.loss import loss_weights
 from neuralogcm_jax.train.optim import lr_schedule, make_optimizer
 
 PAUSE_ENV = "NEURALOGCM_PAUSE_AFTER_STEP"  # fault injection for tests: block after this step
+MAX_REWINDS = 3  # restores of the last checkpoint after non-finite runs before giving up
 
 
 # ================================================================================ array data
@@ -475,14 +476,15 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
                 position = {"epoch": epoch, "batch": b, "iter": iterator_state(it), "k": k}
                 nonfinite = int(met["nonfinite"])
                 if nonfinite >= cfg.train.nonfinite_patience:
-                    ts, position, step = _rewind(ckpt, ts, graphdef, tx, cfg, mesh, model_cfg,
-                                                 data, nonfinite, step)
                     rewinds += 1
-                    if rewinds > 3:
+                    if rewinds > MAX_REWINDS:
+                        ckpt.close()
                         raise StateError(
-                            f"training diverged again after {rewinds - 1} restores of the last "
-                            f"checkpoint ({nonfinite} non-finite steps in a row at step {step})"
+                            f"{nonfinite} non-finite losses or gradients in a row at step {step}, "
+                            f"again after restoring the last checkpoint {MAX_REWINDS} times; "
+                            f"check the data near this step or lower optim.lr"
                         )
+                    ts, position, step = _rewind(ckpt, ts, cfg, mesh, nonfinite, step)
                     rewound = True
                     break
                 if step % cfg.train.log_every == 0 or b == n or step == cfg.train.max_steps:
@@ -544,7 +546,7 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
     return RunResult(step, ts, graphdef, last, stopped)
 
 
-def _rewind(ckpt, ts, graphdef, tx, cfg, mesh, model_cfg, data, nonfinite, step):
+def _rewind(ckpt, ts, cfg, mesh, nonfinite, step):
     """Restore the last checkpoint after `nonfinite` consecutive non-finite steps."""
     ckpt.wait()
     if ckpt.latest_step() is None:
