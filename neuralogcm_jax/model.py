@@ -1,0 +1,319 @@
+"""Forecasting models behind one interface: the NeuralOGCM hybrid and the data-driven baselines.
+
+Every model is a `Forecaster`, an NNX module with
+
+    step(state, forcing_next, doy, *, doy_next=None, deterministic=True) -> next_state
+
+where ``state`` is ``[B, n_ocean, H, W]`` normalised anomalies at day-of-year index ``doy``
+(``[B]`` int), ``forcing_next`` the ``[B, 4, H, W]`` normalised forcing of the next day, and the
+result the anomalies one day later, exactly 0 on land. One step is one day.
+
+`NeuralOGCM` (DESIGN.md decision 2) composes
+
+    next = physical_to_anomaly(physics_day(anomaly_to_physical(state, doy)), doy + 1)
+           + corrector([state, forcing_next])
+
+The physics works in SI units on the physical fields (decision 1); the corrector is a network whose
+last layer starts at zero, so an untrained hybrid equals pure physics bit for bit. The physics
+coefficients (``nu_m``, ``nu_t``, ...) are raw `nnx.Param` leaves under ``model.physics_params``
+(decision 4): ``value = scale * softplus(raw)``.
+
+Baselines (U-Net, ConvLSTM, SimVP, FourCastNet) predict the one-day increment of the anomaly
+state: ``next = state + net([state, forcing_next])``. Predicting the increment rather than the
+whole field is our choice (the paper does not say); it makes persistence the untrained starting
+point of every model, which is the fair comparison with the hybrid.
+
+Normalisation statistics and masks live in the module as `Constant` variables, not parameters, so
+a checkpoint carries what the model needs to run and the optimiser never touches them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from neuralogcm_jax.data.normalize import Stats
+from neuralogcm_jax.errors import ConfigError, LayoutError
+from neuralogcm_jax.grid import Grid
+from neuralogcm_jax.layout import ChannelLayout
+from neuralogcm_jax.nn import NETWORKS, build_network
+from neuralogcm_jax.nn.baselines.convlstm import ConvLSTMConfig
+from neuralogcm_jax.nn.baselines.fourcastnet import FourCastNetConfig
+from neuralogcm_jax.nn.baselines.simvp import SimVPConfig
+from neuralogcm_jax.nn.baselines.unet import UNetConfig
+from neuralogcm_jax.nn.ste import STEConfig
+from neuralogcm_jax.physics import Physics, make_physics
+from neuralogcm_jax.physics.params import default_raw, to_si
+from neuralogcm_jax.physics.stepping import PhysicsConfig
+
+Array = Any
+
+MODEL_NAMES = ("neuralogcm", "unet", "convlstm", "simvp", "fourcastnet")
+_ALIASES = {"neuralogcm": "neuralogcm", "neural_ogcm": "neuralogcm", "hybrid": "neuralogcm"}
+
+
+def canonical_model_name(name: str) -> str:
+    """`NeuralOGCM`, `neuralogcm`, `UNet`, `unet`, ... -> the canonical lower-case name."""
+    key = str(name).strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in MODEL_NAMES:
+        raise ConfigError(f"unknown model {name!r}; known: NeuralOGCM, {', '.join(MODEL_NAMES[1:])}")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which model to build and its sizes.
+
+    Attributes:
+      name: "neuralogcm" (the hybrid) or a baseline: "unet", "convlstm", "simvp", "fourcastnet".
+      physics: the physics core's settings (mode, polar filter, substepping); hybrid only.
+      physics_coefficients: initial SI values of the learnable coefficients, e.g.
+        ``{"nu_m": 5e4}`` (m^2/s); missing ones take the defaults of `physics/params.py`.
+      per_level_coefficients: one value per depth level instead of a global scalar.
+      corrector: the STE corrector's sizes (hybrid only).
+      unet, convlstm, simvp, fourcastnet: the baselines' sizes.
+      dtype: compute dtype of the networks, "float32" or "bfloat16" (parameters, physics and
+        loss stay float32); "float64" computes everything in double precision (gradient checks;
+        needs ``jax_enable_x64`` and float64 parameters, see `cast_model`).
+    """
+
+    name: str = "neuralogcm"
+    physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
+    physics_coefficients: dict[str, float] = dataclasses.field(default_factory=dict)
+    per_level_coefficients: bool = False
+    corrector: STEConfig = dataclasses.field(default_factory=STEConfig)
+    unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
+    convlstm: ConvLSTMConfig = dataclasses.field(default_factory=ConvLSTMConfig)
+    simvp: SimVPConfig = dataclasses.field(default_factory=SimVPConfig)
+    fourcastnet: FourCastNetConfig = dataclasses.field(default_factory=FourCastNetConfig)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", canonical_model_name(self.name))
+        if self.dtype not in ("float32", "bfloat16", "float64"):
+            raise ConfigError(
+                f"model.dtype must be 'float32', 'bfloat16' or 'float64', got {self.dtype!r}"
+            )
+
+
+class _Static:
+    """Holder of static, non-array attributes (configs, grid, physics closures).
+
+    Hashed by identity, so a module's graph definition stays hashable for `jax.jit` even when a
+    config holds a dict; two different models never share a compiled function by accident."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class Constant(nnx.Variable):
+    """A fixed array carried by the model (statistics, masks): saved, never optimised."""
+
+
+class PhysicsParams(nnx.Module):
+    """The learnable physics coefficients as raw values (``value = scale * softplus(raw)``)."""
+
+    def __init__(self, physics: Physics, init_si: dict[str, float], per_level: bool, n_levels: int):
+        self._static = _Static(specs=physics.specs)
+        raw = default_raw(physics.specs, init_si, per_level=per_level, n_levels=n_levels)
+        for name, r in raw.items():
+            setattr(self, name, nnx.Param(jnp.asarray(r, dtype=jnp.float32)))
+
+    def raw(self) -> dict[str, Array]:
+        return {k: getattr(self, k)[...] for k in self.specs}
+
+    @property
+    def specs(self):
+        return self._static.specs
+
+    def si(self, clip: bool = True) -> dict[str, Array]:
+        """SI values (clipped at each coefficient's stability bound when `clip`)."""
+        return to_si(self.raw(), self.specs, clip=clip)
+
+
+class Forecaster(nnx.Module):
+    """Shared plumbing: layout, grid, statistics and masks; subclasses define `_advance`."""
+
+    def __init__(self, cfg: ModelConfig, grid: Grid, stats: Stats):
+        layout = stats.layout
+        if grid.n_levels != layout.n_levels or grid.shape != stats.clim.shape[2:]:
+            raise LayoutError(
+                f"grid {grid.describe()} does not fit the statistics ({layout.n_levels} levels, "
+                f"climatology grid {stats.clim.shape[2:]})"
+            )
+        self._static = _Static(cfg=cfg, grid=grid, layout=layout)
+        n = layout.n_ocean
+        self.mean = Constant(jnp.asarray(stats.mean, jnp.float32))
+        self.std = Constant(jnp.asarray(stats.std, jnp.float32))
+        self.clim = Constant(jnp.asarray(np.asarray(stats.clim, np.float32)))
+        self.wet = Constant(jnp.asarray(layout.wet_channels(grid.wet)[:n], jnp.float32))
+        self.compute_dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
+                              "float64": jnp.float64}[cfg.dtype]
+
+    # -------------------------------------------------------------- interface
+    @property
+    def cfg(self) -> ModelConfig:
+        return self._static.cfg
+
+    @property
+    def grid(self) -> Grid:
+        return self._static.grid
+
+    @property
+    def layout(self) -> ChannelLayout:
+        return self._static.layout
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def check_inputs(self, state: Array, forcing_next: Array) -> None:
+        """Shape checks (trace-time, so they cost nothing inside jit)."""
+        H, W = self.grid.shape
+        if state.ndim != 4 or state.shape[1:] != (self.layout.n_ocean, H, W):
+            raise LayoutError(
+                f"state has shape {tuple(state.shape)}; {self.name} expects "
+                f"[batch, {self.layout.n_ocean}, {H}, {W}]"
+            )
+        if forcing_next.shape != (state.shape[0], self.layout.n_forcing, H, W):
+            raise LayoutError(
+                f"forcing has shape {tuple(forcing_next.shape)}; expected "
+                f"[{state.shape[0]}, {self.layout.n_forcing}, {H}, {W}]"
+            )
+
+    def step(self, state, forcing_next, doy, *, doy_next=None, deterministic: bool = True):
+        """One day: ``[B, n_ocean, H, W]`` anomalies at `doy` -> anomalies at `doy_next`.
+
+        `doy_next` defaults to `next_doy(doy)` (see there for the one leap-year ambiguity)."""
+        self.check_inputs(state, forcing_next)
+        doy = jnp.asarray(doy, jnp.int32)
+        doy = jnp.broadcast_to(doy, state.shape[:1])
+        doy_next = next_doy(doy) if doy_next is None else jnp.asarray(doy_next, jnp.int32)
+        out = self._advance(state, forcing_next, doy, doy_next, deterministic)
+        return jnp.where(self.wet[...] > 0, out, 0.0).astype(state.dtype)
+
+    def work_dtype(self, x):
+        """Physics and sums run in float32, or float64 when the state is float64."""
+        return jnp.promote_types(x.dtype, jnp.float32)
+
+    __call__ = step
+
+    def _advance(self, state, forcing_next, doy, doy_next, deterministic):
+        raise NotImplementedError
+
+    def _network_input(self, state, forcing_next):
+        return jnp.concatenate([state, forcing_next], axis=1).astype(self.compute_dtype)
+
+    # -------------------------------------------------------------- normalisation
+    def anomaly_to_physical(self, a, doy):
+        """``[B, n_ocean, H, W]`` anomalies -> physical units (land 0)."""
+        n = self.layout.n_ocean
+        c = jnp.take(self.clim[...], doy, axis=0)
+        x = a * self.std[...][:n, None, None] + self.mean[...][:n, None, None] + c
+        return jnp.where(self.wet[...] > 0, x, 0.0)
+
+    def physical_to_anomaly(self, x, doy):
+        n = self.layout.n_ocean
+        c = jnp.take(self.clim[...], doy, axis=0)
+        a = (x - c - self.mean[...][:n, None, None]) / self.std[...][:n, None, None]
+        return jnp.where(self.wet[...] > 0, a, 0.0)
+
+    def denormalize_forcing(self, f):
+        n = self.layout.n_ocean
+        return f * self.std[...][n:, None, None] + self.mean[...][n:, None, None]
+
+
+def next_doy(doy: Array) -> Array:
+    """Day-of-year index of the following day, without knowing the year.
+
+    Index 365 exists only in leap years (31 Dec) and is followed by 0. Index 364 is 31 Dec of a
+    common year (-> 0) or 30 Dec of a leap year (-> 365); we take 0, the common case, whose
+    climatology differs from day 365's by one day of seasonal cycle. Pass ``doy_next``
+    explicitly (the data pipeline knows the calendar) where that matters."""
+    doy = jnp.asarray(doy, jnp.int32)
+    return jnp.where(doy >= 364, 0, doy + 1)
+
+
+class NeuralOGCM(Forecaster):
+    """The hybrid: sub-stepped differentiable physics plus the STE corrector, one day a step."""
+
+    def __init__(self, cfg: ModelConfig, grid: Grid, stats: Stats, *, rngs: nnx.Rngs):
+        super().__init__(cfg, grid, stats)
+        self._static.physics = make_physics(grid, cfg.physics)
+        self.physics_params = PhysicsParams(
+            self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels
+        )
+        n = self.layout.n_ocean
+        self.corrector = build_network(
+            "ste", cfg.corrector, self.layout.n_channels, n, grid.shape, rngs, self.compute_dtype
+        )
+
+    @property
+    def physics(self) -> Physics:
+        return self._static.physics
+
+    def physics_coefficients_si(self) -> dict[str, Array]:
+        return self.physics_params.si()
+
+    def physics_tendency_step(self, state, forcing_next, doy, doy_next):
+        """Pure physics for one day on anomalies: ``[B, n_ocean, H, W]`` -> same."""
+        coeffs = self.physics_params.si()
+        wd = self.work_dtype(state)
+        x = self.anomaly_to_physical(state.astype(wd), doy)
+        ocean = self.layout.to_state(x)
+        forcing = self.layout.to_forcing(self.denormalize_forcing(forcing_next.astype(wd)))
+        day = jax.vmap(self.physics.day_step, in_axes=(None, 0, 0))
+        new = day(coeffs, ocean, forcing)
+        return self.physical_to_anomaly(self.layout.from_state(new), doy_next)
+
+    def _advance(self, state, forcing_next, doy, doy_next, deterministic):
+        phys = self.physics_tendency_step(state, forcing_next, doy, doy_next)
+        corr = self.corrector(self._network_input(state, forcing_next), deterministic=deterministic)
+        return phys + corr.astype(phys.dtype)
+
+
+class Baseline(Forecaster):
+    """A data-driven baseline: ``next = state + net([state, forcing_next])``."""
+
+    def __init__(self, cfg: ModelConfig, grid: Grid, stats: Stats, *, rngs: nnx.Rngs):
+        super().__init__(cfg, grid, stats)
+        net_cfg = getattr(cfg, cfg.name)
+        self.net = build_network(
+            cfg.name, net_cfg, self.layout.n_channels, self.layout.n_ocean, grid.shape, rngs,
+            self.compute_dtype,
+        )
+
+    def physics_coefficients_si(self) -> dict[str, Array]:
+        return {}
+
+    def _advance(self, state, forcing_next, doy, doy_next, deterministic):
+        inc = self.net(self._network_input(state, forcing_next), deterministic=deterministic)
+        wd = self.work_dtype(state)
+        return state.astype(wd) + inc.astype(wd)
+
+
+def cast_model(model: Forecaster, dtype) -> Forecaster:
+    """Cast every floating variable (parameters and constants) of `model` to `dtype`, in place."""
+    state = nnx.state(model)
+    state = jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state
+    )
+    nnx.update(model, state)
+    return model
+
+
+def build_model(cfg: ModelConfig, grid: Grid, stats: Stats, *, seed: int = 0) -> Forecaster:
+    """The model named by ``cfg.name`` on `grid` with normalisation `stats`."""
+    name = canonical_model_name(cfg.name)
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    if name == "neuralogcm":
+        return NeuralOGCM(cfg, grid, stats, rngs=rngs)
+    if name not in NETWORKS:
+        raise ConfigError(f"model {name!r} has no network; known: {sorted(NETWORKS)}")
+    return Baseline(cfg, grid, stats, rngs=rngs)

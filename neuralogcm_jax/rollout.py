@@ -1,0 +1,168 @@
+"""The functional rollout API (DESIGN.md decision 6), for notebooks and for training.
+
+    traj = rollout(model, state0, forcings, steps=90, doy0=doy)      # one lax.scan
+    step_fn, variables = make_step_fn(model)                          # a pure step
+    fn, variables = make_rollout_fn(model, steps=K, remat=True)       # pure, for jax.grad
+
+A rollout is a single `lax.scan`, so compile time does not grow with `steps` (the scan body is
+traced once); one compiled function is cached per model and input shape. Training through K steps
+wraps the scan body in `jax.checkpoint` (and the physics already rematerialises its substeps), so
+activation memory grows with K only by one stored state per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from neuralogcm_jax.errors import LayoutError
+from neuralogcm_jax.model import Forecaster, next_doy
+
+Array = Any
+
+
+def make_step_fn(model: Forecaster) -> tuple[Callable, nnx.State]:
+    """A pure one-day step and the model's variables.
+
+    ``step_fn(variables, state [B, n_ocean, H, W], forcing_next [B, 4, H, W], doy [B],
+    doy_next=None) -> next_state``: jittable, differentiable w.r.t. `variables`."""
+    graphdef, variables = nnx.split(model)
+
+    def step_fn(variables, state, forcing_next, doy, doy_next=None, deterministic=True):
+        m = nnx.merge(graphdef, variables)
+        return m.step(state, forcing_next, doy, doy_next=doy_next, deterministic=deterministic)
+
+    return step_fn, variables
+
+
+def make_rollout_fn(
+    model: Forecaster,
+    *,
+    start_with_input: bool = False,
+    post_process: Callable[[Array], Array] | None = None,
+    remat: bool = False,
+    stop_gradient_every: int | None = None,
+    deterministic: bool = True,
+) -> tuple[Callable, nnx.State]:
+    """A pure rollout ``fn(variables, state0, forcings, doys) -> trajectory`` and the variables.
+
+    Args:
+      start_with_input: prepend `state0` to the trajectory.
+      post_process: applied to every produced state (e.g. a clamp); it feeds the next step.
+      remat: `jax.checkpoint` the scan body (training through many steps).
+      stop_gradient_every: cut the gradient through the state every n steps (truncated
+        backpropagation through time); None keeps the full gradient.
+
+    ``fn`` takes ``state0 [B, n_ocean, H, W]``, ``forcings [B, S, 4, H, W]`` (the forcing of days
+    1..S) and ``doys [B, S+1]`` (day-of-year index of days 0..S) and returns
+    ``[B, S(+1), n_ocean, H, W]``. The number of steps is ``S``, the forcing's length.
+    """
+    graphdef, variables = nnx.split(model)
+
+    def body(variables, carry, xs):
+        state, k = carry
+        forcing, doy, doy_next = xs
+        m = nnx.merge(graphdef, variables)
+        nxt = m.step(state, forcing, doy, doy_next=doy_next, deterministic=deterministic)
+        if post_process is not None:
+            nxt = post_process(nxt)
+        if stop_gradient_every:
+            cut = (k + 1) % stop_gradient_every == 0
+            nxt = jnp.where(cut, jax.lax.stop_gradient(nxt), nxt)
+        return (nxt, k + 1), nxt
+
+    if remat:
+        body = jax.checkpoint(body)
+
+    def fn(variables, state0, forcings, doys):
+        xs = (jnp.moveaxis(forcings, 1, 0), jnp.moveaxis(doys[:, :-1], 1, 0),
+              jnp.moveaxis(doys[:, 1:], 1, 0))
+        (_, _), traj = jax.lax.scan(
+            lambda c, x: body(variables, c, x), (state0, jnp.int32(0)), xs
+        )
+        traj = jnp.moveaxis(traj, 0, 1)
+        if start_with_input:
+            traj = jnp.concatenate([state0[:, None], traj], axis=1)
+        return traj
+
+    return fn, variables
+
+
+def doy_sequence(doy0: Array, steps: int) -> Array:
+    """``[B, steps+1]`` day-of-year indices from ``doy0 [B]`` (see `model.next_doy`)."""
+    doy0 = jnp.asarray(doy0, jnp.int32)
+
+    def nxt(d, _):
+        n = next_doy(d)
+        return n, n
+
+    _, rest = jax.lax.scan(nxt, doy0, None, length=steps)
+    return jnp.concatenate([doy0[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
+
+
+def rollout(
+    model: Forecaster,
+    state0: Array,
+    forcings: Array,
+    steps: int | None = None,
+    doy0: Array | int = 0,
+    *,
+    doys: Array | None = None,
+    start_with_input: bool = False,
+    post_process: Callable[[Array], Array] | None = None,
+) -> Array:
+    """Run `model` for `steps` days from `state0` under `forcings`.
+
+    Args:
+      state0: ``[B, n_ocean, H, W]`` (or unbatched ``[n_ocean, H, W]``) normalised anomalies.
+      forcings: ``[B, S, 4, H, W]`` (or ``[S, 4, H, W]``) normalised forcing of days 1..S, S >= steps.
+      steps: days to run (default S).
+      doy0: day-of-year index of `state0` (int or ``[B]``); ignored if `doys` is given.
+      doys: ``[B, steps+1]`` explicit day-of-year indices (the calendar knows leap years).
+      start_with_input: include `state0` as the first entry of the trajectory.
+      post_process: applied to every produced state.
+
+    Returns:
+      ``[B, steps(+1), n_ocean, H, W]`` (unbatched in, unbatched out).
+    """
+    unbatched = jnp.ndim(state0) == 3
+    if unbatched:
+        state0 = jnp.asarray(state0)[None]
+        forcings = jnp.asarray(forcings)[None]
+    if jnp.ndim(forcings) != 5:
+        raise LayoutError(
+            f"forcings have shape {tuple(jnp.shape(forcings))}; expected [batch, steps, "
+            f"{model.layout.n_forcing}, lat, lon]"
+        )
+    n_avail = forcings.shape[1]
+    steps = n_avail if steps is None else int(steps)
+    if steps < 1:
+        raise LayoutError(f"steps must be >= 1, got {steps}")
+    if n_avail < steps:
+        raise LayoutError(f"forcing sequence has {n_avail} days, shorter than steps={steps}")
+    forcings = forcings[:, :steps]
+    B = state0.shape[0]
+    model.check_inputs(state0, forcings[:, 0])
+    if doys is None:
+        doys = doy_sequence(jnp.broadcast_to(jnp.asarray(doy0, jnp.int32), (B,)), steps)
+    elif tuple(jnp.shape(doys)) != (B, steps + 1):
+        raise LayoutError(f"doys have shape {tuple(jnp.shape(doys))}; expected {(B, steps + 1)}")
+
+    fn = _cached_rollout(model, start_with_input, post_process)
+    _, variables = nnx.split(model)
+    traj = fn(variables, state0, forcings, doys)
+    return traj[0] if unbatched else traj
+
+
+def _cached_rollout(model: Forecaster, start_with_input: bool, post_process) -> Callable:
+    """One jitted rollout per (model, options); jit itself caches per input shape."""
+    cache = model._static.__dict__.setdefault("_rollout_cache", {})
+    key = (start_with_input, post_process)
+    if key not in cache:
+        fn, _ = make_rollout_fn(model, start_with_input=start_with_input, post_process=post_process)
+        cache[key] = jax.jit(fn)
+    return cache[key]
