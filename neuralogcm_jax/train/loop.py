@@ -311,6 +311,16 @@ class _StopFlag:
     def _handle(self, signum, frame):
         self.signum = signum
 
+    def requested(self) -> bool:
+        """True if any process was signalled: all must stop at the same step, or the others
+        would wait forever in the next step's collectives."""
+        mine = self.signum is not None
+        if jax.process_count() == 1:
+            return mine
+        from jax.experimental import multihost_utils
+
+        return bool(np.max(multihost_utils.process_allgather(np.int32(mine))))
+
     def __exit__(self, *exc):
         for s, h in self._old.items():
             signal.signal(s, h)
@@ -512,9 +522,9 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
                 if pause_at and step == pause_at:
                     ckpt.wait()
                     print(f"PAUSED at step {step}", flush=True)
-                    while stop.signum is None:  # a test kills or signals the process here
+                    while not stop.requested():  # a test kills or signals the process here
                         time.sleep(0.1)
-                if stop.signum is not None:
+                if stop.requested():
                     stopped = True
                     break
             bar.close()
@@ -541,8 +551,8 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
     ckpt.close()
     log.close()
     if stopped and main:
-        print(f"neuralogcm train: stopped by signal {stop.signum}; checkpoint at step {step}",
-              flush=True)
+        print(f"neuralogcm train: stopped by signal ({stop.signum or 'on another process'}); "
+              f"checkpoint at step {step}", flush=True)
     return RunResult(step, ts, graphdef, last, stopped)
 
 
