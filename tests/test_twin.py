@@ -192,3 +192,17 @@ def test_fnoc_years_carry_interannual_winds():
     u98 = ForcingSynthesizer(world, 0, **quiet).year(1998).forcing[:, 0]
     assert np.abs(u83 - u86[:365]).mean() > 0.3  # FNOC years differ
     np.testing.assert_allclose(u99, u98, atol=1e-5)  # outside FNOC: climatology only
+
+
+def test_climatology_window_is_the_count_weighted_31_day_mean():
+    rng = np.random.default_rng(0)
+    sums = rng.standard_normal((366, 2, 3, 4))
+    counts = rng.integers(0, 3, 366)
+    counts[:40] = 1  # every window holds a sample
+    out = twin._smooth_circular(sums, counts)
+    idx = np.arange(-15, 16)
+    for d in (0, 100, 365):
+        sel = (d + idx) % 366
+        np.testing.assert_allclose(out[d], sums[sel].sum(0) / counts[sel].sum(), rtol=1e-5)
+    with pytest.raises(DataError, match="31-day window"):
+        twin._smooth_circular(sums, np.zeros(366, dtype=int))

@@ -339,13 +339,21 @@ def _smooth_circular(sums: np.ndarray, counts: np.ndarray, half_width: int = 15)
     circular in the day of year (float32)."""
     n = sums.shape[0]
     out = np.empty(sums.shape, dtype=np.float32)
-    idx = np.arange(-half_width, half_width + 1)
+    # A running window sum (float64): one add and one subtract per day instead of 31 adds.
+    window = np.zeros(sums.shape[1:], dtype=np.float64)
+    count = 0
+    for j in range(-half_width, half_width + 1):
+        window += sums[j % n]
+        count += counts[j % n]
     for d in range(n):
-        sel = (d + idx) % n
-        c = counts[sel].sum()
-        if c == 0:
+        if d > 0:
+            enter, leave = (d + half_width) % n, (d - half_width - 1) % n
+            window += sums[enter]
+            window -= sums[leave]
+            count += counts[enter] - counts[leave]
+        if count == 0:
             raise DataError("a 31-day window holds no training day; need at least one full year")
-        out[d] = sums[sel].sum(axis=0, dtype=np.float64) / c
+        out[d] = window / count
     return out
 
 
@@ -364,15 +372,17 @@ def compute_stats(
     n_oc = layout.n_ocean
     wet_ch = layout.wet_channels(wet)[:n_oc]
     h, w = wet.shape[1:]
-    sums = np.zeros((366, n_oc, h, w), dtype=np.float64 if h * w <= 64800 else np.float32)
+    # float64 sums where they fit in ~1 GB; float32 (ample for <= a few dozen years) otherwise.
+    big = 366 * n_oc * h * w * 8 > 1e9
+    sums = np.zeros((366, n_oc, h, w), dtype=np.float32 if big else np.float64)
     counts = np.zeros(366, dtype=np.int64)
     for _, path in train_files:
         x = _read_year(path)
         sums[: x.shape[0]] += np.nan_to_num(x[:, :n_oc])
         counts[: x.shape[0]] += 1
     clim = _smooth_circular(sums, counts)
-    clim = np.where(wet_ch[None], clim, 0.0).astype(np.float32)
     del sums
+    clim *= wet_ch[None]
     C = layout.n_channels
     s1 = np.zeros(C)
     s2 = np.zeros(C)
@@ -465,9 +475,9 @@ def generate_dataset(
         bar = tqdm(total=total, desc="make-data", unit="day", disable=not progress,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} days [{elapsed}<{remaining}, {rate_fmt}]")
 
-        def advance(state, yf, n_days, keep):
-            """Run `n_days` of `yf`; returns the state and (if keep) daily means [n, C_ocean]."""
-            means = []
+        def advance(state, yf, n_days, fields=None):
+            """Run `n_days` of `yf`; with `fields` ``[n_days, C, H, W]`` given, write the daily
+            means of the ocean channels into it (and fail on a non-finite truth)."""
             sst_target = yf.sst_clim + (yf.forcing[:, 2] - yf.t2m_clim)
             for a in range(0, n_days, spec.chunk_days):
                 b = min(n_days, a + spec.chunk_days)
@@ -476,18 +486,23 @@ def generate_dataset(
                 inputs = (jnp.asarray(padded(yf.forcing)), jnp.asarray(padded(sst_target)))
                 valid = jnp.asarray(np.arange(spec.chunk_days) < b - a)
                 state, mean = run(state, inputs, valid)
-                if keep:
+                if fields is not None:
                     mean = jax.tree.map(lambda m: np.asarray(m[: b - a]), mean)
-                    means.append(np.asarray(layout.from_state(mean)))
+                    fields[a:b, :n_oc] = layout.from_state(mean)
+                    if not np.isfinite(fields[a:b, :n_oc][:, wet_ch[:n_oc]]).all():
+                        raise DataError(
+                            f"truth became non-finite in year {yf.year}, days {a}..{b - 1} "
+                            f"({spec.truth.mode} mode)"
+                        )
                 bar.update(b - a)
-            return state, (np.concatenate(means) if keep else None)
+            return state
 
         # Spin-up: climatology of the year before the first one (no FNOC anomaly outside
         # 1982-1992) plus noise, repeated as needed.
         remaining = spec.spinup_days
         while remaining > 0:
             yf = synth.year(spec.years[0] - 1, n_days=min(remaining, 365))
-            state, _ = advance(state, yf, yf.forcing.shape[0], keep=False)
+            state = advance(state, yf, yf.forcing.shape[0])
             remaining -= yf.forcing.shape[0]
         # A NaN truth means an unstable configuration: fail before writing anything bad.
         if not np.isfinite(np.asarray(state.T)[g.wet]).all():
@@ -497,16 +512,15 @@ def generate_dataset(
         for year in spec.years:
             yf = synth.year(year)
             n = yf.forcing.shape[0]
-            state, ocean = advance(state, yf, n, keep=True)
-            fields = np.concatenate([ocean, yf.forcing], axis=1)
-            if not np.isfinite(fields[:, :n_oc][:, wet_ch[:n_oc]]).all():
-                raise DataError(f"truth became non-finite in year {year} ({spec.truth.mode} mode)")
+            fields = np.empty((n, layout.n_channels) + g.shape, dtype=np.float32)
+            fields[:, n_oc:] = yf.forcing
+            state = advance(state, yf, n, fields)
             fields[:, ~wet_ch] = np.nan
             path = tmp / spec.split_of(year) / f"{year}.h5"
             h5format.write_year(path, fields, g.lat, g.lon, g.depth,
                                 attrs={"source": "neuralogcm_jax twin", "seed": int(seed)})
             files.append((year, path))
-            del fields, ocean
+            del fields
         bar.close()
 
         mean, std, clim = compute_stats(
