@@ -91,6 +91,16 @@ def limited_increment(d_far: Array, d_near: Array) -> Array:
     return jnp.where(d_far * d_near > 0, jnp.sign(d_near) * mag, jnp.zeros_like(third))
 
 
+def _wrap_columns(x: Array, left: int, right: int) -> Array:
+    """Periodic halo in longitude: ``[..., W] -> [..., left + W + right]``.
+
+    One concatenation, after which every zonal neighbour is a slice; XLA fuses slices into their
+    consumers but materialises each ``jnp.roll`` (a concatenation), so this is much cheaper than
+    several rolls.
+    """
+    return jnp.concatenate([x[..., x.shape[-1] - left :], x, x[..., :right]], axis=-1)
+
+
 def _pad_rows(x: Array) -> Array:
     """Append a zero face row on both sides: ``[..., H-1, W] -> [..., H+1, W]``."""
     pad = [(0, 0)] * (x.ndim - 2) + [(1, 1), (0, 0)]
@@ -106,6 +116,7 @@ class Operators:
 
       wet: ``[L, H, W]`` 1 on ocean cells, 0 on land.
       mask_x: ``[L, H, W]`` 1 where the face east of a cell is open.
+      mask_x_halo: ``[L, H, W+3]`` `mask_x` of cells ``-2 .. W`` (periodic halo).
       mask_y: ``[L, H+1, W]`` 1 where face ``j`` (between rows ``j-1`` and ``j``) is open.
       inv_area: ``[H, 1]`` 1 / cell area (1/m^2).
       dx: ``[H, 1]`` zonal distance between neighbouring centres of a row (m).
@@ -122,6 +133,7 @@ class Operators:
 
     wet: Array
     mask_x: Array
+    mask_x_halo: Array
     mask_y: Array
     inv_area: Array
     dx: Array
@@ -169,6 +181,8 @@ class Operators:
         return cls(
             wet=arr(grid.wet),
             mask_x=arr(grid.face_mask_x),
+            mask_x_halo=arr(np.concatenate(
+                [grid.face_mask_x[..., -2:], grid.face_mask_x, grid.face_mask_x[..., :1]], -1)),
             mask_y=arr(grid.face_mask_y),
             inv_area=arr(1.0 / grid.area)[:, None],
             dx=arr(grid.dx)[:, None],
@@ -228,6 +242,12 @@ class Operators:
         )
         return out * self.mask_x
 
+    def _zonal_differences(self, q: Array, q_halo: Array | None = None) -> Array:
+        """``[..., W+3]``: ``q[i+1] - q[i]`` across the east face of cells ``i = -2 .. W``,
+        zero through closed faces."""
+        qp = _wrap_columns(q, 2, 2) if q_halo is None else q_halo
+        return (qp[..., 1:] - qp[..., :-1]) * self.mask_x_halo
+
     # ------------------------------------------------------------------ diffusion
     def diffusive_fluxes(self, q: Array, nu: Array) -> tuple[Array, Array]:
         """Down-gradient Laplacian fluxes ``-nu grad(q) * face length`` (unfiltered).
@@ -235,8 +255,8 @@ class Operators:
         `q` ``[..., L, H, W]``; `nu` (m^2/s) broadcastable to it (scalar, ``[L, 1, 1]``, ...).
         Returns ``(fx [..., L, H, W], fy [..., L, H+1, W])``, zero through closed faces.
         """
-        dqx = (jnp.roll(q, -1, axis=-1) - q) * self.mask_x
-        fx = -nu * dqx * (self.dy / self.dx)
+        w = q.shape[-1]
+        fx = -nu * self._zonal_differences(q)[..., 2 : w + 2] * (self.dy / self.dx)
         dqy = q[..., 1:, :] - q[..., :-1, :]
         fy = -nu * _pad_rows(dqy) * self.mask_y * (self.face_len_y / self.dy)
         return fx, fy
@@ -273,12 +293,15 @@ class Operators:
         never read and the scheme falls back to first-order upwind next to coasts.
         Returns ``(fx [..., L, H, W], fy [..., L, H+1, W])``.
         """
-        # zonal: d_e[i] = q[i+1] - q[i] across the east face of cell i
-        d_e = (jnp.roll(q, -1, axis=-1) - q) * self.mask_x
-        d_w = jnp.roll(d_e, 1, axis=-1)  # q[i] - q[i-1], across the west face
-        q_left = q + 0.5 * limited_increment(d_w, d_e)  # east face, seen from cell i
-        q_west = q - 0.5 * limited_increment(d_e, d_w)  # west face, seen from cell i
-        q_right = jnp.roll(q_west, -1, axis=-1)  # east face of i, seen from cell i+1
+        # zonal, on a periodic halo of two cells: dp[i + 2] = q[i+1] - q[i] across the east face
+        # of cell i (zero where closed), dp[i + 1] across its west face, dp[i + 3] across the east
+        # face of cell i+1
+        w = q.shape[-1]
+        qp = _wrap_columns(q, 2, 2)
+        dp = self._zonal_differences(q, qp)
+        d_w, d_e, d_ee = dp[..., 1 : w + 1], dp[..., 2 : w + 2], dp[..., 3 : w + 3]
+        q_left = qp[..., 2 : w + 2] + 0.5 * limited_increment(d_w, d_e)  # from cell i
+        q_right = qp[..., 3 : w + 3] - 0.5 * limited_increment(d_ee, d_e)  # from cell i+1
         fx = u_east * jnp.where(u_east > 0, q_left, q_right) * self.dy
         # meridional: d_f[j] = q[j] - q[j-1] across face j (faces 0 and H closed)
         d_f = _pad_rows(q[..., 1:, :] - q[..., :-1, :]) * self.mask_y

@@ -1,0 +1,1 @@
+"""Benchmarks of neuralogcm_jax: `python -m benchmarks.run` (see run.py)."""
