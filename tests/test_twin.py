@@ -206,3 +206,17 @@ def test_climatology_window_is_the_count_weighted_31_day_mean():
         np.testing.assert_allclose(out[d], sums[sel].sum(0) / counts[sel].sum(), rtol=1e-5)
     with pytest.raises(DataError, match="31-day window"):
         twin._smooth_circular(sums, np.zeros(366, dtype=int))
+
+
+@pytest.mark.slow
+def test_demo_preset_generates_a_readable_dataset(tmp_path):
+    from neuralogcm_jax.data.h5format import open_dataset
+
+    out = generate_dataset(tmp_path / "demo", "demo", seed=0, progress=False)
+    info = open_dataset(out, full_nan_check=True)
+    assert info.layout.n_levels == 4 and info.grid.shape == (30, 60)
+    assert [f.year for f in info.split("train").files] == [1983, 1984]
+    std = np.load(out / "std_s_t_ssh.npy")
+    layout = info.layout
+    # The currents and SST vary: a corrector has anomalies to learn.
+    assert std[layout.channel("U", 0)] > 0.01 and std[layout.channel("T", 0)] > 0.1

@@ -98,7 +98,9 @@ class NoiseSpec:
         if len(self.amplitude) != len(FORCING_VARIABLES) or min(self.amplitude) < 0:
             raise ConfigError(f"noise amplitude must be 4 values >= 0, got {self.amplitude}")
         if not self.decorrelation_days > 0:
-            raise ConfigError(f"noise decorrelation_days must be > 0, got {self.decorrelation_days}")
+            raise ConfigError(
+                f"noise decorrelation_days must be > 0, got {self.decorrelation_days}"
+            )
         lo, hi = self.wavelength_km
         if not 0 < lo <= hi:
             raise ConfigError(f"noise wavelength_km must be 0 < lo <= hi, got {self.wavelength_km}")

@@ -229,7 +229,8 @@ def surface_closure(state: OceanState, forcing: Forcing, sst_target, grid_depth,
     ay = k * speed * forcing.v10 * shape
     u = state.u * decay + ax * t_drag * (1 - decay)
     v = state.v * decay + ay * t_drag * (1 - decay)
-    rate = jnp.exp(-grid_depth / c(truth.heat_depth_m)) / c(truth.heat_restoring_days * SECONDS_PER_DAY)
+    t_heat = c(truth.heat_restoring_days * SECONDS_PER_DAY)
+    rate = jnp.exp(-grid_depth / c(truth.heat_depth_m)) / t_heat
     T = sst_target + (state.T - sst_target) * jnp.exp(-rate * c(dt_s))
     return state._replace(u=jnp.where(wet, u, 0), v=jnp.where(wet, v, 0), T=jnp.where(wet, T, 0))
 
@@ -281,8 +282,8 @@ def make_truth_step(world: World, truth: TruthSpec):
         The paper physics advects T and S in flux form, ``-div(q U)``; with a divergent (Ekman)
         flow and no vertical velocity that holds a source ``-q div U`` which concentrates
         tracers where the flow converges without bound. The truth adds ``+q div U`` back with the
-        current velocity, so its tracers move in advective form, ``-U . grad q`` (bounded by
-        their neighbours' values)."""
+        current velocity, so its tracers move in advective form, ``-U . grad q`` (to the accuracy
+        of using the velocity at the end of each piece)."""
         state = physics.day_step(coeffs, state, forcing)
         state = surface_closure(state, forcing, sst_target, depth, wet, truth, dt_piece)
         neg_div = physics.operators(dtype).advection(jnp.ones_like(state.T), state.u, state.v)
@@ -294,7 +295,9 @@ def make_truth_step(world: World, truth: TruthSpec):
         f, sst_target = inputs
         forcing = Forcing(f[0], f[1], f[2], f[3])
         if truth.mode == "paper":
-            state = jax.lax.fori_loop(0, n_pieces, lambda _, s: piece(s, forcing, sst_target), state)
+            state = jax.lax.fori_loop(
+                0, n_pieces, lambda _, s: piece(s, forcing, sst_target), state
+            )
         else:
             state = physics.day_step(coeffs, state, forcing)
         state = climate_restoring(state, T_clim, S_clim, depth, wet, truth, SECONDS_PER_DAY)
@@ -473,7 +476,8 @@ def generate_dataset(
         n_oc = layout.n_ocean
         total = spec.spinup_days + sum(days_in_year(y) for y in spec.years)
         bar = tqdm(total=total, desc="make-data", unit="day", disable=not progress,
-                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} days [{elapsed}<{remaining}, {rate_fmt}]")
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} days "
+                   "[{elapsed}<{remaining}, {rate_fmt}]")
 
         def advance(state, yf, n_days, fields=None):
             """Run `n_days` of `yf`; with `fields` ``[n_days, C, H, W]`` given, write the daily

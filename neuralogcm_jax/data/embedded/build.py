@@ -3,8 +3,8 @@
 Run ``python -m neuralogcm_jax.data.embedded.build [--data DIR] [--out FILE]``. It needs, offline:
 
 * the Debian package ``ferret-datasets`` (NOAA/PMEL, public domain) unpacked; by default it looks
-  in ``$FERRET_DATA``, ``/usr/share/ferret-vis/data`` and ``/tmp/ferret/x/usr/share/ferret-vis/data``,
-  and otherwise fetches it with ``apt-get download ferret-datasets`` and unpacks it with
+  in ``$FERRET_DATA``, ``/usr/share/ferret-vis/data`` and
+  ``/tmp/ferret/x/usr/share/ferret-vis/data``, and otherwise fetches it with ``apt-get download ferret-datasets`` and unpacks it with
   ``dpkg-deb -x`` (no install, no root);
 * the PyPI package ``global-land-mask`` (MIT) and scipy.
 
@@ -221,7 +221,8 @@ def wet_masks(frac: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def levitus_ts(data: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     """``[23, H, W]`` annual T (degC) and S (psu) at the GLORYS levels, everywhere finite."""
-    v = _read(data / "levitus_climatology.cdf", ["XAXLEVITR", "YAXLEVITR", "ZAXLEVITR", "TEMP", "SALT"])
+    names = ["XAXLEVITR", "YAXLEVITR", "ZAXLEVITR", "TEMP", "SALT"]
+    v = _read(data / "levitus_climatology.cdf", names)
     lat_t, lon_t = target_centres()
     z = v["ZAXLEVITR"]
     out = []
