@@ -209,3 +209,42 @@ def test_abstract_target_matches_a_fresh_state(trained):
     gd, *mv = S.split_model(S.build_forecaster(cfg.model, data.grid, data.stats, seed=0))
     ab = S.abstract_train_state(tuple(mv), make_optimizer(cfg.optim, 2), 0, SH.make_mesh())
     assert jax.tree.structure(ab) == jax.tree.structure(ts)
+
+
+@pytest.mark.slow
+def test_real_model_checkpoint_from_8_devices_rolls_out_on_1(tmp_path):
+    """A U-Net trained 2 steps on 8 devices; a 1-device process rebuilds it with `load_model`
+    and rolls it out 3 days with `neuralogcm_jax.rollout.rollout`."""
+    pytest.importorskip("neuralogcm_jax.rollout")
+    if C.model_config_class() is C.StandInModelConfig:
+        pytest.skip("neuralogcm_jax.model is not importable")
+    g = Grid.regular(7.5, depth=(5.0, 50.0))
+    rng = np.random.default_rng(0)
+    fields = rng.normal(size=(12, 13) + g.shape).astype(np.float32)
+    data = write_array_dataset(tmp_path / "d.npz", g, {"train": (fields, np.arange(12))})
+    cfg = C.load_config(None, [
+        "model.name=unet", "model.unet.base_channels=8", "model.unet.channel_mults=[1, 2]",
+        f"data.root={data}", f"train.out_dir={tmp_path / 'run'}", "data.batch_size=1",
+        "train.epochs=1", "train.max_steps=2", "optim.warmup_steps=0",
+        "checkpoint.async_save=false"])
+    res = train(cfg, progress=False)
+    kernel_sum = float(sum(np.abs(np.asarray(x)).sum()
+                           for x in jax.tree.leaves(res.train_state["params"])))
+    code = f"""
+        import json, numpy as np
+        from neuralogcm_jax.train.export import load_model
+        from neuralogcm_jax.rollout import rollout
+        import jax
+        m = load_model({str(cfg.checkpoint_dir)!r})
+        s = sum(float(np.abs(np.asarray(x)).sum()) for x in jax.tree.leaves(
+            __import__("flax").nnx.state(m, __import__("flax").nnx.Param)))
+        x0 = np.zeros((1, 9) + {g.shape!r}, np.float32)
+        f = np.zeros((1, 3, 4) + {g.shape!r}, np.float32)
+        traj = rollout(m, x0, f, 3, 0)
+        print("RESULT" + json.dumps({{"sum": s, "shape": list(traj.shape),
+                                     "finite": bool(np.isfinite(np.asarray(traj)).all())}}))
+    """
+    got = json.loads(run_child(code, 1, timeout=900).split("RESULT")[-1])
+    assert got["shape"] == [1, 3, 9, *g.shape]
+    assert got["finite"]
+    assert got["sum"] == pytest.approx(kernel_sum, rel=1e-6)
