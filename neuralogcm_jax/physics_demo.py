@@ -1,7 +1,8 @@
 """`neuralogcm physics-demo`: run the paper-mode physics core alone on a realistic ocean.
 
-Starts from a smooth state (zonal jets and a meridional temperature gradient) on a realistic
-land mask (the embedded world when available, else the `global_land_mask` coastline), runs
+Starts from a smooth state (zonal jets up to 1.5 m/s over the embedded world's climatological T
+and S, or an idealised meridional gradient) on a realistic land mask (the embedded world when
+available, else the `global_land_mask` coastline), runs
 N days (default 30) and writes ``sst_speed.png`` (surface temperature and speed at the end) and
 ``diagnostics.json`` (per day: max speed, kinetic energy, area-weighted heat and salt content,
 their drift).
@@ -16,7 +17,7 @@ import time
 
 import numpy as np
 
-from neuralogcm_jax.errors import ConfigError
+from neuralogcm_jax.errors import ConfigError, NeuralOGCMError
 from neuralogcm_jax.grid import GLORYS23_DEPTHS_M, Grid
 from neuralogcm_jax.layout import OceanState
 
@@ -43,20 +44,31 @@ def coastline_wet_mask(grid: Grid, samples: int = 6, min_ocean_fraction: float =
     return frac >= min_ocean_fraction
 
 
+def _embedded_world(resolution_deg: float, depth):
+    """The embedded world (`neuralogcm_jax.data.world`) for these levels, or None."""
+    depth = tuple(float(d) for d in depth)
+    if depth != tuple(GLORYS23_DEPTHS_M[: len(depth)]):
+        return None
+    try:
+        from neuralogcm_jax.data.world import load_world
+    except ImportError:
+        return None
+    try:
+        return load_world(resolution_deg, len(depth))
+    except NeuralOGCMError:
+        return None
+
+
 def realistic_grid(resolution_deg: float = 1.5, depth=GLORYS23_DEPTHS_M) -> Grid:
     """A global grid (rows north to south) with a realistic wet mask at every level.
 
-    Uses the embedded world's masks when `neuralogcm_jax.data.world` provides them, otherwise
-    the `global_land_mask` coastline at every level.
+    The embedded world's depth-dependent masks when `neuralogcm_jax.data.world` can provide them
+    (GLORYS levels, a resolution it supports), otherwise the `global_land_mask` coastline at
+    every level.
     """
-    try:  # the embedded world, when present, has depth-dependent masks
-        from neuralogcm_jax.data import world  # type: ignore[attr-defined]
-
-        g = world.load_grid(resolution_deg)  # pragma: no cover - depends on an optional module
-        if len(depth) == g.n_levels:
-            return g
-    except Exception:  # noqa: BLE001 - any failure falls back to the coastline mask
-        pass
+    world = _embedded_world(resolution_deg, depth)
+    if world is not None:
+        return world.grid
     g = Grid.regular(resolution_deg, depth=depth)
     return g.with_wet(coastline_wet_mask(g))
 
@@ -131,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
     if args.nu_t is not None:
         coeffs["nu_t"] = jnp.float32(args.nu_t)
     state = smooth_state(grid)
+    world = _embedded_world(args.resolution, GLORYS23_DEPTHS_M[: args.levels])
+    if world is not None:  # climatological T and S under the smooth jets
+        clim = world.initial_state(np.float32)
+        state = state._replace(T=clim.T, S=clim.S)
     check_state(state, grid, where="initial state")
     state = jax.tree.map(jnp.asarray, state)
     step = jax.jit(physics.day_step)

@@ -225,3 +225,33 @@ def test_a_year_on_the_realistic_ocean_stays_finite_and_slow():
         assert np.all(np.isfinite(speed)) and speed.max() < 5.0
         for x in (st.T, st.S):
             assert np.all(np.isfinite(np.asarray(x)[g.wet]))
+
+
+# ----------------------------------------------------------------------------- wiring
+def test_primitive_mode_is_dispatched_to_its_module(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("neuralogcm_jax.physics.primitive")
+    fake.make_primitive_physics = lambda grid, config: calls.append((grid, config)) or "primitive"
+    monkeypatch.setitem(sys.modules, "neuralogcm_jax.physics.primitive", fake)
+    g = _gradient_grid()
+    cfg = PhysicsConfig(mode="primitive")
+    assert make_physics(g, cfg) == "primitive" and calls == [(g, cfg)]
+    assert make_physics(g).specs.keys() == {"nu_m", "nu_t"}
+
+
+def test_physics_demo_writes_a_figure_and_diagnostics(tmp_path):
+    import json
+
+    from neuralogcm_jax.cli import main
+
+    rc = main(["physics-demo", "--out", str(tmp_path), "--days", "2", "--resolution", "6",
+               "--levels", "2"])
+    assert rc == 0
+    diag = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert len(diag["days"]) == 3 and diag["n_substeps_per_day"] >= 1
+    assert abs(diag["relative_drift_mean_T"]) < 1e-5  # float32 round-off only
+    assert (tmp_path / "sst_speed.png").stat().st_size > 10_000
+    assert main(["physics-demo", "--out", str(tmp_path), "--days", "0"]) == 2

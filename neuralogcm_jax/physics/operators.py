@@ -289,8 +289,9 @@ class Operators:
         """Upwind limited fluxes ``q_face * velocity * face length`` (unfiltered).
 
         `q` ``[..., L, H, W]`` is reconstructed to each face from the upwind cell with the
-        Koren-limited third-order upwind-biased scheme (`limited_increment`); differences across closed faces count as zero, so land values are
-        never read and the scheme falls back to first-order upwind next to coasts.
+        Koren-limited third-order upwind-biased scheme (`limited_increment`); differences across
+        closed faces count as zero, so land values are never read and the scheme falls back to
+        first-order upwind next to coasts.
         Returns ``(fx [..., L, H, W], fy [..., L, H+1, W])``.
         """
         # zonal, on a periodic halo of two cells: dp[i + 2] = q[i+1] - q[i] across the east face

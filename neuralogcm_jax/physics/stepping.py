@@ -32,7 +32,8 @@ with ``phi(r) <= 2`` (Koren's, see `operators.limited_increment`). Hence
     dt = min(max_substep_s, 1 / (r_adv / cfl + r_diff)),   n = max(min_substeps, ceil(day / dt)).
 
 On the 1.5 deg grid with the 60 deg cutoff, ``u_max = 3`` m/s and ``nu_max = 2.5e5`` m^2/s this is
-about 18 substeps of 4800 s; without the polar filter it would be about 70 times more.
+22 substeps of 3927 s a day (advective limit alone 6950 s, diffusive alone 9273 s); without the
+polar filter it would be 9310 substeps of 9.3 s, set by diffusion across the 4 km polar cells.
 """
 
 from __future__ import annotations
