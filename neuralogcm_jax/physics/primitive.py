@@ -1,0 +1,575 @@
+"""Primitive-equation mode: a hydrostatic, Boussinesq free-surface ocean on z* levels.
+
+The equations, per level k (``u`` east, ``v`` north in m/s, ``T`` degC, ``S`` psu, ``eta`` m):
+
+    du/dt = -U.grad u - w du/dz + u v tan(phi)/R + f v - (1/rho0) dp'/dx - g deta/dx
+            + div(nu_m grad u) + d/dz(nu_v du/dz)
+    dv/dt = -U.grad v - w dv/dz - u^2 tan(phi)/R - f u - (1/rho0) dp'/dy - g deta/dy
+            + div(nu_m grad v) + d/dz(nu_v dv/dz)
+    d(h T)/dt = -div(h T U) - [w T]_k + div(h nu_t grad T) + d/dz(kappa_v dT/dz)   (same for S)
+    deta/dt = -sum_k div(h_k U_k)
+
+with the hydrostatic pressure anomaly ``p' = g int_0^z rho'(T, S, z) dz`` from the equation of
+state (`neuralogcm_jax.physics.eos`), ``rho' = rho - rho0``. Boundary conditions: wind stress
+``tau = rho_air C_d |U10| U10`` and a restoring heat flux ``Q = lambda (t2m - 273.15 - T_top)``
+enter the top layer; the sea floor (`Grid.bottom_level`) and coasts are closed (no flux), with
+an optional linear bottom drag ``-r_b u / h`` on the deepest wet layer; salt has no surface flux.
+
+Vertical coordinate. The layer thicknesses follow the free surface, ``h_k = dz_k (1 + eta/H)``
+(z*, H the column depth), so volume, heat and salt are conserved exactly in flux form and a
+negative eta never empties the thin top layer. Horizontal transports use the rest thicknesses
+``dz_k`` (the linear free-surface approximation of the transport), and the continuity equation
+uses the very transports that move T and S, so a uniform tracer stays uniform.
+
+One substep ``dt`` (operator splitting, each piece stable at the substep):
+
+1. baroclinic momentum: forward Euler of advection (MUSCL, `Operators`), horizontal viscosity,
+   metric terms and the baroclinic pressure gradient (Coriolis is rotated exactly in step 2:
+   forward Euler on Coriolis is unconditionally unstable);
+2. barotropic mode, split-explicit: the depth-mean flow is advanced through ``n_bt`` short
+   forward-backward steps of the linear shallow-water gravity-wave system
+   ``dU/dt = -f k x U - g grad eta, deta/dt = -div(H U)`` with Coriolis rotated exactly at each
+   short step and a Rhie-Chow face correction that damps the A-grid checkerboard of eta; its
+   time-mean face transport fixes each layer's transport (the deviation from the depth mean is
+   rotated by Coriolis exactly over dt);
+3. tracers: flux-form horizontal advection-diffusion with those layer transports, vertical
+   advection by the z*-continuity velocity ``w*``, eta from the integrated continuity equation;
+   momentum: vertical advection by ``w*``;
+4. implicit vertical mixing (`vertical.implicit_vertical_diffusion`) of T, S (with the surface
+   heat flux and convective mixing where the column is statically unstable) and of u, v (with the
+   wind stress and the bottom drag).
+
+Horizontal operators, the polar filter and the exact Coriolis rotation come from the paper-mode
+core (`operators`, `equations`). The polar filter also acts (factor a_k) on the zonal baroclinic
+pressure gradient and on the baroclinic part of the zonal layer transports, which bounds the
+internal waves of the polar rows; the barotropic subcycle is left unfiltered by default and its
+short step follows the smallest wet cell (see `PrimitiveTerms.barotropic_polar_filter`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neuralogcm_jax.constants import (
+    CP_SEAWATER_J_KG_K,
+    GRAVITY_M_S2,
+    RHO0_KG_M3,
+    RHO_AIR_KG_M3,
+)
+from neuralogcm_jax.errors import ConfigError, GridError
+from neuralogcm_jax.grid import Grid, layer_interfaces
+from neuralogcm_jax.layout import Forcing, OceanState
+from neuralogcm_jax.physics import eos as eos_lib
+from neuralogcm_jax.physics import vertical
+from neuralogcm_jax.physics.equations import coriolis_rotation, level_coefficient
+from neuralogcm_jax.physics.operators import Operators
+from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
+
+Array = Any
+
+__all__ = [
+    "PRIMITIVE_COEFFICIENTS",
+    "PrimitiveTerms",
+    "check_primitive_grid",
+    "make_primitive_physics",
+    "wind_stress",
+]
+
+KELVIN_OFFSET = 273.15
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimitiveTerms:
+    """Settings of the primitive-equation mode: which terms act, and their fixed constants.
+
+    Attributes:
+      pressure_gradient: baroclinic pressure-gradient force ``-(1/rho0) grad p'`` from the
+        hydrostatic pressure of the EOS density. Default True.
+      free_surface: prognostic SSH with the barotropic force ``-g grad eta`` (split-explicit);
+        False keeps eta fixed (no surface-pressure force; volume is then not conserved).
+        Default True.
+      vertical_advection: advection by the vertical velocity from continuity (tracers and
+        momentum). Default True.
+      vertical_mixing: implicit vertical diffusion with ``kappa_v`` (tracers) and ``nu_v``
+        (momentum) plus convective mixing. Default True.
+      wind_stress: surface momentum flux ``rho_air C_d |U10| U10`` (N/m^2) from the forcing.
+        Default True.
+      heat_flux: surface heat flux restoring the top level toward t2m (K -> degC) with the
+        learnable coefficient ``heat_restoring`` (W m^-2 K^-1). Default True.
+      bottom_drag: linear drag ``r_b`` (m/s, learnable ``bottom_drag``) on the deepest wet layer.
+        Default True.
+      eos: equation of state, ``"teos10"`` or ``"linear"`` (`eos.EOS_NAMES`). Default "teos10".
+      drag_coefficient: neutral 10 m drag coefficient C_d (dimensionless) of the wind stress;
+        1.3e-3 is the middle of the Large & Pond (1981) range for 5-15 m/s winds. Default 1.3e-3.
+      convective_kappa_m2_s: extra vertical diffusivity (m^2/s) of tracers and momentum across an
+        interface where the water below is lighter than the water above (evaluated at the
+        interface depth); implicit, so large values are stable. 0 disables. Default 0.1.
+      rho0_kg_m3: Boussinesq reference density (kg/m^3). Default 1025.
+      gravity_m_s2: gravitational acceleration (m/s^2). Default 9.81.
+      max_substep_s: upper bound (s) on the baroclinic substep (the internal-wave and surface-flux
+        time scales); the paper-mode CFL plan may choose shorter. Default 3600.
+      barotropic_cfl: Courant number ``c dt_bt sqrt(1/dx^2 + 1/dy^2)`` (dimensionless, <= 1) of the
+        forward-backward gravity-wave subcycle, with ``c = sqrt(g H_max)``. Default 0.5.
+      vertical_advection_scheme: ``"upwind"`` (monotone) or ``"centred"``. Default "upwind".
+      barotropic_polar_filter: also filter the zonal gradient and transport of the barotropic
+        subcycle (fewer, longer subcycle steps). False by default: where coastlines cross the
+        filtered rows the filter does not commute with the land mask and the fast mode grows
+        slowly; unfiltered, the subcycle step follows the smallest wet cell (about 10 s for
+        the 700 m deep 1.5 deg grid, a cheap 2-D step). Default False.
+    """
+
+    pressure_gradient: bool = True
+    free_surface: bool = True
+    vertical_advection: bool = True
+    vertical_mixing: bool = True
+    wind_stress: bool = True
+    heat_flux: bool = True
+    bottom_drag: bool = True
+    eos: str = "teos10"
+    drag_coefficient: float = 1.3e-3
+    convective_kappa_m2_s: float = 0.1
+    rho0_kg_m3: float = RHO0_KG_M3
+    gravity_m_s2: float = GRAVITY_M_S2
+    max_substep_s: float = 3600.0
+    barotropic_cfl: float = 0.5
+    vertical_advection_scheme: str = "upwind"
+    barotropic_polar_filter: bool = False
+
+    def __post_init__(self):
+        eos_lib.make_eos(self.eos)  # ConfigError naming an unknown EOS
+        for name in ("drag_coefficient", "convective_kappa_m2_s"):
+            v = float(getattr(self, name))
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"physics.primitive.{name} must be >= 0, got {v}")
+        for name in ("rho0_kg_m3", "gravity_m_s2", "max_substep_s"):
+            v = float(getattr(self, name))
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"physics.primitive.{name} must be > 0, got {v}")
+        if not 0.0 < float(self.barotropic_cfl) <= 1.0:
+            raise ConfigError(
+                f"physics.primitive.barotropic_cfl must be in (0, 1], got {self.barotropic_cfl}"
+            )
+        if self.vertical_advection_scheme not in ("upwind", "centred"):
+            raise ConfigError(
+                "physics.primitive.vertical_advection_scheme must be 'upwind' or 'centred', got "
+                f"{self.vertical_advection_scheme!r}"
+            )
+
+
+PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
+    **PAPER_COEFFICIENTS,
+    # Background interior diapycnal diffusivity ~1e-5 and a mixed-layer value ~1e-2 bracket it;
+    # 1e-4 is a common single value for coarse models without a mixed-layer scheme. The solve
+    # is implicit, so the bound only keeps the learned value physical.
+    "kappa_v": CoefficientSpec(
+        "kappa_v", 1e-4, "m^2/s", "vertical diffusivity of T and S", max_value=1.0
+    ),
+    # Vertical viscosity is usually ~10x the diffusivity (turbulent Prandtl number ~10).
+    "nu_v": CoefficientSpec(
+        "nu_v", 1e-3, "m^2/s", "vertical viscosity of momentum", max_value=1.0
+    ),
+    # Haney-type restoring: 30-50 W m^-2 K^-1 from linearised bulk formulae. Bound: explicit
+    # restoring of a 1 m top layer over 3600 s stays below 1/3 of the gap.
+    "heat_restoring": CoefficientSpec(
+        "heat_restoring", 40.0, "W m^-2 K^-1",
+        "surface heat-flux restoring of the top level toward the 2 m air temperature",
+        max_value=400.0,
+    ),
+    # Linear bottom drag velocity: C_D |u_b| with C_D = 2.5e-3 and |u_b| ~ 0.1 m/s.
+    "bottom_drag": CoefficientSpec(
+        "bottom_drag", 2.5e-4, "m/s", "linear bottom drag velocity on the deepest wet layer",
+        max_value=0.1,
+    ),
+}
+
+
+def wind_stress(u10: Array, v10: Array, drag_coefficient: float = 1.3e-3,
+                rho_air: float = RHO_AIR_KG_M3) -> tuple[Array, Array]:
+    """Surface wind stress ``rho_air C_d |U10| U10`` (N/m^2), components ``[..., H, W]``."""
+    speed = jnp.sqrt(u10 * u10 + v10 * v10)
+    k = rho_air * drag_coefficient
+    return k * speed * u10, k * speed * v10
+
+
+def check_primitive_grid(grid: Grid) -> None:
+    """Raise GridError unless the levels are physical and every column is wet from the top down.
+
+    A wet cell under a land cell would be a level deeper than the bathymetry allows (the water
+    column must be contiguous from the surface to `Grid.bottom_level`).
+    """
+    depth = np.asarray(grid.depth, dtype=np.float64)
+    if depth.ndim != 1 or depth.size == 0 or not np.all(np.isfinite(depth)):
+        raise GridError(f"grid depth levels must be a finite 1-D array, got {depth.tolist()}")
+    if np.any(depth <= 0):
+        k = int(np.argmax(depth <= 0))
+        raise GridError(f"grid depth level {k} is {depth[k]} m; depths must be positive (down)")
+    dz = np.asarray(grid.dz, dtype=np.float64)
+    if np.any(dz <= 0) or not np.allclose(dz, np.diff(layer_interfaces(depth))):
+        raise GridError(f"grid layer thicknesses dz {dz.tolist()} do not tile the depth levels")
+    wet = np.asarray(grid.wet, dtype=bool)
+    below_land = wet[1:] & ~wet[:-1]
+    if below_land.any():
+        k, j, i = (int(x) for x in np.argwhere(below_land)[0])
+        raise GridError(
+            f"grid.wet has ocean at level {k + 1} ({depth[k + 1]:g} m) under land at level {k} "
+            f"in row {j}, column {i}: a level deeper than the bathymetry allows "
+            f"({int(below_land.sum())} such cells)"
+        )
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _Geometry:
+    """Per-grid constants in one dtype (see `make_primitive_physics`)."""
+
+    ops: Operators  # the 3-D operators, [L, H, W]
+    ops2d: Operators  # operators of the surface level, for the barotropic mode, [1, H, W]
+    dz: Array  # [L, 1, 1] rest layer thickness (m)
+    depth: Array  # [L, 1, 1] level centres (m)
+    z_int: Array  # [L-1, 1, 1] depth of the inner interfaces (m)
+    col_depth: Array  # [H, W] H, wet column depth (m); 1 on land to avoid 0/0
+    face_depth_x: Array  # [H, W] open depth of the east face (m)
+    face_depth_y: Array  # [H+1, W] open depth of each row face (m)
+
+
+def _ceil(x: float) -> int:
+    return max(1, int(math.ceil(x - 1e-9)))
+
+
+def make_primitive_physics(grid: Grid, config: Any):
+    """The primitive-equation `Physics` of `grid`.
+
+    `config` is a `PhysicsConfig` with ``mode == "primitive"``; ``config.primitive`` holds the
+    `PrimitiveTerms` (None: the defaults). The returned object has the same interface as paper
+    mode: ``day_step(coeffs_si, state, forcing)`` on unbatched ``[L, H, W]`` fields with the
+    coefficients of `PRIMITIVE_COEFFICIENTS` in SI units (scalars; ``nu_m``, ``nu_t``, ``kappa_v``,
+    ``nu_v`` may also be per level ``[L]``).
+    """
+    from neuralogcm_jax.physics.stepping import Physics, make_integrate, plan_substeps
+
+    terms = config.primitive if config.primitive is not None else PrimitiveTerms()
+    if not isinstance(terms, PrimitiveTerms):
+        raise ConfigError(
+            f"physics.primitive must be a PrimitiveTerms, got {type(terms).__name__}"
+        )
+    check_primitive_grid(grid)
+    specs = dict(PRIMITIVE_COEFFICIENTS)
+    eos = eos_lib.make_eos(terms.eos, terms.rho0_kg_m3)
+    g_acc, rho0 = float(terms.gravity_m_s2), float(terms.rho0_kg_m3)
+
+    # Baroclinic substep: the paper-mode CFL plan for advection and horizontal diffusion, capped
+    # at max_substep_s.
+    plan = plan_substeps(grid, config, {k: specs[k] for k in ("nu_m", "nu_t")})
+    dt_target = min(plan.dt_s, float(terms.max_substep_s))
+    n_sub = max(int(config.min_substeps), _ceil(float(config.step_s) / dt_target))
+    dt = float(config.step_s) / n_sub
+
+    # Barotropic subcycle: forward-backward gravity waves, c dt_bt sqrt(1/dx^2 + 1/dy^2) <= cfl,
+    # with dx raised to its value at the polar-filter cutoff in the filtered rows.
+    wet = np.asarray(grid.wet, bool)
+    dz = np.asarray(grid.dz, np.float64)
+    col_depth = (dz[:, None, None] * wet).sum(0)
+    c_max = math.sqrt(g_acc * max(float(col_depth.max()), 1e-9))
+    dx = np.asarray(grid.dx, np.float64)
+    lat_c = config.polar_filter_lat_deg
+    if terms.barotropic_polar_filter and np.isfinite(grid.radius) and lat_c is not None and lat_c < 90:
+        dlon = np.deg2rad(abs(grid.lon[1] - grid.lon[0]))
+        dx = np.where(np.abs(grid.lat) > lat_c,
+                      np.maximum(dx, grid.radius * math.cos(math.radians(lat_c)) * dlon), dx)
+    # Meridional rate from the face length per area (larger than 1/dy in polar-cap cells).
+    fl = np.asarray(grid.face_len_y, np.float64)
+    r_y = np.maximum(fl[:-1], fl[1:]) / np.asarray(grid.area, np.float64)
+    wet_rows = wet[0].any(axis=1)
+    rate = np.sqrt(1.0 / dx**2 + r_y / grid.dy)[wet_rows] if wet_rows.any() else np.zeros(1)
+    dt_bt_max = terms.barotropic_cfl / (c_max * float(rate.max()) + 1e-30)
+    n_bt = _ceil(dt / dt_bt_max) if terms.free_surface else 0
+    dt_bt = dt / n_bt if n_bt else 0.0
+
+    face_depth_x = (dz[:, None, None] * grid.face_mask_x).sum(0)
+    face_depth_y = (dz[:, None, None] * grid.face_mask_y).sum(0)
+    grid_sfc = grid.with_levels(grid.depth[:1], wet[:1])
+    cache: dict[Any, _Geometry] = {}
+
+    def geometry(dtype) -> _Geometry:
+        dtype = jnp.dtype(dtype)
+        if dtype not in cache:
+            # Built once per dtype, possibly while tracing: evaluated eagerly so that the cached
+            # arrays are constants, never tracers of one trace.
+            with jax.ensure_compile_time_eval():
+                cache[dtype] = _build_geometry(dtype)
+        return cache[dtype]
+
+    def _build_geometry(dtype) -> _Geometry:
+        arr = lambda x: jnp.asarray(np.asarray(x, np.float64), dtype)
+        depth = np.asarray(grid.depth, np.float64)
+        return _Geometry(
+            ops=Operators.from_grid(grid, dtype, lat_c),
+            ops2d=Operators.from_grid(
+                grid_sfc, dtype, lat_c if terms.barotropic_polar_filter else None),
+            dz=arr(dz[:, None, None]),
+            depth=arr(depth[:, None, None]),
+            z_int=arr(layer_interfaces(depth)[1:-1, None, None]),
+            col_depth=arr(np.where(wet[0], col_depth, 1.0)),
+            face_depth_x=arr(face_depth_x),
+            face_depth_y=arr(face_depth_y),
+        )
+
+    def interfaces(x: Array) -> Array:
+        """A coefficient ``[]`` or ``[L, 1, 1]`` at the inner interfaces ``[] or [L-1, 1, 1]``."""
+        return x if x.ndim == 0 else 0.5 * (x[1:] + x[:-1])
+
+    def barotropic(geo: _Geometry, ubar: Array, vbar: Array, eta: Array):
+        """Gravity-wave subcycle of the depth-mean flow ``[H, W]`` and eta ``[H, W]``.
+
+        Forward-backward: ``U -= g dt_bt grad eta`` at the centres (face gradients averaged to
+        the cell), then ``eta -= dt_bt div(H U_face)``. The face velocity is the average of its
+        two cells corrected by ``-g tau (grad_face eta - avg(grad_centre eta))`` (a Rhie-Chow
+        correction, ``tau = dt_bt / 2``): zero for smooth eta, it lets the compact face gradient
+        see, and damp, the grid-scale checkerboard of eta to which cell averages are blind.
+        The depth-mean flow is also rotated by Coriolis, exactly, at each short step.
+        Returns the new depth-mean (u, v north) and the time-mean face transports (m^3/s).
+        """
+        o = geo.ops2d
+        dtype = eta.dtype
+        mx, my = o.mask_x[0], o.mask_y[0]
+        g_dt = jnp.asarray(g_acc * dt_bt, dtype)
+        g_tau = jnp.asarray(0.5 * g_acc * dt_bt, dtype)
+        wet0 = o.wet[0]
+
+        def face_gradients(eta):
+            gx = (jnp.roll(eta, -1, axis=-1) - eta) / o.dx * mx  # east faces
+            if o.has_polar_filter:
+                gx = o.polar_filter(gx[None])[0]
+            gy = jnp.pad(eta[1:] - eta[:-1], ((1, 1), (0, 0))) / o.dy * my  # along the row index
+            return gx, gy
+
+        # Number of open faces of each cell in x and y: a cell against a wall takes the
+        # gradient of its one open face instead of half of it (a first-order error at coasts).
+        n_x = mx + jnp.roll(mx, 1, axis=-1)
+        n_y = my[1:] + my[:-1]
+        inv_nx = jnp.where(n_x > 0, 1.0 / jnp.maximum(n_x, 1.0), 0.0).astype(dtype)
+        inv_ny = jnp.where(n_y > 0, 1.0 / jnp.maximum(n_y, 1.0), 0.0).astype(dtype)
+
+        def to_centres(fx, fy):
+            return (fx + jnp.roll(fx, 1, axis=-1)) * inv_nx, (fy[1:] + fy[:-1]) * inv_ny
+
+        def to_faces(cx, cy):
+            return (0.5 * (cx + jnp.roll(cx, -1, axis=-1)) * mx,
+                    jnp.pad(0.5 * (cy[1:] + cy[:-1]), ((1, 1), (0, 0))) * my)
+
+        def body(carry, _):
+            ub, wb, eta, sfx, sfy = carry  # wb: depth-mean velocity along the row index
+            ub, vn = coriolis_rotation(ub, o.y_sign * wb, o.coriolis, dt_bt)
+            wb = o.y_sign * vn
+            gx, gy = face_gradients(eta)
+            gxc, gyc = to_centres(gx, gy)
+            ub = (ub - g_dt * gxc) * wet0
+            wb = (wb - g_dt * gyc) * wet0
+            ue, wr = to_faces(ub, wb)
+            gxa, gya = to_faces(gxc, gyc)
+            ue = ue - g_tau * (gx - gxa)
+            wr = wr - g_tau * (gy - gya)
+            fx = (geo.face_depth_x * ue * o.dy)[None]
+            # The zonal gradient and the zonal transport are both filtered (a_k each), so the
+            # wave operator div(H grad eta) of the polar rows is bounded by its value at the
+            # cutoff latitude, whichever way (directly or through Coriolis) eta feeds back.
+            fx = o.polar_filter(fx)[0] if o.has_polar_filter else fx[0] * mx
+            fy = geo.face_depth_y * wr * o.face_len_y
+            eta = eta - dt_bt * o.flux_divergence(fx[None], fy[None])[0] * wet0
+            return (ub, wb, eta, sfx + fx, sfy + fy), None
+
+        wbar = o.y_sign * vbar
+        init = (ubar, wbar, eta, jnp.zeros_like(ubar), jnp.zeros((eta.shape[0] + 1,) + eta.shape[1:], dtype))
+        (ub1, wb1, _, sfx, sfy), _ = jax.lax.scan(body, init, None, length=n_bt)
+        return ub1, o.y_sign * wb1, sfx / n_bt, sfy / n_bt
+
+    def substep(c: dict[str, Array], geo: _Geometry, state: OceanState,
+                forcing: Forcing | None) -> OceanState:
+        ops = geo.ops
+        u, v, T, S, eta = state
+        dtype = T.dtype
+        wet = ops.wet
+        wetb = wet > 0
+        L = T.shape[0]
+        cast = lambda x: jnp.asarray(x, dtype)
+        stretch = 1.0 + eta / geo.col_depth  # z*: h_k = dz_k (1 + eta/H)
+        h_old = geo.dz * stretch
+
+        # 1. Baroclinic momentum: advection, viscosity, metric terms, pressure gradient.
+        uv = jnp.stack([u, v])
+        tend = ops.advection_diffusion(uv, u[None], v[None], c["nu_m"])
+        # Advective (not flux) form of momentum: add u div(U) back.
+        ue, wr = ops.face_velocities(u, v)
+        div_h = ops.flux_divergence(ops.polar_filter(ue * ops.dy), wr * ops.face_len_y)
+        tend = tend + uv * div_h
+        rate = u * ops.tan_lat_over_r
+        du = tend[0] + rate * v
+        dv = tend[1] - rate * u
+        if terms.pressure_gradient:
+            rho = eos.density_anomaly(T, S, geo.depth)
+            p = vertical.hydrostatic_pressure(rho * wet, geo.depth[:, 0, 0], g_acc) / rho0
+            gx = ops.polar_filter((jnp.roll(p, -1, axis=-1) - p) / ops.dx * ops.mask_x)
+            gy = jnp.pad(p[:, 1:] - p[:, :-1], ((0, 0), (1, 1), (0, 0))) / ops.dy * ops.mask_y
+            du = du - 0.5 * (gx + jnp.roll(gx, 1, axis=-1))
+            dv = dv - ops.y_sign * 0.5 * (gy[:, 1:] + gy[:, :-1])
+        u = (u + dt * du) * wet
+        v = (v + dt * dv) * wet
+
+        # 2. Barotropic mode and the layer transports. Coriolis: the deviation from the depth
+        # mean is rotated exactly over dt; the depth mean is rotated inside the gravity-wave
+        # subcycle (f dt reaches 0.5 at dt = 3600 s, too coarse to split from the fast mode).
+        H = geo.col_depth
+        ubar = jnp.sum(geo.dz * u, axis=0) / H
+        vbar = jnp.sum(geo.dz * v, axis=0) / H
+        lay_x = geo.dz * ops.mask_x  # open thickness of each layer at the east face
+        lay_y = geo.dz * ops.mask_y
+        safe = lambda d: jnp.where(d > 0, d, jnp.ones((), dtype))
+        if terms.free_surface:
+            du, dv = coriolis_rotation(u - ubar, v - vbar, ops.coriolis, dt)
+            ubar, vbar, fx_bt, fy_bt = barotropic(geo, ubar, vbar, eta)
+            u = (du + ubar) * wet
+            v = (dv + vbar) * wet
+            ue, wr = ops.face_velocities(u, v)
+        else:
+            u, v = coriolis_rotation(u, v, ops.coriolis, dt)
+            ue, wr = ops.face_velocities(u, v)
+            fx_bt = jnp.sum(lay_x * ue, axis=0) * ops.dy
+            fy_bt = jnp.sum(lay_y * wr, axis=0) * ops.face_len_y
+        # Layer transports (m^3/s): the baroclinic part of each layer's face velocity plus an
+        # equal share of the time-mean barotropic transport, so that sum_k = fx_bt exactly.
+        fx_l = lay_x * ue * ops.dy
+        if ops.has_polar_filter:
+            # Filter the baroclinic part like the barotropic one (internal waves in polar rows).
+            fx_l = ops.polar_filter(
+                fx_l - lay_x / safe(geo.face_depth_x) * jnp.sum(fx_l, axis=0))
+        fx_l = fx_l + lay_x / safe(geo.face_depth_x) * (fx_bt - jnp.sum(fx_l, axis=0))
+        fy_l = lay_y * wr * ops.face_len_y
+        fy_l = fy_l + lay_y / safe(geo.face_depth_y) * (fy_bt - jnp.sum(fy_l, axis=0))
+        div_l = ops.flux_divergence(fx_l, fy_l) * wet  # div(h_k U_k), m/s
+        if terms.free_surface:
+            deta_dt = -jnp.sum(div_l, axis=0)
+            eta_new = eta + dt * deta_dt
+            dh_dt = geo.dz / H * deta_dt * wet
+        else:
+            eta_new, dh_dt = eta, None
+        h_new = geo.dz * (1.0 + eta_new / H)
+        w = vertical.vertical_velocity(div_l, dh_dt) if terms.vertical_advection else None
+
+        # 3. Tracers in flux form: h_new c_new = h_old c_old - dt [div(F) + vertical fluxes].
+        fx_face = fx_l / safe(lay_x * ops.dy)  # face velocity that carries the layer transport
+        fy_face = fy_l / safe(lay_y * ops.face_len_y)
+        ts = jnp.stack([T, S])
+        fxa, fya = ops.advective_fluxes(ts, fx_face, fy_face)
+        fxd, fyd = ops.diffusive_fluxes(ts, c["nu_t"])
+        if ops.has_polar_filter:
+            fxd = ops.polar_filter(jnp.zeros_like(fxd), fxd)
+        fx_t = (fxa + fxd * ops.mask_x) * geo.dz
+        fy_t = (fya + fyd) * geo.dz
+        content = h_old * ts - dt * ops.flux_divergence(fx_t, fy_t)
+        if terms.vertical_advection:
+            vadv = jax.vmap(lambda q: vertical.vertical_advection_tendency(
+                q, w, wetb, terms.vertical_advection_scheme))
+            content = content + dt * vadv(ts)
+            # Momentum: advective form, flux-form tendency minus q times the w-divergence.
+            vmom = vadv(jnp.stack([u, v]))
+            vdiv = vertical.vertical_advection_tendency(jnp.ones_like(u), w, wetb, "centred")
+            u = u + dt * (vmom[0] - u * vdiv) / h_new * wet
+            v = v + dt * (vmom[1] - v * vdiv) / h_new * wet
+        ts = jnp.where(wetb, content / h_new, ts)
+        T, S = ts[0], ts[1]
+
+        # 4. Surface fluxes and implicit vertical mixing.
+        heat = taux = tauy = None
+        if forcing is not None and terms.heat_flux:
+            q_wm2 = c["heat_restoring"] * (forcing.t2m.astype(dtype) - KELVIN_OFFSET - T[0])
+            heat = q_wm2 / (rho0 * CP_SEAWATER_J_KG_K)  # K m/s
+        if forcing is not None and terms.wind_stress:
+            tx, ty = wind_stress(forcing.u10.astype(dtype), forcing.v10.astype(dtype),
+                                 terms.drag_coefficient)
+            taux, tauy = tx / rho0, ty / rho0  # m^2/s^2
+        drag = c["bottom_drag"] if terms.bottom_drag else None
+        if terms.vertical_mixing:
+            kap_t = interfaces(c["kappa_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)
+            kap_m = interfaces(c["nu_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)
+            if terms.convective_kappa_m2_s > 0 and L > 1:
+                # Static instability at an interface: the upper water, brought to the interface
+                # depth, is denser than the lower water there.
+                up = eos.density_anomaly(T[:-1], S[:-1], geo.z_int)
+                lo = eos.density_anomaly(T[1:], S[1:], geo.z_int)
+                conv = jnp.where(up > lo, cast(terms.convective_kappa_m2_s), cast(0.0))
+                kap_t, kap_m = kap_t + conv, kap_m + conv
+        else:
+            kap_t = kap_m = cast(0.0)
+        if terms.vertical_mixing or heat is not None:
+            T = vertical.implicit_vertical_diffusion(T, kap_t, dt, h_new, wetb, heat)
+            if terms.vertical_mixing:
+                S = vertical.implicit_vertical_diffusion(S, kap_t, dt, h_new, wetb)
+        if terms.vertical_mixing or taux is not None or drag is not None:
+            u = vertical.implicit_vertical_diffusion(u, kap_m, dt, h_new, wetb, taux, drag)
+            v = vertical.implicit_vertical_diffusion(v, kap_m, dt, h_new, wetb, tauy, drag)
+        return OceanState(u=u * wet, v=v * wet, T=T, S=S, ssh=eta_new * wet[0])
+
+    def prepare(coeffs_si: dict[str, Array], dtype, n_levels: int) -> dict[str, Array]:
+        missing = sorted(set(specs) - set(coeffs_si))
+        if missing:
+            raise ConfigError(f"primitive physics needs coefficients {missing}; got {sorted(coeffs_si)}")
+        out = {}
+        for name in ("nu_m", "nu_t", "kappa_v", "nu_v"):
+            out[name] = level_coefficient(coeffs_si[name], specs[name], dtype, n_levels)
+        for name in ("heat_restoring", "bottom_drag"):
+            x = jnp.asarray(coeffs_si[name]).astype(dtype)
+            if x.ndim != 0:
+                raise ConfigError(f"{name} must be a scalar (SI), got shape {x.shape}")
+            out[name] = jnp.minimum(x, jnp.asarray(specs[name].max_value, dtype))
+        return out
+
+    def day_step(coeffs_si: dict[str, Array], state: OceanState,
+                 forcing: Forcing | None = None) -> OceanState:
+        """One day of primitive-equation physics on ``[L, H, W]`` fields (SI units).
+
+        Land values are ignored (NaN allowed) and returned unchanged; `forcing` holds
+        ``[H, W]`` fields for the day (None: no surface fluxes).
+        """
+        dtype = jnp.result_type(state.T)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.float32
+        geo = geometry(dtype)
+        wetb = geo.ops.wet > 0
+        zero = jnp.zeros((), dtype)
+        s_in = OceanState(*(jnp.asarray(x).astype(dtype) for x in state))
+        s = OceanState(
+            u=jnp.where(wetb, s_in.u, zero), v=jnp.where(wetb, s_in.v, zero),
+            T=jnp.where(wetb, s_in.T, zero), S=jnp.where(wetb, s_in.S, zero),
+            ssh=jnp.where(wetb[0], s_in.ssh, zero),
+        )
+        c = prepare(coeffs_si, dtype, s.T.shape[0])
+        body = lambda st, _: (substep(c, geo, st, forcing), None)
+        if config.remat_substeps:
+            body = jax.checkpoint(body)
+        s, _ = jax.lax.scan(body, s, None, length=n_sub)
+        keep = lambda new, old, m: jnp.where(m, new, old)
+        return OceanState(u=keep(s.u, s_in.u, wetb), v=keep(s.v, s_in.v, wetb),
+                          T=keep(s.T, s_in.T, wetb), S=keep(s.S, s_in.S, wetb),
+                          ssh=keep(s.ssh, s_in.ssh, wetb[0]))
+
+    physics = Physics(
+        specs=specs,
+        n_substeps=n_sub,
+        dt_substep_s=dt,
+        day_step=day_step,
+        integrate=make_integrate(day_step),
+        config=config,
+        grid=grid,
+        plan=plan,
+        operators=lambda dtype: geometry(dtype).ops,
+    )
+    # Diagnostics of the split-explicit free surface (not part of the shared interface).
+    object.__setattr__(physics, "n_barotropic", n_bt)
+    object.__setattr__(physics, "dt_barotropic_s", dt_bt)
+    return physics

@@ -1,0 +1,224 @@
+"""Claims about the primitive-equation mode: rest, adjustment, gyres, conservation, gradients."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neuralogcm_jax.errors import ConfigError, GridError
+from neuralogcm_jax.grid import Grid
+from neuralogcm_jax.layout import Forcing, OceanState
+from neuralogcm_jax.physics import PhysicsConfig, make_physics
+from neuralogcm_jax.physics.params import default_raw, to_si
+from neuralogcm_jax.physics.primitive import (
+    PRIMITIVE_COEFFICIENTS,
+    PrimitiveTerms,
+    check_primitive_grid,
+    wind_stress,
+)
+
+G = 9.81
+
+
+def primitive(grid, **terms):
+    return make_physics(grid, PhysicsConfig(mode="primitive", primitive=PrimitiveTerms(**terms)))
+
+
+def coefficients(**values):
+    """SI coefficients: the defaults, overridden by `values`, float64."""
+    out = {k: s.default for k, s in PRIMITIVE_COEFFICIENTS.items()}
+    out.update(values)
+    return {k: jnp.asarray(v, jnp.float64) for k, v in out.items()}
+
+
+def rest_state(grid, T=10.0, S=35.0):
+    L, (H, W) = grid.n_levels, grid.shape
+    z = jnp.zeros((L, H, W))
+    return OceanState(u=z, v=z, T=z + T, S=z + S, ssh=jnp.zeros((H, W)))
+
+
+# ---------------------------------------------------------------- a realistic 6 deg world
+@pytest.fixture(scope="module")
+def world():
+    """6 deg, 5 levels to 150 m, real coastlines; the sea floor deepens away from the coast."""
+    from global_land_mask import globe
+
+    g0 = Grid.regular(6.0, depth=(5.0, 15.0, 35.0, 75.0, 150.0))
+    lon = np.where(g0.lon > 180, g0.lon - 360, g0.lon)
+    ocean = globe.is_ocean(*np.meshgrid(g0.lat, lon, indexing="ij"))
+    # Number of wet levels: 1 next to land, up to 5 three cells away (a shelf and a slope).
+    n_wet = np.where(ocean, 1, 0)
+    near = ocean.copy()
+    for _ in range(4):
+        near = near & np.roll(near, 1, 1) & np.roll(near, -1, 1)
+        near[1:] &= near[:-1].copy()
+        near[:-1] &= near[1:].copy()
+        n_wet = n_wet + near
+    wet = np.arange(5)[:, None, None] < n_wet[None]
+    grid = g0.with_wet(wet)
+    phys = primitive(grid)
+    run = jax.jit(lambda c, s: phys.integrate(c, s, None, 30))
+    return grid, phys, run
+
+
+def stratified(grid):
+    """Flat isopycnals: T and S depend on depth only (warm, fresh surface over cold, salty)."""
+    z = grid.depth[:, None, None]
+    H, W = grid.shape
+    T = np.broadcast_to(4.0 + 16.0 * np.exp(-z / 50.0), (grid.n_levels, H, W))
+    S = np.broadcast_to(34.5 + 0.5 * (1 - np.exp(-z / 50.0)), (grid.n_levels, H, W))
+    st = rest_state(grid)
+    return st._replace(T=jnp.asarray(T), S=jnp.asarray(S))
+
+
+def test_resting_stratified_ocean_over_real_land_stays_at_rest(world):
+    """No spurious pressure gradient over steps in the sea floor or at coasts.
+
+    Vertical diffusion is made negligible: with it an insulating floor at different depths
+    really does bend the isopycnals (and drive a slow flow), so flat isopycnals would not be
+    a rest state of the equations themselves."""
+    grid, phys, run = world
+    assert grid.bottom_level.max() == 4 and (grid.bottom_level == 0).any()
+    out = run(coefficients(kappa_v=1e-12), stratified(grid))
+    wet = grid.wet
+    assert float(np.abs(np.asarray(out.u)[wet]).max()) < 1e-6
+    assert float(np.abs(np.asarray(out.v)[wet]).max()) < 1e-6
+    assert float(np.abs(np.asarray(out.ssh)[wet[0]]).max()) < 1e-6
+
+
+def test_closed_basin_keeps_its_volume_heat_and_salt(world):
+    """Without surface fluxes, 30 days of a baroclinic flow change no total beyond 1e-6."""
+    grid, phys, run = world
+    st = stratified(grid)
+    lat = jnp.asarray(grid.lat)[None, :, None]
+    st = st._replace(T=st.T + 5.0 * jnp.cos(jnp.deg2rad(lat)) ** 2 * jnp.cos(jnp.asarray(grid.lon) / 40.0),
+                     S=st.S + 0.3 * jnp.sin(jnp.deg2rad(lat)),
+                     ssh=0.2 * jnp.sin(jnp.deg2rad(lat[0])) * grid.wet[0])
+    out = run(coefficients(), st)
+    wet = jnp.asarray(grid.wet)
+    area = jnp.asarray(grid.area)[None, :, None]
+    dz = jnp.asarray(grid.dz)[:, None, None]
+    H = jnp.where(wet[0], (dz * wet).sum(0), 1.0)
+
+    def totals(s):
+        h = dz * (1.0 + s.ssh / H) * wet * area  # z* layer volumes (m^3)
+        return h.sum(), (h * s.T).sum(), (h * s.S).sum()
+
+    before, after = totals(st), totals(out)
+    assert float(jnp.abs(out.u).max()) > 1e-3  # the test is not trivially at rest
+    for name, a, b in zip(("volume", "heat", "salt"), before, after):
+        assert abs(float(b / a) - 1) < 1e-6, name
+
+
+# ---------------------------------------------------------------- planar test problems
+def test_geostrophic_adjustment_of_an_ssh_step():
+    """eta = eta0 sgn(y) (1 - exp(-|y|/L_R)) after the gravity waves have left, within 10 %."""
+    f0, H, eta0, dy = 1e-4, 100.0, 0.1, 20e3
+    ny = 400
+    grid = Grid.cartesian(4, ny, dy, dy, depth=(H / 2,), f0=f0, periodic_x=True)
+    phys = primitive(grid, bottom_drag=False, vertical_mixing=False)
+    y = (np.arange(ny) + 0.5 - ny / 2) * dy
+    st = rest_state(grid)._replace(ssh=jnp.asarray(np.broadcast_to(eta0 * np.sign(y)[:, None], (ny, 4))))
+    # The fastest wave (31 m/s) returns from the walls 4000 km away after ~3 days.
+    out = jax.jit(lambda s: phys.integrate(coefficients(nu_m=10.0), s, None, 2))(st)
+    L_R = np.sqrt(G * H) / f0
+    exact = eta0 * np.sign(y) * (1 - np.exp(-np.abs(y) / L_R))
+    near = np.abs(y) < 4 * L_R
+    err = np.abs(np.asarray(out.ssh)[:, 0] - exact)[near]
+    assert err.max() < 0.1 * eta0
+    # ... and the flow along the front is in geostrophic balance with it, u = -(g/f) deta/dy.
+    eta = np.asarray(out.ssh)[:, 0]
+    u_geo = -G / f0 * np.gradient(eta, dy)
+    u = np.asarray(out.u)[0, :, 0]
+    assert np.abs(u - u_geo)[near].max() < 0.15 * np.abs(u_geo).max()
+    assert np.abs(u_geo).max() > 0.5 * G / f0 * eta0 / L_R
+
+
+def test_stommel_gyre_matches_the_exact_streamfunction():
+    """Steady wind-driven gyre with linear drag: psi within 10 % of the exact maximum.
+
+    The western boundary layer r/beta = 500 km spans 15 cells; the discrete error falls with
+    the grid (first order: about 20 % with 4 cells across the layer, 8 % here)."""
+    n, L, H, beta, r, tau0, rho0 = 60, 2.0e6, 500.0, 2e-11, 1e-5, 0.02, 1025.0
+    d = L / n
+    grid = Grid.cartesian(n, n, d, d, depth=(H / 2,), f0=1e-4, beta=beta)
+    phys = primitive(grid, heat_flux=False, vertical_mixing=False)
+    x = (np.arange(n) + 0.5) * d
+    y = (np.arange(n) + 0.5) * d
+    tau_x = -tau0 * np.cos(np.pi * y / L)[:, None] * np.ones((1, n))
+    # The wind that gives this stress with the model's bulk formula.
+    cd = PrimitiveTerms().drag_coefficient
+    u10 = np.sign(tau_x) * np.sqrt(np.abs(tau_x) / (1.225 * cd))
+    forcing = Forcing(u10=jnp.asarray(u10), v10=jnp.zeros((n, n)), t2m=jnp.full((n, n), 290.0),
+                      msl=jnp.full((n, n), 1e5))
+    tx, _ = wind_stress(forcing.u10, forcing.v10, cd)
+    np.testing.assert_allclose(tx, tau_x, rtol=1e-12)
+    days = 40  # spin-up time 1/r = 1.2 days
+    forcings = jax.tree.map(lambda a: jnp.broadcast_to(a, (days,) + a.shape), forcing)
+    c = coefficients(nu_m=100.0, bottom_drag=r * H)
+    out = jax.jit(lambda s: phys.integrate(c, s, forcings, days))(rest_state(grid))
+    # psi = integral of v from the western wall (v = dpsi/dx).
+    v = np.asarray(out.v[0])
+    psi = (np.cumsum(v, axis=1) - 0.5 * v) * d
+    m = np.roots([1.0, beta / r, -(np.pi / L) ** 2])
+    m1, m2 = max(m), min(m)
+    Fp = tau0 * L / (rho0 * H * r * np.pi)
+    F = Fp * (1 - ((1 - np.exp(m2 * L)) * np.exp(m1 * x) + (np.exp(m1 * L) - 1) * np.exp(m2 * x))
+              / (np.exp(m1 * L) - np.exp(m2 * L)))
+    exact = F[None, :] * np.sin(np.pi * y / L)[:, None]
+    assert np.abs(psi - exact).max() < 0.1 * np.abs(exact).max()
+
+
+# ---------------------------------------------------------------- gradients
+def test_gradients_wrt_every_coefficient_match_central_differences():
+    """d loss / d raw coefficient after 5 days, float64, all terms on, to 1e-4 relative."""
+    depth = (5.0, 20.0, 50.0)
+    wet = np.ones((3, 6, 8), bool)
+    wet[:, 0, 2:4] = False  # an island
+    wet[2, 4:, :3] = False  # a shallow corner
+    grid = Grid.cartesian(8, 6, 100e3, 100e3, depth=depth, wet=wet, f0=1e-4, beta=2e-11)
+    phys = primitive(grid)
+    rng = np.random.default_rng(0)
+    st = rest_state(grid)
+    st = st._replace(T=st.T + jnp.asarray(rng.normal(size=st.T.shape)) - 3 * jnp.arange(3.0)[:, None, None],
+                     u=jnp.asarray(rng.normal(size=st.u.shape)) * 0.05)
+    f = Forcing(u10=jnp.asarray(rng.normal(size=(6, 8))) * 5 + 3, v10=jnp.asarray(rng.normal(size=(6, 8))) * 5,
+                t2m=jnp.asarray(rng.normal(size=(6, 8))) + 285.0, msl=jnp.full((6, 8), 1e5))
+    forcings = jax.tree.map(lambda a: jnp.broadcast_to(a, (5,) + a.shape), f)
+    specs = phys.specs
+    raw0 = {k: jnp.asarray(v, jnp.float64) for k, v in default_raw(specs, {"nu_m": 2e4, "nu_t": 2e3}).items()}
+
+    @jax.jit
+    def loss(raw):
+        out = phys.integrate(to_si(raw, specs), st, forcings, 5)
+        return jnp.sum(out.T**2) + 1e3 * jnp.sum(out.u**2 + out.v**2) + 1e2 * jnp.sum(out.ssh**2)
+
+    grads = jax.jit(jax.grad(loss))(raw0)
+    assert set(grads) == set(PRIMITIVE_COEFFICIENTS)
+    for name in raw0:
+        eps = 1e-4
+        up = dict(raw0, **{name: raw0[name] + eps})
+        dn = dict(raw0, **{name: raw0[name] - eps})
+        fd = (loss(up) - loss(dn)) / (2 * eps)
+        assert abs(float(grads[name]) - float(fd)) <= 1e-4 * abs(float(fd)) + 1e-12, (name, grads[name], fd)
+        assert abs(float(fd)) > 0, name
+
+
+# ---------------------------------------------------------------- bad configuration
+def test_unphysical_configuration_is_named():
+    with pytest.raises(ConfigError, match="'seawater99'"):
+        PrimitiveTerms(eos="seawater99")
+    with pytest.raises(ConfigError, match="barotropic_cfl"):
+        PrimitiveTerms(barotropic_cfl=1.5)
+    wet = np.ones((2, 4, 4), bool)
+    wet[0, 1, 2] = False  # land at the surface over ocean at level 1
+    g = Grid.cartesian(4, 4, 1e4, 1e4, depth=(5.0, 15.0), wet=wet)
+    with pytest.raises(GridError, match=r"level 1 \(15 m\) under land at level 0 in row 1, column 2"):
+        primitive(g)
+    bad = dataclasses.replace(Grid.cartesian(4, 4, 1e4, 1e4, depth=(5.0, 15.0)), depth=np.array([-5.0, 15.0]))
+    with pytest.raises(GridError, match="depth level 0 is -5.0 m"):
+        check_primitive_grid(bad)
+    with pytest.raises(ConfigError, match="PrimitiveTerms"):
+        make_physics(g.with_wet(np.ones((2, 4, 4))), PhysicsConfig(mode="primitive", primitive={"eos": "linear"}))
