@@ -348,7 +348,7 @@ class SelfAttention(nnx.Module):
 
     Queries and values have a bias, keys do not: a key bias adds ``q . b_k`` to every logit
     of a query alike, which the softmax cancels, so it would be a parameter with zero gradient.
-    Logits and softmax are evaluated in float32 also when the compute dtype is bfloat16.
+    Logits and softmax are evaluated in (at least) float32 also when the compute dtype is bfloat16.
     """
 
     def __init__(
@@ -380,7 +380,9 @@ class SelfAttention(nnx.Module):
             return t.reshape(b, n, self.num_heads, self.head_dim)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        # At least float32 for the logits (float64 stays float64 for gradient checks).
+        acc = jnp.promote_types(q.dtype, jnp.float32)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=acc)
         weights = jax.nn.softmax(logits / math.sqrt(self.head_dim), axis=-1).astype(v.dtype)
         weights = self.attn_drop(weights, deterministic=deterministic)
         y = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, c)

@@ -1,0 +1,79 @@
+"""Networks: parameter count, compile time and forward time of the STE corrector and the four
+baselines with their default sizes, batch 1, float32, 97 channels in and 93 out.
+
+Rows per network NAME (``ste``, ``unet``, ``convlstm``, ``simvp``, ``fourcastnet``):
+* ``NAME_params``: trainable parameters;
+* ``NAME_compile`` (s): lowering + XLA compilation of the jitted forward pass;
+* ``NAME_forward`` (s): median wall time of one jitted forward call after compilation;
+* ``NAME_grad`` (s, full mode only): median wall time of one jitted gradient of a mean-square
+  loss with respect to every parameter (forward + backward), the cost of a training step.
+
+Full mode: 1.5 deg (120 x 240); quick mode: 3 deg (60 x 120), fewer repetitions, no gradient.
+Run alone: ``python benchmarks/bench_networks.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(quick: bool) -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from tqdm import tqdm
+
+    from neuralogcm_jax.nn import NETWORKS, build_network
+
+    grid = (60, 120) if quick else (120, 240)
+    repeats = 2 if quick else 5
+    where = f"{grid[0]}x{grid[1]} ({'3' if quick else '1.5'} deg), batch 1, 97->93 channels, float32"
+    x = jax.random.normal(jax.random.key(0), (1, 97, *grid), jnp.float32)
+    target = jax.random.normal(jax.random.key(1), (1, 93, *grid), jnp.float32)
+    rows: list[dict] = []
+    for name in tqdm(sorted(NETWORKS), desc="networks", unit="net"):
+        model = build_network(name, None, 97, 93, grid, nnx.Rngs(0))
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        n_params = sum(int(p.size) for p in jax.tree.leaves(params))
+
+        def forward(params, x, graphdef=graphdef, rest=rest):
+            return nnx.merge(graphdef, params, rest)(x)
+
+        t0 = time.perf_counter()
+        fwd = jax.jit(forward).lower(params, x).compile()
+        t_compile = time.perf_counter() - t0
+        fwd(params, x).block_until_ready()
+        t_fwd = _median_seconds(lambda: fwd(params, x).block_until_ready(), repeats)
+        rows += [
+            dict(name=f"{name}_params", value=n_params, unit="parameters", notes="default config"),
+            dict(name=f"{name}_compile", value=t_compile, unit="s", notes=where),
+            dict(name=f"{name}_forward", value=t_fwd, unit="s", notes=f"{where}; median of {repeats}"),
+        ]
+        if not quick:
+            def loss(params, x, target):
+                return jnp.mean((forward(params, x) - target) ** 2)
+
+            grad = jax.jit(jax.grad(loss))
+            jax.block_until_ready(grad(params, x, target))
+            t_grad = _median_seconds(lambda: jax.block_until_ready(grad(params, x, target)), 3)
+            rows.append(
+                dict(name=f"{name}_grad", value=t_grad, unit="s",
+                     notes=f"{where}; forward + backward of a mean-square loss; median of 3")
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run("--quick" in sys.argv):
+        print(row)
