@@ -2,9 +2,10 @@
 
 A checkpoint directory holds one sub-directory per saved step, each with three items:
 
-* ``state`` -- the train state pytree (params, non-parameter model variables, optimizer state,
-  step, rng, non-finite counters), arrays written with Orbax's PyTree handler (tensorstore);
-  JAX PRNG key arrays are stored as their raw ``uint32`` data;
+* ``state`` -- the train state pytree (params, the model's RNG streams, optimizer state, step,
+  rng, non-finite counters; not the model's constant masks and statistics, which are rebuilt from
+  the data's stats), arrays written with Orbax's PyTree handler (tensorstore); JAX PRNG key
+  arrays are stored as their raw ``uint32`` data;
 * ``data`` -- the data-iterator state (JSON), so a resumed run reads the same batches;
 * ``meta`` -- JSON: format version, package version, step, the resolved config, the model name,
   the channel layout's depths and a fingerprint of the grid, and the metrics of the save.

@@ -404,7 +404,8 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
     cfg_dict = config_lib.to_dict(cfg)
     if resume:
         abstract = st.abstract_train_state(model_vars, tx, cfg.train.seed, mesh)
-        ts, data_state, step = ckpt.restore(abstract)
+        ts, data_state, step = ckpt.restore(st.checkpoint_view(abstract))
+        ts["consts"] = sh.replicate(model_vars[2], mesh)  # rebuilt, not stored
         position = dict(data_state or {"epoch": 0, "batch": 0, "iter": None})
     else:
         ts = st.place_train_state(model_vars, tx, cfg.train.seed, mesh)
@@ -432,7 +433,7 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
         return ckpt_lib.make_metadata(cfg_dict, data.grid, data.layout, step=s, metrics=metrics)
 
     def save(s, ts, pos, metrics=None):
-        ckpt.save(s, ts, pos, metadata(s, metrics), metrics=metrics)
+        ckpt.save(s, st.checkpoint_view(ts), pos, metadata(s, metrics), metrics=metrics)
 
     def validate(k) -> float | None:
         if cfg.data.val_split not in data.splits:
@@ -567,7 +568,8 @@ def _rewind(ckpt, ts, cfg, mesh, nonfinite, step):
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh.replicated(mesh)), ts
     )
-    ts, data_state, s = ckpt.restore(abstract)
+    restored, data_state, s = ckpt.restore(st.checkpoint_view(abstract))
+    ts = {**restored, "consts": ts["consts"]}
     if jax.process_index() == 0:
         print(f"neuralogcm train: {nonfinite} non-finite steps at step {step}; restored step {s}",
               flush=True)
