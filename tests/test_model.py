@@ -1,0 +1,204 @@
+"""Claims about the models behind the `Forecaster` interface and the functional rollout API."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from neuralogcm_jax import ConfigError, LayoutError
+from neuralogcm_jax.data.normalize import Stats
+from neuralogcm_jax.grid import Grid
+from neuralogcm_jax.layout import ChannelLayout
+from neuralogcm_jax.model import (
+    MODEL_NAMES,
+    ModelConfig,
+    NeuralOGCM,
+    build_model,
+    canonical_model_name,
+    cast_model,
+    next_doy,
+)
+from neuralogcm_jax.rollout import make_rollout_fn, make_step_fn, rollout
+
+
+def small_world(n_levels=2, res=10.0, seed=0):
+    """A 18x36 (10 deg) world with a continent, seasonal climatology and realistic stds."""
+    lay = ChannelLayout.with_levels(n_levels)
+    g = Grid.regular(res, depth=lay.depths_m)
+    wet = np.ones((n_levels,) + g.shape, bool)
+    wet[:, 5:12, 8:14] = False  # a continent
+    wet[1:, 12:14, 20:24] = False  # a shelf: shallower than level 1
+    g = g.with_wet(wet)
+    rng = np.random.default_rng(seed)
+    n = lay.n_ocean
+    phase = 2 * np.pi * np.arange(366) / 366
+    lat = np.deg2rad(g.lat)[None, :, None]
+    clim = np.zeros((366, n) + g.shape, np.float32)
+    clim[:, lay.var_slice("T")] = (
+        20 * np.cos(lat)[None] + 2 * np.sin(phase)[:, None, None, None]
+    ).astype(np.float32)
+    clim[:, lay.var_slice("S")] = 35.0
+    clim[:, lay.var_slice("U")] = (0.2 * np.cos(3 * lat))[None]
+    mean = np.zeros(lay.n_channels)
+    std = np.ones(lay.n_channels)
+    std[lay.var_slice("T")] = 0.6
+    std[lay.var_slice("S")] = 0.3
+    std[lay.var_slice("U")] = 0.15
+    std[lay.var_slice("V")] = 0.11
+    std[lay.channel("SSH")] = 0.06
+    mean[n:] = [0.0, 0.2, 278.0, 101000.0]
+    std[n:] = [5.4, 4.6, 21.5, 1300.0]
+    stats = Stats.build(mean, std, clim, wet, lay)
+    state = (rng.normal(size=(2, n) + g.shape) * stats.wet).astype(np.float32)
+    forcing = rng.normal(size=(2, 6, 4) + g.shape).astype(np.float32)
+    return g, stats, jnp.asarray(state), jnp.asarray(forcing)
+
+
+def tiny(name, **kw):
+    """Small network sizes so every model builds and runs in seconds."""
+    from neuralogcm_jax.nn import NETWORKS
+
+    cfg_cls = NETWORKS["ste" if name == "neuralogcm" else name][1]
+    small = {
+        "neuralogcm": dict(hid_channels=16, n_conv_blocks=4, n_attention_blocks=1, num_heads=2, norm_groups=4),
+        "unet": dict(base_channels=8, channel_mults=(1, 2), norm_groups=4),
+        "convlstm": dict(hid_channels=8, n_conv_blocks=4, num_layers=1, norm_groups=4),
+        "simvp": dict(hid_S=8, hid_T=16, N_S=4, N_T=2, groups=2, norm_groups=4),
+        "fourcastnet": dict(embed_dim=32, depth=1, num_blocks=4),
+    }[name]
+    net_cfg = cfg_cls(**small)
+    key = "corrector" if name == "neuralogcm" else name
+    return ModelConfig(name=name, **{key: net_cfg}, **kw)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return small_world()
+
+
+def test_model_names_follow_the_seed_flags():
+    assert canonical_model_name("NeuralOGCM") == "neuralogcm"
+    assert canonical_model_name("FourCastNet") == "fourcastnet"
+    with pytest.raises(ConfigError, match="unknown model 'transformer'"):
+        ModelConfig(name="transformer")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_maps_97_to_93_channels_and_land_is_exactly_zero(world, name):
+    g, stats, state, forcing = world
+    m = build_model(tiny(name), g, stats, seed=1)
+    x = jnp.concatenate([state, forcing[:, 0]], axis=1)
+    assert x.shape[1] == 97 - 4 * (23 - 2)  # the same 97-channel layout with 2 levels
+    out = m.step(state, forcing[:, 0], jnp.array([10, 200]))
+    assert out.shape == state.shape
+    assert bool(jnp.all(jnp.isfinite(out)))
+    land = ~stats.wet
+    assert bool(jnp.all(out[:, land] == 0.0))
+    assert float(jnp.abs(out[:, stats.wet]).max()) > 0
+
+
+def test_untrained_hybrid_equals_pure_physics_bit_for_bit(world):
+    g, stats, state, forcing = world
+    m = build_model(tiny("neuralogcm"), g, stats, seed=0)
+    doy = jnp.array([30, 364])
+    hybrid = m.step(state, forcing[:, 0], doy)
+    physics = m.physics_tendency_step(state, forcing[:, 0], doy, next_doy(doy))
+    physics = jnp.where(m.wet[...] > 0, physics, 0.0)
+    np.testing.assert_array_equal(np.asarray(hybrid), np.asarray(physics))
+    # ... and the physics did something: the state moved.
+    assert float(jnp.abs(hybrid - state).max()) > 1e-3
+
+
+def test_rollout_is_one_compiled_scan_and_starts_like_the_step_function(world):
+    g, stats, state, forcing = world
+    m = build_model(tiny("unet"), g, stats, seed=0)
+    step_fn, variables = make_step_fn(m)
+    doy0 = jnp.array([100, 100])
+    by_hand = [state]
+    for k in range(3):
+        by_hand.append(step_fn(variables, by_hand[-1], forcing[:, k], doy0 + k))
+    traj = rollout(m, state, forcing, 3, doy0=doy0, start_with_input=True)
+    assert traj.shape == (2, 4) + state.shape[1:]
+    for k in range(4):
+        np.testing.assert_allclose(np.asarray(traj[:, k]), np.asarray(by_hand[k]), atol=1e-5)
+
+    # compile time independent of steps: the scan body is traced once, whatever the length.
+    fn, variables = make_rollout_fn(m)
+    doys = jnp.zeros((2, 7), jnp.int32)
+    eqns = [len(jax.make_jaxpr(fn)(variables, state, forcing[:, :s], doys[:, : s + 1]).eqns)
+            for s in (2, 6)]
+    assert eqns[0] == eqns[1]
+    # and a second call with the same shapes does not trace again
+    traces = []
+    jitted = jax.jit(lambda v, s, f, d: (traces.append(1), fn(v, s, f, d))[1])
+    jitted(variables, state, forcing[:, :5], doys[:, :6])
+    jitted(variables, state * 0.5, forcing[:, :5], doys[:, :6])
+    assert len(traces) == 1
+
+
+def test_gradient_through_a_4_step_hybrid_rollout_matches_finite_differences():
+    g, stats, state, forcing = small_world(n_levels=1, res=15.0)
+    m = build_model(tiny("neuralogcm", dtype="float64"), g, stats, seed=0)
+    cast_model(m, jnp.float64)
+    # Give the zero-initialised head some weight so gradients reach the whole corrector.
+    head = [v for p, v in nnx.iter_graph(m.corrector) if isinstance(v, nnx.Param)][-2:]
+    for i, v in enumerate(head):
+        v[...] = 1e-2 * jax.random.normal(jax.random.key(i), v[...].shape, jnp.float64)
+    x0 = state.astype(jnp.float64)
+    forc = forcing[:, :4].astype(jnp.float64)
+    doys = jnp.tile(jnp.arange(5, dtype=jnp.int32)[None] + 40, (2, 1))
+    fn, _ = make_rollout_fn(m)
+    params = nnx.state(m, nnx.Param)
+    rest = nnx.state(m, nnx.Not(nnx.Param))
+
+    def loss(p):
+        traj = fn(nnx.merge_state(rest, p), x0, forc, doys)
+        return jnp.mean(traj**2)
+
+    grads = jax.grad(loss)(params)
+    leaves, treedef = jax.tree.flatten(params)
+    gleaves = jax.tree.leaves(grads)
+    assert all(bool(jnp.all(jnp.isfinite(gl))) for gl in gleaves)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for li in rng.permutation(len(leaves))[:6]:
+        leaf = np.asarray(leaves[li])
+        idx = tuple(rng.integers(0, s) for s in leaf.shape)
+        h = 1e-5 * max(1.0, abs(float(leaf[idx])))
+        def at(delta):
+            new = [jnp.asarray(x) for x in leaves]
+            new[li] = new[li].at[idx].add(delta)
+            return float(loss(jax.tree.unflatten(treedef, new)))
+        fd = (at(h) - at(-h)) / (2 * h)
+        ad = float(np.asarray(gleaves[li])[idx])
+        assert ad == pytest.approx(fd, rel=1e-4, abs=1e-10), (li, idx)
+        checked += 1
+    assert checked == 6
+
+
+def test_bad_inputs_are_named(world):
+    g, stats, state, forcing = world
+    m = build_model(tiny("simvp"), g, stats, seed=0)
+    with pytest.raises(LayoutError, match=r"expects \[batch, 9, 18, 36\]"):
+        m.step(state[:, :5], forcing[:, 0], 0)
+    with pytest.raises(LayoutError, match="shorter than steps=10"):
+        rollout(m, state, forcing, 10)
+    other = Grid.regular(15.0, depth=stats.layout.depths_m)
+    with pytest.raises(LayoutError, match="does not fit the statistics"):
+        build_model(tiny("unet"), other, stats)
+
+
+def test_next_day_of_year_wraps_at_year_end():
+    np.testing.assert_array_equal(next_doy(jnp.array([0, 58, 363, 364, 365])), [1, 59, 364, 0, 0])
+
+
+def test_hybrid_holds_its_physics_coefficients_as_parameters(world):
+    g, stats, *_ = world
+    m = build_model(tiny("neuralogcm", physics_coefficients={"nu_m": 2e4}), g, stats)
+    assert isinstance(m, NeuralOGCM)
+    si = m.physics_coefficients_si()
+    assert float(si["nu_m"]) == pytest.approx(2e4, rel=1e-5)
+    assert float(si["nu_t"]) == pytest.approx(m.physics.specs["nu_t"].default, rel=1e-5)
+    names = {str(p[-1]) for p, _ in nnx.to_flat_state(nnx.state(m.physics_params, nnx.Param))}
+    assert names >= {"nu_m", "nu_t"}
