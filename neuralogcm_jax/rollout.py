@@ -166,3 +166,12 @@ def _cached_rollout(model: Forecaster, start_with_input: bool, post_process) -> 
         fn, _ = make_rollout_fn(model, start_with_input=start_with_input, post_process=post_process)
         cache[key] = jax.jit(fn)
     return cache[key]
+
+
+def load_model(checkpoint_dir, step: int | None = None, *, stats=None) -> Forecaster:
+    """The model stored in a training checkpoint or an export folder, rebuilt from its config.
+
+    See `neuralogcm_jax.train.export.load_model` (the checkpoint format lives there)."""
+    from neuralogcm_jax.train.export import load_model as _load
+
+    return _load(checkpoint_dir, step, stats=stats)

@@ -107,6 +107,7 @@ class PaperEquation:
     ops: Operators
     nu_m: Array
     nu_t: Array
+    advective_tracers: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @classmethod
     def from_coefficients(
@@ -114,6 +115,7 @@ class PaperEquation:
         ops: Operators,
         coeffs_si: dict[str, Array],
         specs: dict[str, CoefficientSpec] = PAPER_COEFFICIENTS,
+        advective_tracers: bool = False,
     ) -> PaperEquation:
         """Clip and shape ``{"nu_m", "nu_t"}`` (SI; scalar or ``[L]``) for `ops`'s grid."""
         n_levels = ops.wet.shape[0]
@@ -121,6 +123,7 @@ class PaperEquation:
             ops=ops,
             nu_m=level_coefficient(coeffs_si["nu_m"], specs.get("nu_m"), ops.dtype, n_levels),
             nu_t=level_coefficient(coeffs_si["nu_t"], specs.get("nu_t"), ops.dtype, n_levels),
+            advective_tracers=advective_tracers,
         )
 
     def explicit_terms(self, q: Array) -> Array:
@@ -134,6 +137,11 @@ class PaperEquation:
         # Metric terms of momentum advection on the sphere (a rotation at rate u tan(phi)/R).
         rate = u * ops.tan_lat_over_r
         metric = jnp.stack([rate * v, -rate * u, jnp.zeros_like(u), jnp.zeros_like(u)], axis=-4)
+        if self.advective_tracers:
+            # -div(qU) + q div(U): advecting a uniform field (q = 1) gives -div(U).
+            neg_div = ops.advection(jnp.ones_like(u), u, v)
+            zero = jnp.zeros_like(u)
+            metric = metric - q * jnp.stack([zero, zero, neg_div, neg_div], axis=-4)
         return (tend + metric) * ops.wet
 
     def exact_step(self, q: Array, dt: float) -> Array:

@@ -94,6 +94,12 @@ class PhysicsConfig:
         Default True.
       step_s: length (s) of one model step. Default 86400 (one day).
       primitive: primitive-mode settings (used only when ``mode == "primitive"``). Default None.
+      tracer_advection: ``"flux"`` advects T and S as ``-div(q U)`` (conserves content exactly);
+        ``"advective"`` as ``-div(q U) + q div(U)`` (= ``-U . grad q`` in the continuum), which
+        has no spurious source where the horizontal flow converges. Paper mode has no vertical
+        velocity to balance horizontal divergence (Ekman, or data velocities), so flux form piles
+        tracer up in convergence zones; the advective form keeps a uniform field uniform, at the
+        price of exact conservation under divergent flow. Default "flux".
     """
 
     mode: str = "paper"
@@ -105,8 +111,13 @@ class PhysicsConfig:
     remat_substeps: bool = True
     step_s: float = SECONDS_PER_DAY
     primitive: Any = None
+    tracer_advection: str = "flux"
 
     def __post_init__(self):
+        if self.tracer_advection not in ("flux", "advective"):
+            raise ConfigError(
+                f"physics.tracer_advection must be 'flux' or 'advective', got {self.tracer_advection!r}"
+            )
         if self.mode not in ("paper", "primitive"):
             raise ConfigError(f"physics.mode must be 'paper' or 'primitive', got {self.mode!r}")
         lat = self.polar_filter_lat_deg
@@ -307,7 +318,9 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
         # Land may hold NaN (raw data); it must never reach a flux, so it is zeroed here and the
         # original land values are put back at the end.
         q = jnp.where(wet, q_in, jnp.zeros((), dtype))
-        eq = PaperEquation.from_coefficients(ops, coeffs_si, specs)
+        eq = PaperEquation.from_coefficients(
+            ops, coeffs_si, specs, advective_tracers=config.tracer_advection == "advective"
+        )
         substep = strang_split(eq.exact_step, ssp_rk3_step(eq.explicit_terms, dt), dt)
         q = repeat(substep, n, config.remat_substeps)(q)
         return unstack_prognostic(jnp.where(wet, q, q_in), state.ssh)
