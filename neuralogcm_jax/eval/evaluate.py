@@ -257,10 +257,14 @@ def run_evaluation(
     netcdf: bool = False,
     plots: bool = True,
     training_logs: dict[str, Path] | None = None,
+    report_sections: Any = None,
 ) -> dict[str, Any]:
     """Evaluate `models` (name -> Forecaster) and the references; write every output file.
 
-    Returns ``{"results": name -> metrics, "files": [paths], "throughput": ...}``."""
+    `report_sections`: markdown lines for the top of report.md, or a function
+    ``(results, meta) -> lines`` called once the scores are known.
+
+    Returns ``{"results": name -> metrics, "files": [paths], "meta": ...}``."""
     out = Path(out)
     data = load_split(data_root, split)
     for m in models.values():
@@ -305,7 +309,8 @@ def run_evaluation(
         files.append(trajectories_to_netcdf(out / "rollouts.nc", first, data, inits[0]))
     from neuralogcm_jax.eval.report import write_report
 
-    files.append(write_report(out, results, meta, data.stats.layout, files))
+    extra = report_sections(results, meta) if callable(report_sections) else report_sections
+    files.append(write_report(out, results, meta, data.stats.layout, files, extra))
     return {"results": results, "files": files, "meta": meta}
 
 
