@@ -83,7 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="dataset and training seed")
     p.add_argument("--baseline", default="unet", help="the baseline trained beside NeuralOGCM")
     p.add_argument("--fresh", action="store_true", help="rebuild the dataset too")
-    p.add_argument("--max_lead", type=int, default=120, help="evaluation lead (days)")
+    p.add_argument("--max_lead", type=int, default=90, help="evaluation lead (days)")
+    p.add_argument("--init_every", type=int, default=10, help="days between initial dates")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config key for both models")
 
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     _stage("4/4 evaluation on the held-out test year")
     models = {name: load_model(run / "checkpoints") for name, run in runs.items()}
     res = run_evaluation(
-        models, root, out, split="test", max_lead=args.max_lead, init_every=5,
+        models, root, out, split="test", max_lead=args.max_lead, init_every=args.init_every, batch=8,
         training_logs={name: run / "metrics.jsonl" for name, run in runs.items()},
         report_sections=verdict_lines,
     )

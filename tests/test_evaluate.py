@@ -36,6 +36,7 @@ def write_tiny_dataset(root: Path, res: float = 15.0, seed: int = 0) -> Grid:
     base[lay.n_ocean:] = np.array([0.0, 0.0, 280.0, 101000.0])[:, None, None]
     scale = np.ones(C, np.float32)
     scale[lay.var_slice("U")] = scale[lay.var_slice("V")] = 0.1
+    scale[lay.channel("SSH")] = 0.1
     scale[lay.n_ocean + 3] = 500.0
     anom = np.zeros((C,) + g.shape, np.float32)
     years = {"train": [2019], "valid": [2020], "test": [2021]}
@@ -136,3 +137,36 @@ def test_the_example_notebook_runs_on_a_checkpoint(tiny_run, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "finite: True" in p.stdout
     assert (tmp_path / "example_sst.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_trained_hybrid_runs_a_year_finite_and_bounded(tmp_path):
+    """`neuralogcm rollout --days 365` of a (briefly) trained hybrid stays physical."""
+    from neuralogcm_jax.cli import main
+    from neuralogcm_jax.train import config as config_lib
+    from neuralogcm_jax.train.loop import train
+
+    root = tmp_path / "data"
+    write_tiny_dataset(root)
+    run = tmp_path / "run"
+    cfg = config_lib.load_config(
+        None,
+        [f"data.root={root}", f"train.out_dir={run}", "model.name=neuralogcm",
+         "model.corrector.hid_channels=16", "model.corrector.num_heads=2",
+         "model.corrector.norm_groups=4", "model.corrector.n_attention_blocks=1",
+         "model.physics.tracer_advection=advective", "train.epochs=1",
+         "train.steps_per_epoch=3", "data.batch_size=1", "checkpoint.save_every=3",
+         "checkpoint.async_save=false"],
+    )
+    train(cfg, progress=False)
+    out = tmp_path / "long"
+    rc = main(["rollout", "--checkpoint", str(run / "checkpoints"), "--days", "365",
+               "--chunk", "73", "--out", str(out)])
+    import json
+
+    summary = json.loads((out / "rollout_summary.json").read_text())
+    assert summary["days_run"] == 365
+    assert summary["bounded"], summary["first_violation"]
+    assert rc == 0
+    assert np.isfinite(summary["drift_T_degC_per_year"])
+    assert (out / "rollout_diagnostics.png").stat().st_size > 0
