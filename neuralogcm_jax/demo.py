@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="unet", help="the baseline trained beside NeuralOGCM")
     p.add_argument("--fresh", action="store_true", help="rebuild the dataset too")
     p.add_argument("--max_lead", type=int, default=90, help="evaluation lead (days)")
-    p.add_argument("--init_every", type=int, default=10, help="days between initial dates")
+    p.add_argument("--init_every", type=int, default=15, help="days between initial dates")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config key for both models")
 

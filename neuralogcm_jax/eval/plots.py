@@ -15,6 +15,8 @@ from neuralogcm_jax.layout import UNITS, ChannelLayout
 # Surface variables shown in the skill plots: (label, variable, level).
 SURFACE = (("SST", "T", 0), ("SSS", "S", 0), ("surface U", "U", 0), ("surface V", "V", 0),
            ("SSH", "SSH", 0))
+# metrics.jsonl keys of learned physics coefficients (e.g. "nu_m_m2_s", "kappa_v_m2_s")
+COEFFICIENT_PREFIXES = ("nu_", "kappa_", "heat_", "drag_", "bottom_")
 _STYLE = {"persistence": ("0.5", "--"), "climatology": ("0.3", ":"), "physics": ("tab:brown", "-.")}
 
 
@@ -127,7 +129,8 @@ def plot_maps(out: Path, trajectories: dict[str, np.ndarray], truth: np.ndarray,
 
 def plot_training(out: Path, logs: dict[str, Path]) -> list[Path]:
     """training.png: training/validation loss and the learned coefficients (SI) vs step, read from
-    each run's metrics.jsonl (lines with "step", "loss", optional "val_loss" and "coef/<name>")."""
+    each run's metrics.jsonl (lines with "step", "loss", optional "val_loss", and the learned
+    coefficients as "<name>_<unit>" keys such as "nu_m_m2_s")."""
     plt = _plt()
     fig, (ax_l, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
     any_coef = False
@@ -142,12 +145,12 @@ def plot_training(out: Path, logs: dict[str, Path]) -> list[Path]:
             ax_l.semilogy(*zip(*tr), label=f"{name} train", alpha=0.8)
         if va:
             ax_l.semilogy(*zip(*va), "o-", label=f"{name} valid")
-        coef_keys = sorted({k for r in recs for k in r if k.startswith("coef/")})
+        coef_keys = sorted({k for r in recs for k in r if k.startswith(COEFFICIENT_PREFIXES)})
         for k in coef_keys:
             pts = [(r["step"], r[k]) for r in recs if k in r and np.ndim(r[k]) == 0]
             if pts:
                 any_coef = True
-                ax_c.semilogy(*zip(*pts), label=f"{name} {k[5:]}")
+                ax_c.semilogy(*zip(*pts), label=f"{name} {k}")
     ax_l.set_xlabel("step")
     ax_l.set_ylabel("loss (normalised MSE)")
     ax_l.legend(fontsize=8)
