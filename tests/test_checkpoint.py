@@ -216,9 +216,7 @@ def test_abstract_target_matches_a_fresh_state(trained):
 def test_real_model_checkpoint_from_8_devices_rolls_out_on_1(tmp_path):
     """A U-Net trained 2 steps on 8 devices; a 1-device process rebuilds it with `load_model`
     and rolls it out 3 days with `neuralogcm_jax.rollout.rollout`."""
-    pytest.importorskip("neuralogcm_jax.rollout")
-    if C.model_config_class() is C.StandInModelConfig:
-        pytest.skip("neuralogcm_jax.model is not importable")
+    assert C.model_config_class() is not C.StandInModelConfig
     g = Grid.regular(7.5, depth=(5.0, 50.0))
     rng = np.random.default_rng(0)
     fields = rng.normal(size=(12, 13) + g.shape).astype(np.float32)

@@ -202,3 +202,23 @@ def test_hybrid_holds_its_physics_coefficients_as_parameters(world):
     assert float(si["nu_t"]) == pytest.approx(m.physics.specs["nu_t"].default, rel=1e-5)
     names = {str(p[-1]) for p, _ in nnx.to_flat_state(nnx.state(m.physics_params, nnx.Param))}
     assert names >= {"nu_m", "nu_t"}
+
+
+def test_a_trajectory_becomes_an_xarray_dataset_in_physical_units(world):
+    xr = pytest.importorskip("xarray")
+    from neuralogcm_jax.eval.xr import to_xarray
+
+    g, stats, state, forcing = world
+    traj = np.asarray(state[0])[None].repeat(3, axis=0)
+    doys = np.array([10, 11, 12])
+    ds = to_xarray(traj, stats, g, doys, time0="2020-01-11")
+    assert isinstance(ds, xr.Dataset)
+    assert set(ds.data_vars) == {"S", "U", "V", "T", "SSH"}
+    assert ds["T"].dims == ("time", "depth", "lat", "lon") and ds.sizes["depth"] == 2
+    assert str(ds.time.values[0])[:10] == "2020-01-11"
+    lay = stats.layout
+    c = lay.channel("T", 1)
+    j, i = np.argwhere(stats.wet[c])[0]
+    expect = traj[0, c, j, i] * stats.std[c] + stats.mean[c] + stats.clim[10, c, j, i]
+    assert float(ds["T"][0, 1, j, i]) == pytest.approx(float(expect), rel=1e-6)
+    assert np.isnan(float(ds["T"][0, 0, 6, 10]))  # land (the continent) is NaN
