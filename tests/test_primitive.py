@@ -222,3 +222,35 @@ def test_unphysical_configuration_is_named():
         check_primitive_grid(bad)
     with pytest.raises(ConfigError, match="PrimitiveTerms"):
         make_physics(g.with_wet(np.ones((2, 4, 4))), PhysicsConfig(mode="primitive", primitive={"eos": "linear"}))
+
+
+# ---------------------------------------------------------------- a year of the real world
+@pytest.mark.slow
+def test_a_year_with_monthly_forcing_stays_finite_and_bounded():
+    """365 days at 1.5 deg x 23 levels from the climatology with monthly wind and t2m."""
+    from tqdm import tqdm
+
+    from neuralogcm_jax.data.world import load_world
+
+    world = load_world(1.5, 23)
+    grid = world.grid
+    phys = primitive(grid)
+    c = {k: jnp.asarray(v, jnp.float32) for k, v in coefficients().items()}
+    state = jax.tree.map(jnp.asarray, world.initial_state(np.float32))
+    run = jax.jit(lambda s, f, n: phys.integrate(c, s, f, n), static_argnums=2)
+    month_days = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    wet, wet0 = grid.wet, grid.wet[0]
+    for month in tqdm(range(12), desc="primitive year", unit="month"):
+        f = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), world.monthly_forcing(month))
+        n = month_days[month]
+        forcings = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), f)
+        # Months of 30 and 31 days reuse one compilation per length.
+        state = run(state, forcings, n)
+        for name in ("u", "v", "T", "S"):
+            x = np.asarray(getattr(state, name))[wet]
+            assert np.isfinite(x).all(), (month, name)
+        sst = np.asarray(state.T[0])[wet0]
+        ssh = np.asarray(state.ssh)[wet0]
+        assert np.isfinite(ssh).all(), month
+        assert -2.5 <= sst.min() and sst.max() <= 35.0, (month, sst.min(), sst.max())
+        assert np.abs(ssh).max() < 3.0, (month, np.abs(ssh).max())

@@ -14,6 +14,7 @@ state (`neuralogcm_jax.physics.eos`), ``rho' = rho - rho0``. Boundary conditions
 ``tau = rho_air C_d |U10| U10`` and a restoring heat flux ``Q = lambda (t2m - 273.15 - T_top)``
 enter the top layer; the sea floor (`Grid.bottom_level`) and coasts are closed (no flux), with
 an optional linear bottom drag ``-r_b u / h`` on the deepest wet layer; salt has no surface flux.
+With surface fluxes on, T is held at or above the freezing point ``-0.054 S`` (no sea-ice model).
 
 Vertical coordinate. The layer thicknesses follow the free surface, ``h_k = dz_k (1 + eta/H)``
 (z*, H the column depth), so volume, heat and salt are conserved exactly in flux form and a
@@ -32,12 +33,13 @@ One substep ``dt`` (operator splitting, each piece stable at the substep):
    short step and a Rhie-Chow face correction that damps the A-grid checkerboard of eta; its
    time-mean face transport fixes each layer's transport (the deviation from the depth mean is
    rotated by Coriolis exactly over dt);
-3. tracers: flux-form horizontal advection-diffusion with those layer transports, vertical
-   advection by the z*-continuity velocity ``w*``, eta from the integrated continuity equation;
-   momentum: vertical advection by ``w*``;
-4. implicit vertical mixing (`vertical.implicit_vertical_diffusion`) of T, S (with the surface
-   heat flux and convective mixing where the column is statically unstable) and of u, v (with the
-   wind stress and the bottom drag).
+3. tracers: flux-form horizontal advection-diffusion with those layer transports, eta from the
+   integrated continuity equation, the z*-continuity velocity ``w*``;
+4. one implicit tridiagonal solve per field (`vertical.implicit_vertical_diffusion`): upwind
+   vertical advection by ``w*`` (flux form for T, S; advective form for u, v), vertical mixing
+   (with convective mixing where the column is statically unstable), the surface heat flux
+   (T), the wind stress and the bottom drag (u, v). Implicit, because the thin GLORYS top
+   layers (1 m) would limit an explicit vertical advection to ``w dt < 1 m``.
 
 Horizontal operators, the polar filter and the exact Coriolis rotation come from the paper-mode
 core (`operators`, `equations`). The polar filter also acts (factor a_k) on the zonal baroclinic
@@ -82,6 +84,8 @@ __all__ = [
 ]
 
 KELVIN_OFFSET = 273.15
+# Surface freezing point of seawater ~ -0.054 S degC (-1.9 degC at 35 psu), linearised.
+FREEZING_SLOPE_K_PSU = -0.054
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +120,6 @@ class PrimitiveTerms:
         time scales); the paper-mode CFL plan may choose shorter. Default 3600.
       barotropic_cfl: Courant number ``c dt_bt sqrt(1/dx^2 + 1/dy^2)`` (dimensionless, <= 1) of the
         forward-backward gravity-wave subcycle, with ``c = sqrt(g H_max)``. Default 0.5.
-      vertical_advection_scheme: ``"upwind"`` (monotone) or ``"centred"``. Default "upwind".
       barotropic_polar_filter: also filter the zonal gradient and transport of the barotropic
         subcycle (fewer, longer subcycle steps). False by default: where coastlines cross the
         filtered rows the filter does not commute with the land mask and the fast mode grows
@@ -138,7 +141,6 @@ class PrimitiveTerms:
     gravity_m_s2: float = GRAVITY_M_S2
     max_substep_s: float = 3600.0
     barotropic_cfl: float = 0.5
-    vertical_advection_scheme: str = "upwind"
     barotropic_polar_filter: bool = False
 
     def __post_init__(self):
@@ -154,11 +156,6 @@ class PrimitiveTerms:
         if not 0.0 < float(self.barotropic_cfl) <= 1.0:
             raise ConfigError(
                 f"physics.primitive.barotropic_cfl must be in (0, 1], got {self.barotropic_cfl}"
-            )
-        if self.vertical_advection_scheme not in ("upwind", "centred"):
-            raise ConfigError(
-                "physics.primitive.vertical_advection_scheme must be 'upwind' or 'centred', got "
-                f"{self.vertical_advection_scheme!r}"
             )
 
 
@@ -472,15 +469,7 @@ def make_primitive_physics(grid: Grid, config: Any):
         fx_t = (fxa + fxd * ops.mask_x) * geo.dz
         fy_t = (fya + fyd) * geo.dz
         content = h_old * ts - dt * ops.flux_divergence(fx_t, fy_t)
-        if terms.vertical_advection:
-            vadv = jax.vmap(lambda q: vertical.vertical_advection_tendency(
-                q, w, wetb, terms.vertical_advection_scheme))
-            content = content + dt * vadv(ts)
-            # Momentum: advective form, flux-form tendency minus q times the w-divergence.
-            vmom = vadv(jnp.stack([u, v]))
-            vdiv = vertical.vertical_advection_tendency(jnp.ones_like(u), w, wetb, "centred")
-            u = u + dt * (vmom[0] - u * vdiv) / h_new * wet
-            v = v + dt * (vmom[1] - v * vdiv) / h_new * wet
+        # Vertical advection is solved implicitly with the vertical mixing below (step 4).
         ts = jnp.where(wetb, content / h_new, ts)
         T, S = ts[0], ts[1]
 
@@ -506,13 +495,19 @@ def make_primitive_physics(grid: Grid, config: Any):
                 kap_t, kap_m = kap_t + conv, kap_m + conv
         else:
             kap_t = kap_m = cast(0.0)
-        if terms.vertical_mixing or heat is not None:
-            T = vertical.implicit_vertical_diffusion(T, kap_t, dt, h_new, wetb, heat)
-            if terms.vertical_mixing:
-                S = vertical.implicit_vertical_diffusion(S, kap_t, dt, h_new, wetb)
-        if terms.vertical_mixing or taux is not None or drag is not None:
-            u = vertical.implicit_vertical_diffusion(u, kap_m, dt, h_new, wetb, taux, drag)
-            v = vertical.implicit_vertical_diffusion(v, kap_m, dt, h_new, wetb, tauy, drag)
+        # One tridiagonal solve per field: mixing, upwind vertical advection, surface flux and
+        # bottom drag together, backward Euler (stable for any w dt / h of the thin top layers).
+        T = vertical.implicit_vertical_diffusion(T, kap_t, dt, h_new, wetb, heat, None, w)
+        S = vertical.implicit_vertical_diffusion(S, kap_t, dt, h_new, wetb, None, None, w)
+        if heat is not None:
+            # No sea-ice model: restoring toward polar air temperatures (-30 degC) would cool the
+            # sea below its freezing point, so T is held there (the heat that frazil ice would
+            # release). Only with surface fluxes, so a closed basin stays exactly conservative.
+            T = jnp.maximum(T, FREEZING_SLOPE_K_PSU * S)
+        u = vertical.implicit_vertical_diffusion(u, kap_m, dt, h_new, wetb, taux, drag, w,
+                                                 advective_form=True)
+        v = vertical.implicit_vertical_diffusion(v, kap_m, dt, h_new, wetb, tauy, drag, w,
+                                                 advective_form=True)
         return OceanState(u=u * wet, v=v * wet, T=T, S=S, ssh=eta_new * wet[0])
 
     def prepare(coeffs_si: dict[str, Array], dtype, n_levels: int) -> dict[str, Array]:

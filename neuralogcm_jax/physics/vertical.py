@@ -60,8 +60,10 @@ def implicit_vertical_diffusion(
     wet: Array,
     surface_flux: Array | None = None,
     bottom_drag: Array | None = None,
+    w: Array | None = None,
+    advective_form: bool = False,
 ) -> Array:
-    """One backward-Euler step of vertical diffusion, a tridiagonal solve per column.
+    """One backward-Euler step of vertical diffusion (and advection), a tridiagonal solve per column.
 
     Solves ``h_k (c_k' - c_k) / dt = F_{k} - F_{k+1} + Q_k`` with the diffusive flux through the
     top of layer k ``F_k = kappa_k (c'_{k-1} - c'_k) / dzc_k`` (dzc: distance between centres),
@@ -69,6 +71,13 @@ def implicit_vertical_diffusion(
     entering layer 0, and a linear drag ``-bottom_drag * c'`` on the deepest wet layer.
     Backward Euler is unconditionally stable, so kappa can be large (convective mixing).
     The column integral ``sum_k h_k c_k`` changes only by the surface flux and the drag.
+
+    With `w` (``[L+1, H, W]``, m/s, up, at the interfaces) the upwind vertical advection is
+    solved in the same system: layer k gains ``F_{k+1} - F_k`` with the upwind flux
+    ``F = w c_upwind``, implicit, hence stable and monotone whatever ``w dt / h`` (the thin top
+    layers of the GLORYS levels would need ``w dt < 1 m`` explicitly). In flux form (default)
+    the column content is conserved; with `advective_form` (momentum) the term solved is
+    ``F_{k+1} - F_k - c_k (w_{k+1} - w_k)``, which keeps a uniform c uniform.
 
     Args:
       field: ``[L, H, W]`` the diffused quantity c (e.g. degC, psu, m/s).
@@ -96,6 +105,21 @@ def implicit_vertical_diffusion(
     if bottom_drag is not None:
         is_bottom = wet & ~jnp.concatenate([wet[1:], jnp.zeros_like(wet[:1])], axis=0)
         diag = diag + dt * jnp.asarray(bottom_drag, dtype) * is_bottom
+    dl = jnp.zeros_like(diag)
+    du = jnp.zeros_like(diag)
+    if w is not None and L > 1:
+        w_in = jnp.where(interface_open(wet), jnp.asarray(w, dtype)[1:-1], jnp.zeros((), dtype))
+        wp, wm = jnp.maximum(w_in, 0.0), jnp.minimum(w_in, 0.0)  # [L-1], interface k+1
+        zero = jnp.zeros_like(wp[:1])
+        wp_top = jnp.concatenate([zero, wp], 0)  # w+ at the top interface of layer k
+        wm_top = jnp.concatenate([zero, wm], 0)
+        wp_bot = jnp.concatenate([wp, zero], 0)  # at the bottom interface of layer k
+        wm_bot = jnp.concatenate([wm, zero], 0)
+        diag = diag + dt * (wp_top - wm_bot)
+        du = du - dt * wp_bot
+        dl = dl + dt * wm_top
+        if advective_form:
+            diag = diag + dt * ((wp_bot + wm_bot) - (wp_top + wm_top))
     if L > 1:
         kappa = jnp.asarray(kappa, dtype)
         if kappa.ndim == 1:  # one value per interface
@@ -107,9 +131,7 @@ def implicit_vertical_diffusion(
         upper = jnp.concatenate([zero, a], axis=0)  # coupling to the layer above, [L]
         lower = jnp.concatenate([a, zero], axis=0)  # coupling to the layer below, [L]
         diag = diag + upper + lower
-        dl, du = -upper, -lower
-    else:
-        dl = du = jnp.zeros_like(diag)
+        dl, du = dl - upper, du - lower
     # Columns as the batch dimension: [H*W, L].
     cols = lambda x: jnp.moveaxis(x, 0, -1).reshape(-1, L)
     sol = tridiagonal_solve(cols(dl), cols(diag), cols(du), cols(rhs)[..., None])[..., 0]
