@@ -31,6 +31,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from neuralogcm_jax.layout import OceanState
 from neuralogcm_jax.physics.operators import Operators
@@ -95,6 +96,13 @@ def coriolis_rotation(u: Array, v: Array, f: Array, dt: float) -> tuple[Array, A
     return c * u + s * v, c * v - s * u
 
 
+def _channel(channels: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``[4, 1, 1, 1]`` one-hot (or several-hot) vector over the `PROGNOSTIC` channels."""
+    e = np.zeros((len(PROGNOSTIC), 1, 1, 1))
+    e[list(channels)] = 1.0
+    return e.astype(dtype)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class PaperEquation:
@@ -129,26 +137,39 @@ class PaperEquation:
     def explicit_terms(self, q: Array) -> Array:
         """Advection, metric terms and diffusion: ``dq/dt [..., 4, L, H, W]`` (SI per second)."""
         ops = self.ops
-        u, v = q[..., 0, :, :, :], q[..., 1, :, :, :]
+        dtype = q.dtype
+        u, v = q[..., 0:1, :, :, :], q[..., 1:2, :, :, :]  # [..., 1, L, H, W]
+        # Per-channel factors are built by multiplying with one-hot channel vectors instead of
+        # stacking: a stack (concatenation) fused into the big elementwise loops becomes a
+        # per-element branch there, several times slower.
+        e_u, e_v, e_mom, e_tr = (_channel(k, dtype) for k in ((0,), (1,), (0, 1), (2, 3)))
         nu_m = jnp.reshape(self.nu_m, (-1, 1, 1))  # [1 or L, 1, 1]
         nu_t = jnp.reshape(self.nu_t, (-1, 1, 1))
-        nu = jnp.stack(jnp.broadcast_arrays(nu_m, nu_m, nu_t, nu_t))  # [4, 1 or L, 1, 1]
-        tend = ops.advection_diffusion(q, u[..., None, :, :, :], v[..., None, :, :, :], nu)
-        # Metric terms of momentum advection on the sphere (a rotation at rate u tan(phi)/R).
+        nu = nu_m * e_mom + nu_t * e_tr  # [4, 1 or L, 1, 1]
+        tend = ops.self_advection_diffusion(q, nu)
+        # Metric terms of momentum advection on the sphere (a rotation at rate u tan(phi)/R):
+        # du/dt = rate v, dv/dt = -rate u.
         rate = u * ops.tan_lat_over_r
-        metric = jnp.stack([rate * v, -rate * u, jnp.zeros_like(u), jnp.zeros_like(u)], axis=-4)
+        metric = rate * (v * e_u - u * e_v)
         if self.advective_tracers:
             # -div(qU) + q div(U): advecting a uniform field (q = 1) gives -div(U).
-            neg_div = ops.advection(jnp.ones_like(u), u, v)
-            zero = jnp.zeros_like(u)
-            metric = metric - q * jnp.stack([zero, zero, neg_div, neg_div], axis=-4)
+            neg_div = ops.advection(jnp.ones_like(u[..., 0, :, :, :]), u[..., 0, :, :, :],
+                                    v[..., 0, :, :, :])
+            metric = metric - q * (neg_div[..., None, :, :, :] * e_tr)
         return (tend + metric) * ops.wet
 
     def exact_step(self, q: Array, dt: float) -> Array:
-        """Coriolis over `dt` (s), exactly; T and S unchanged."""
-        u, v = coriolis_rotation(q[..., 0, :, :, :], q[..., 1, :, :, :], self.ops.coriolis, dt)
-        return jnp.concatenate([u[..., None, :, :, :], v[..., None, :, :, :], q[..., 2:, :, :, :]],
-                               axis=-4)
+        """Coriolis over `dt` (s), exactly; T and S unchanged.
+
+        The rotation of `coriolis_rotation`, written per channel with one-hot factors (see
+        `explicit_terms`): ``q' = q * [c, c, 1, 1] + v * [s, 0, 0, 0] - u * [0, s, 0, 0]``.
+        """
+        dtype = q.dtype
+        angle = self.ops.coriolis * dt
+        c, s = jnp.cos(angle), jnp.sin(angle)  # [H, 1]
+        e_u, e_v, e_mom, e_tr = (_channel(k, dtype) for k in ((0,), (1,), (0, 1), (2, 3)))
+        u, v = q[..., 0:1, :, :, :], q[..., 1:2, :, :, :]
+        return q * (c * e_mom + e_tr) + v * (s * e_u) - u * (s * e_v)
 
     def tendency(self, q: Array) -> Array:
         """Full instantaneous tendency, Coriolis included (for diagnostics and tests)."""
