@@ -23,17 +23,37 @@ How many substeps (`plan_substeps`). Write the explicit operator's fastest rates
 
 A forward Euler step is stable (and, for the upwind part, monotone) when
 ``dt (r_adv / cfl + r_diff) <= 1``: the eigenvalues of the sum lie in the disk
-``|1 + lambda dt| <= 1``. SSP-RK3 inherits that bound; its stability region also reaches
-``-2.51`` on the real axis (forward Euler: ``-2``) and ``+-1.73 i`` on the imaginary axis, the
-margin that covers the metric terms (a rotation at rate ``u tan(phi)/R``) and the limited
-second-order correction, for which `cfl` = 0.5 is the monotonicity limit of a limiter
-with ``phi(r) <= 2`` (Koren's, see `operators.limited_increment`). Hence
+``|1 + lambda dt| <= 1``. SSP-RK3 inherits that bound (SSP coefficient 1), and with it the
+monotonicity of the limited advection, for which `cfl` = 0.5 is the limit of a limiter with
+``phi(r) <= 2`` (Koren's, see `operators.limited_increment`); its stability region also reaches
+``+-1.73 i`` on the imaginary axis, the margin that covers the metric terms (a rotation at rate
+``u tan(phi)/R``).
 
-    dt = min(max_substep_s, 1 / (r_adv / cfl + r_diff)),   n = max(min_substeps, ceil(day / dt)).
+Diffusion gets more. Its operator is symmetric in the area-weighted inner product, so its
+eigenvalues are real, in ``[-2 r_diff, 0]`` (Gershgorin; the polar filter keeps the capped rows
+inside, and `tests/test_operators.py` finds the fastest mode of the filtered 1.5 deg operator at
+0.83 of the bound), and SSP-RK3 is stable on the real interval ``[-2.5127, 0]`` where forward
+Euler stops at ``-2`` (`real_axis_stability_extent`):
+the diffusive limit is ``dt <= g / r_diff`` with ``g = 2.5127 / 2 = 1.256``
+(`SSP_RK3_DIFFUSIVE_GAIN`). The two rates still add:
+
+    dt = min(max_substep_s, 1 / (r_adv / cfl + r_diff / g)),   n = max(min_substeps, ceil(day / dt)),
+
+which is each limit alone when the other rate is zero, and for a grid-scale mode on which both
+act along the real axis (``lambda = -2 (r_a + r_d)`` with ``dt r_a <= cfl (1 - dt r_d / g)``)
+keeps ``lambda dt >= -1 - dt r_d (2 - 1/g) >= -2 g``, inside the region. The price of ``g > 1``:
+at the largest diffusivities the diffusive part alone is no longer a positive (maximum-principle)
+update; it stays stable and dissipative. The advective limit keeps the monotone SSP bound.
+`plan_substeps` takes ``g`` as `diffusive_gain` (default 1, forward Euler, for integrators that
+are not SSP-RK3); `make_paper_physics` passes `SSP_RK3_DIFFUSIVE_GAIN`.
 
 On the 1.5 deg grid with the 60 deg cutoff, ``u_max = 3`` m/s and ``nu_max = 2.5e5`` m^2/s this is
-22 substeps of 3927 s a day (advective limit alone 6950 s, diffusive alone 9273 s); without the
-polar filter it would be 9310 substeps of 9.3 s, set by diffusion across the 4 km polar cells.
+20 substeps of 4320 s a day (advective limit alone 6950 s, diffusive alone 11651 s; with forward
+Euler's diffusive limit, 9273 s, it would be 22 of 3927 s); without the polar filter it would be
+7460 substeps of 11.6 s, set by diffusion across the 4 km polar cells.
+
+The half Coriolis steps of consecutive substeps are merged (`repeat_strang`): a day is
+``C(dt/2) . (RK3(dt) . C(dt)) ^ n . C(-dt/2)``, equal to ``substep ^ n`` up to round-off.
 """
 
 from __future__ import annotations
@@ -64,10 +84,12 @@ Array = Any
 __all__ = [
     "Physics",
     "PhysicsConfig",
+    "SSP_RK3_DIFFUSIVE_GAIN",
     "SubstepPlan",
     "check_state",
     "make_paper_physics",
     "plan_substeps",
+    "real_axis_stability_extent",
     "repeat",
     "repeat_strang",
     "ssp_rk3_step",
@@ -140,8 +162,8 @@ class SubstepPlan:
     n_substeps: int
     dt_s: float
     dt_advective_s: float  # cfl / r_adv
-    dt_diffusive_s: float  # 1 / r_diff
-    dt_stable_s: float  # 1 / (r_adv / cfl + r_diff)
+    dt_diffusive_s: float  # diffusive_gain / r_diff
+    dt_stable_s: float  # 1 / (r_adv / cfl + r_diff / diffusive_gain)
     limited_by: str  # "stability", "max_substep_s" or "min_substeps"
 
 
@@ -157,20 +179,43 @@ def _row_rates(grid: Grid, polar_filter_lat_deg: float | None) -> tuple[np.ndarr
     return 1.0 / dx, r_y
 
 
+def real_axis_stability_extent(coefficients: tuple[float, ...]) -> float:
+    """``x > 0`` where the stability polynomial ``R(z) = sum_k c_k z^k`` of an explicit
+    Runge-Kutta method first reaches ``|R| = 1`` on the negative real axis (``R(-x) = -1``;
+    forward Euler ``(1, 1)``: 2; SSP-RK3 ``(1, 1, 1/2, 1/6)``: 2.5127)."""
+    c = np.asarray(coefficients, dtype=np.float64)
+    c_plus_1 = c.copy()
+    c_plus_1[0] += 1.0  # R(z) + 1 = 0
+    roots = np.roots(c_plus_1[::-1])
+    real = [-r.real for r in roots if abs(r.imag) < 1e-9 and r.real < 0]
+    return float(min(real))
+
+
+# The diffusive substep of SSP-RK3 relative to forward Euler (1.2564): the ratio of their real-axis
+# stability extents. `make_paper_physics` passes it to `plan_substeps` as `diffusive_gain`.
+SSP_RK3_DIFFUSIVE_GAIN = real_axis_stability_extent((1.0, 1.0, 0.5, 1.0 / 6.0)) / 2.0
+
+
 def plan_substeps(
     grid: Grid,
     config: PhysicsConfig = PhysicsConfig(),
     specs: dict[str, CoefficientSpec] = PAPER_COEFFICIENTS,
     period_s: float | None = None,
+    diffusive_gain: float = 1.0,
 ) -> SubstepPlan:
-    """Number and length of substeps in `period_s` (default ``config.step_s``); see module doc."""
+    """Number and length of substeps in `period_s` (default ``config.step_s``); see module doc.
+
+    `diffusive_gain`: how much longer than forward Euler's the integrator's diffusive substep may
+    be (the ratio of real-axis stability extents; 1 = forward Euler, the default;
+    `SSP_RK3_DIFFUSIVE_GAIN` for SSP-RK3).
+    """
     period_s = float(config.step_s if period_s is None else period_s)
     inv_dx, r_y = _row_rates(grid, config.polar_filter_lat_deg)
     # every coefficient in m^2/s is a horizontal diffusivity of the explicit terms
     nus = [s.max_value for s in specs.values() if s.units == "m^2/s"]
     nu_max = max(nus) if nus else 0.0
     r_adv = config.u_max_m_s * float(np.max(inv_dx + r_y))
-    r_diff = 2.0 * nu_max * float(np.max(inv_dx**2 + r_y / grid.dy))
+    r_diff = 2.0 * nu_max * float(np.max(inv_dx**2 + r_y / grid.dy)) / float(diffusive_gain)
     dt_adv = config.cfl / r_adv
     dt_diff = 1.0 / r_diff if r_diff > 0 else math.inf
     dt_stable = 1.0 / (r_adv / config.cfl + r_diff)
@@ -323,7 +368,7 @@ def make_integrate(day_step: Callable[..., OceanState]) -> Callable[..., Any]:
 def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> Physics:
     """The paper-mode physics of `grid` (see `neuralogcm_jax.physics.equations`)."""
     specs = dict(PAPER_COEFFICIENTS)
-    plan = plan_substeps(grid, config, specs)
+    plan = plan_substeps(grid, config, specs, diffusive_gain=SSP_RK3_DIFFUSIVE_GAIN)
     dt, n = plan.dt_s, plan.n_substeps
     cache: dict[Any, Operators] = {}
 
