@@ -176,6 +176,10 @@ class Operators:
     n_filter_top: int = dataclasses.field(metadata=dict(static=True), default=0)
     n_filter_bottom: int = dataclasses.field(metadata=dict(static=True), default=0)
 
+    # the array attributes with a level axis (their first), for cutting the operators into blocks
+    # of levels
+    LEVEL_FIELDS = ("wet", "mask_x", "mask_x_halo", "mask_y", "mask_y_halo")
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_grid(
