@@ -396,8 +396,9 @@ class Operators:
         return (fxa, fxd) if separate else fxa + fxd
 
     def _row_fluxes_padded(self, qp: Array, nu: Array) -> Array:
-        """Advective plus diffusive fluxes through the row faces ``0 .. H``, ``[..., C, L, H+1, W]``,
-        from the padded stack `qp` (upwind only, as the zonal ones); zero through the walls."""
+        """Advective plus diffusive fluxes through the row faces ``0 .. H``,
+        ``[..., C, L, H+1, W]``, from the padded stack `qp` (upwind only, as the zonal ones);
+        zero through the walls."""
         h, w = qp.shape[-2] - 2 * HALO, qp.shape[-1] - 2 * HALO
 
         def q_at(dj):  # q[j + dj] for face j = 0 .. H (zero beyond the walls)

@@ -37,7 +37,8 @@ Euler stops at ``-2`` (`real_axis_stability_extent`):
 the diffusive limit is ``dt <= g / r_diff`` with ``g = 2.5127 / 2 = 1.256``
 (`SSP_RK3_DIFFUSIVE_GAIN`). The two rates still add:
 
-    dt = min(max_substep_s, 1 / (r_adv / cfl + r_diff / g)),   n = max(min_substeps, ceil(day / dt)),
+    dt = min(max_substep_s, 1 / (r_adv / cfl + r_diff / g)),
+    n = max(min_substeps, ceil(day / dt)),
 
 which is each limit alone when the other rate is zero, and for a grid-scale mode on which both
 act along the real axis (``lambda = -2 (r_a + r_d)`` with ``dt r_a <= cfl (1 - dt r_d / g)``)
