@@ -286,16 +286,21 @@ def _jit_by_batch_keys(fn, mesh, jit_kwargs) -> Callable:
     all_sh = batch_shardings(mesh)
     cache: dict = {}
 
-    def call(ts, batch):
+    def jitted(batch):
+        """The `jax.jit` object for the key set of `batch` (for ahead-of-time lowering)."""
         keys = tuple(sorted(batch))
         if keys not in cache:
             unknown = [k for k in keys if k not in all_sh]
             if unknown:
                 raise ConfigError(f"batch has unknown keys {unknown}; expected {list(all_sh)}")
             cache[keys] = jax.jit(fn, **jit_kwargs({k: all_sh[k] for k in keys}))
-        return cache[keys](ts, batch)
+        return cache[keys]
+
+    def call(ts, batch):
+        return jitted(batch)(ts, batch)
 
     call.cache = cache
+    call.jitted = jitted
     return call
 
 
