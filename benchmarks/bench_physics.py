@@ -73,7 +73,9 @@ def run(quick: bool) -> list[dict]:
     per_day = statistics.median(times)
     n = physics.n_substeps
     cells = L * H * W
-    block = physics.config.level_block
+    from neuralogcm_jax.physics.stepping import resolve_level_block
+
+    block = resolve_level_block(physics.config.level_block)
     n_blocks = 1 if block is None or block >= L else -(-L // block)
     # XLA's cost analysis counts a loop body once: one substep of one level block (plus the
     # little outside the loops)

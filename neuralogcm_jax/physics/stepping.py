@@ -128,7 +128,9 @@ class PhysicsConfig:
         is integrated for blocks of at most this many levels in turn (`lax.map`), which keeps a
         block's fields and fluxes in cache (about 12 % less time at 1.5 deg x 23 levels on a
         2-core CPU). None: all levels at once. Results are the same up to round-off.
-        Default 8.
+        ``"auto"`` (default): 8 on a CPU backend, None on GPU/TPU, where one pass over all
+        levels is faster (on an H100 at 1.5 deg x 23 levels, 6.6 ms/day against 9.1 ms/day
+        with blocks of 8).
     """
 
     mode: str = "paper"
@@ -141,7 +143,7 @@ class PhysicsConfig:
     step_s: float = SECONDS_PER_DAY
     primitive: Any = None
     tracer_advection: str = "flux"
-    level_block: int | None = 8
+    level_block: int | str | None = "auto"
 
     def __post_init__(self):
         if self.tracer_advection not in ("flux", "advective"):
@@ -158,8 +160,12 @@ class PhysicsConfig:
                 raise ConfigError(f"physics.{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < float(self.cfl) <= 1.0:
             raise ConfigError(f"physics.cfl must be in (0, 1], got {self.cfl}")
-        if self.level_block is not None and int(self.level_block) < 1:
-            raise ConfigError(f"physics.level_block must be >= 1 or None, got {self.level_block}")
+        if self.level_block not in (None, "auto") and (
+            isinstance(self.level_block, str) or int(self.level_block) < 1
+        ):
+            raise ConfigError(
+                f"physics.level_block must be >= 1, None or 'auto', got {self.level_block!r}"
+            )
         if int(self.min_substeps) < 1:
             raise ConfigError(f"physics.min_substeps must be >= 1, got {self.min_substeps}")
 
@@ -374,6 +380,13 @@ def make_integrate(day_step: Callable[..., OceanState]) -> Callable[..., Any]:
     return integrate
 
 
+def resolve_level_block(level_block: int | str | None) -> int | None:
+    """`PhysicsConfig.level_block` with ``"auto"`` resolved for the default JAX backend."""
+    if level_block == "auto":
+        return 8 if jax.default_backend() == "cpu" else None
+    return None if level_block is None else int(level_block)
+
+
 def _map_level_blocks(
     fn: Callable[[PaperEquation, Array], Array],
     eq: PaperEquation,
@@ -447,7 +460,8 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
                                  dt, n, config.remat_substeps)(q_block)
 
         n_levels = q.shape[-3]
-        size = n_levels if config.level_block is None else min(int(config.level_block), n_levels)
+        block = resolve_level_block(config.level_block)
+        size = n_levels if block is None else min(block, n_levels)
         if size == n_levels:
             q = integrate_levels(eq, q)
         else:
