@@ -15,6 +15,8 @@ program (collectives, halo exchange), not a speed-up. Each configuration runs in
 then the median of 2; quick mode: 7.5 deg (24 x 48). The embedded world's grid (coastlines,
 bathymetry) with random anomalies as data. GPU figures are in `bench_accelerator`.
 
+Environment: ``BENCH_TRAIN_MODELS`` and ``BENCH_TRAIN_CONFIGS`` (comma-separated) select models
+and configurations, ``BENCH_TRAIN_TIMEOUT`` the seconds allowed per configuration.
 Run alone: ``python benchmarks/bench_train.py [--quick]``.
 """
 
@@ -80,7 +82,7 @@ def run(quick: bool) -> list[dict]:
     sharded configurations' loss after 3 steps is from the single-device one."""
     res = 7.5 if quick else 1.5
     n_steps = 2
-    timeout = 900 if quick else 1200
+    timeout = int(os.environ.get("BENCH_TRAIN_TIMEOUT", 900 if quick else 1200))
     # "8 dev data" (4x the samples) only on request: BENCH_TRAIN_CONFIGS="1 dev,8 dev data"
     configs = tuple(c for c in os.environ.get("BENCH_TRAIN_CONFIGS", "1 dev,8 dev 2x4").split(",")
                     if c)
@@ -90,7 +92,9 @@ def run(quick: bool) -> list[dict]:
     rows = []
     from tqdm import tqdm
 
-    jobs = [(m, c) for m in MODELS for c in configs]
+    models = tuple(m for m in os.environ.get("BENCH_TRAIN_MODELS", ",".join(MODELS)).split(",")
+                   if m)
+    jobs = [(m, c) for m in models for c in configs]
     losses: dict[tuple[str, str], float] = {}
     for model, cfg_name in tqdm(jobs, desc="bench_train", unit="config"):
         r, why = _child(res, model, cfg_name, n_steps, timeout)
