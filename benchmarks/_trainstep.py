@@ -70,11 +70,9 @@ class Step:
 
     def memory_bytes(self) -> float:
         """XLA's memory analysis: temporaries + arguments + outputs - aliased (donated) bytes."""
-        m = self.compiled.memory_analysis()
-        if m is None:
-            return float("nan")
-        return float(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
-                     - m.alias_size_in_bytes)
+        from benchmarks.bench_physics import _mem_bytes
+
+        return _mem_bytes(self.compiled)
 
 
 def setup(res: float, model: str, *, n_data: int = 1, n_x: int = 1, per_device: int = 2,

@@ -59,6 +59,23 @@ def _peak_bytes() -> float:
     return float(stats.get("peak_bytes_in_use", float("nan")))
 
 
+def _time_days(day_step, coeffs, state, forcing, n: int) -> tuple[float, float]:
+    """(median wall seconds of one jitted `day_step` over `n` days after a warm-up day,
+    compile seconds); the state is carried from day to day."""
+    import jax
+
+    t0 = time.perf_counter()
+    day = jax.jit(day_step).lower(coeffs, state, forcing).compile()
+    compile_s = time.perf_counter() - t0
+    state = jax.block_until_ready(day(coeffs, state, forcing))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(day(coeffs, state, forcing))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), compile_s
+
+
 def _physics(rows: list[dict], res: float) -> None:
     import jax
     import jax.numpy as jnp
@@ -73,16 +90,7 @@ def _physics(rows: list[dict], res: float) -> None:
     physics = make_physics(grid, PhysicsConfig())
     coeffs = {"nu_m": jnp.float32(5e4), "nu_t": jnp.float32(1e3)}
     state = jax.tree.map(jnp.asarray, smooth_state(grid, max_speed_m_s=1.5))
-    t0 = time.perf_counter()
-    day = jax.jit(physics.day_step).lower(coeffs, state, None).compile()
-    compile_s = time.perf_counter() - t0
-    out = jax.block_until_ready(day(coeffs, state, None))
-    times = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(day(coeffs, out, None))
-        times.append(time.perf_counter() - t0)
-    per_day = statistics.median(times)
+    per_day, compile_s = _time_days(physics.day_step, coeffs, state, None, 10)
     _emit(rows, {"name": "physics_day", "value": per_day, "unit": "s/day",
                  "notes": f"paper mode, {res:g} deg x 23 levels, float32, {physics.n_substeps} substeps; "
                           f"median of 10; compile {compile_s:.1f} s"})
@@ -103,16 +111,8 @@ def _primitive(rows: list[dict], res: float) -> None:
     c = {k: jnp.float32(spec.default) for k, spec in prim.specs.items()}
     s0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), world.initial_state(np.float32))
     f0 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), world.monthly_forcing(0))
-    t0 = time.perf_counter()
-    pday = jax.jit(prim.day_step).lower(c, s0, f0).compile()
-    pcompile = time.perf_counter() - t0
-    s = jax.block_until_ready(pday(c, s0, f0))
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        s = jax.block_until_ready(pday(c, s, f0))
-        times.append(time.perf_counter() - t0)
-    _emit(rows, {"name": "primitive_day", "value": statistics.median(times), "unit": "s/day",
+    per_day, pcompile = _time_days(prim.day_step, c, s0, f0, 5)
+    _emit(rows, {"name": "primitive_day", "value": per_day, "unit": "s/day",
                  "notes": f"primitive mode, {res:g} deg x 23 levels, embedded world, January forcing, "
                           f"{prim.n_substeps} substeps; median of 5; compile {pcompile:.1f} s"})
 

@@ -23,12 +23,7 @@ import sys
 import time
 
 
-def _mem_bytes(compiled) -> float:
-    m = compiled.memory_analysis()
-    if m is None:
-        return float("nan")
-    return float(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
-                 - m.alias_size_in_bytes)
+from benchmarks.bench_physics import _mem_bytes
 
 
 def run(quick: bool) -> list[dict]:
