@@ -280,3 +280,30 @@ def test_wrong_input_shape_is_a_layout_error_naming_the_shape():
     model = _tiny("unet")[0]
     with pytest.raises(LayoutError, match=r"\(1, 93, 24, 48\)"):
         model(jnp.zeros((1, 93, 24, 48)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.bfloat16])
+def test_chunked_attention_equals_the_one_shot_softmax(dtype):
+    """Query chunks (here 7 tokens of 30, so the last chunk is padded) give the one-shot
+    attention's output and gradients: the speed-up changes nothing but the evaluation order."""
+    from neuralogcm_jax.nn.layers import SelfAttention
+
+    def make(chunk):
+        return SelfAttention(16, 4, query_chunk=chunk, rngs=nnx.Rngs(3), dtype=dtype)
+
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 30, 16)) * 3.0, jnp.float64)
+    one_shot, chunked = make(None), make(7)
+
+    def loss(m, x):
+        return jnp.sum(jnp.sin(m(x.astype(dtype)).astype(jnp.float64)))
+
+    tol = 1e-12 if dtype == jnp.float64 else 2e-2
+    np.testing.assert_allclose(np.asarray(chunked(x.astype(dtype)), np.float64),
+                               np.asarray(one_shot(x.astype(dtype)), np.float64), rtol=tol, atol=tol)
+    g_one = jax.grad(loss, argnums=1)(one_shot, x)
+    g_chunk = jax.grad(loss, argnums=1)(chunked, x)
+    scale = float(jnp.abs(g_one).max())
+    np.testing.assert_allclose(np.asarray(g_chunk), np.asarray(g_one), rtol=0, atol=tol * scale)
+    assert scale > 0
+    with pytest.raises(ConfigError, match="query_chunk"):
+        SelfAttention(16, 4, query_chunk=0, rngs=nnx.Rngs(0))

@@ -12,6 +12,7 @@ from neuralogcm_jax.physics.operators import Operators, limited_increment, polar
 from neuralogcm_jax.physics.params import CoefficientSpec
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS
 from neuralogcm_jax.physics.stepping import (
+    INTEGRATORS,
     SSP_RK3_DIFFUSIVE_GAIN,
     PhysicsConfig,
     plan_substeps,
@@ -105,16 +106,18 @@ def _williamson1(g, alpha):
     return u0, u, v, exact
 
 
-def _run_bell(res, alpha, revolutions):
+def _run_bell(res, alpha, revolutions, integrator):
     g = Grid.regular(res, depth=[10.0])
     u0, u, v, exact = _williamson1(g, alpha)
     t_end = revolutions * 12 * DAY
-    # the substep is the advective CFL limit of the default scheme at the polar-filter cutoff
-    plan = plan_substeps(g, PhysicsConfig(u_max_m_s=u0, max_substep_s=1e9), {}, t_end)
+    # the substep is the advective CFL limit of the scheme at the polar-filter cutoff
+    method = INTEGRATORS[integrator]
+    plan = plan_substeps(g, PhysicsConfig(u_max_m_s=u0, max_substep_s=1e9), {}, t_end,
+                         ssp_coefficient=method.ssp_coefficient)
     assert plan.limited_by == "stability"
     ops = Operators.from_grid(g, jnp.float64, 60.0)
     U, V = jnp.asarray(u[None]), jnp.asarray(v[None])
-    step = ssp_rk3_step(lambda q: ops.advection(q, U, V), plan.dt_s)
+    step = method.make_step(lambda q: ops.advection(q, U, V), plan.dt_s)
     q0 = exact(0.0)
     q = np.asarray(jax.jit(repeat(step, plan.n_substeps, remat=False))(jnp.asarray(q0[None])))[0]
     a = g.area[:, None]
@@ -124,22 +127,24 @@ def _run_bell(res, alpha, revolutions):
     return l2, q.min(), q.max(), mass
 
 
+@pytest.mark.parametrize("integrator", sorted(INTEGRATORS))
 @pytest.mark.parametrize("alpha", [0.0, np.pi / 4])
-def test_cosine_bell_half_revolution_at_3deg(alpha):
+def test_cosine_bell_half_revolution_at_3deg(alpha, integrator):
     """Williamson case 1 (cheap variant): half a revolution at 3 deg stays close to the exact
     bell, makes no new extrema beyond 1% of the amplitude and keeps its mass to round-off."""
-    l2, lo, hi, mass = _run_bell(3.0, alpha, 0.5)
+    l2, lo, hi, mass = _run_bell(3.0, alpha, 0.5, integrator)
     assert l2 < 0.25
     assert lo > -0.01 and hi < 1.01
     assert abs(mass) < 1e-12
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("integrator", sorted(INTEGRATORS))
 @pytest.mark.parametrize("alpha", [0.0, np.pi / 4])
-def test_cosine_bell_full_revolution_at_1p5deg(alpha):
+def test_cosine_bell_full_revolution_at_1p5deg(alpha, integrator):
     """Williamson case 1: after one revolution at 1.5 deg the relative l2 error is below 0.1,
     with no new extrema beyond 1% of the amplitude."""
-    l2, lo, hi, mass = _run_bell(1.5, alpha, 1.0)
+    l2, lo, hi, mass = _run_bell(1.5, alpha, 1.0, integrator)
     assert l2 < 0.1
     assert lo > -0.01 and hi < 1.01
     assert abs(mass) < 1e-12
@@ -266,21 +271,70 @@ def test_substep_is_set_by_midlatitudes_not_the_polar_cells():
     assert 0.8 * textbook < with_filter.dt_diffusive_s <= textbook
 
 
-def test_real_axis_stability_extents_of_euler_and_ssp_rk3():
+def test_real_axis_stability_extents_of_euler_and_the_ssp_methods():
     assert real_axis_stability_extent((1.0, 1.0)) == pytest.approx(2.0)
     assert real_axis_stability_extent((1.0, 1.0, 0.5, 1.0 / 6.0)) == pytest.approx(2.5127, abs=1e-4)
     assert SSP_RK3_DIFFUSIVE_GAIN == pytest.approx(2.5127 / 2, abs=1e-4)
+    # SSP-RK(4,3) leaves the unit disk where R comes back to +1, not at -1
+    assert INTEGRATORS["ssprk43"].diffusive_gain == pytest.approx(5.1494 / 2, abs=1e-4)
+    # dense check of the extent: |R(-x)| <= 1 up to it and > 1 just beyond
+    for method in INTEGRATORS.values():
+        c = np.asarray(method.stability_polynomial)[::-1]
+        x = 2.0 * method.diffusive_gain
+        assert np.all(np.abs(np.polyval(c, -np.linspace(0.0, x, 10001))) <= 1.0 + 1e-9)
+        assert abs(np.polyval(c, -1.001 * x)) > 1.0
 
 
-def test_planned_substep_is_stable_for_the_fastest_diffusive_mode_and_only_just():
+@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+def test_integrator_steps_have_their_stated_stability_polynomial(name):
+    """On ``dq/dt = lambda q`` one step multiplies q by R(lambda dt): the coefficients the planner
+    uses are those of the implemented method (third order: exp's first four terms)."""
+    method = INTEGRATORS[name]
+    z = np.array([-0.3, -1.7 + 0.4j, 0.9j, -4.0])
+    step = method.make_step(lambda q: q * z, 1.0)
+    got = np.asarray(step(jnp.ones(4, jnp.complex128)))
+    want = np.polyval(np.asarray(method.stability_polynomial)[::-1], z)
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    np.testing.assert_allclose(method.stability_polynomial[:4], [1, 1, 1 / 2, 1 / 6])
+    assert method.stages == len(method.stability_polynomial) - 1
+
+
+@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+def test_ssp_methods_keep_the_forward_euler_bound_at_their_ssp_coefficient(name):
+    """Upwind advection of a step (forward Euler: monotone up to Courant 1): at Courant number
+    ``ssp_coefficient`` per step the method makes no new extrema; well beyond it, it does."""
+    method = INTEGRATORS[name]
+    n = 64
+    q0 = jnp.asarray(np.where(np.arange(n) < n // 2, 1.0, 0.0))
+
+    def upwind(q):  # dq/dt = -(q_i - q_{i-1}) with dx = u = 1
+        return -(q - jnp.roll(q, 1))
+
+    def run(courant):
+        q = q0
+        step = method.make_step(upwind, courant)
+        for _ in range(40):
+            q = step(q)
+        return np.asarray(q)
+
+    q = run(method.ssp_coefficient)
+    assert q.min() >= -1e-12 and q.max() <= 1.0 + 1e-12
+    q = run(1.6 * method.ssp_coefficient)
+    assert q.min() < -1e-3 or q.max() > 1.0 + 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+def test_planned_substep_is_stable_for_the_fastest_diffusive_mode_and_only_just(name):
     """At the largest diffusivity, white noise (which holds the fastest mode) does not grow over
-    60 SSP-RK3 steps of the planned diffusion-limited substep, and grows 30 % beyond it: the plan
-    is the integrator's stability limit, not a guess with room to spare. The fastest mode of
-    the filtered operator is measured at over 0.77 of the planned bound (1/1.3)."""
+    60 steps of the planned diffusion-limited substep, and grows 30 % beyond it: the plan is the
+    integrator's stability limit, not a guess with room to spare. The fastest mode of the
+    filtered operator is measured at over 0.77 of the planned bound (1/1.3)."""
+    method = INTEGRATORS[name]
     g = Grid.regular(1.5, depth=[10.0])
     nu = PAPER_COEFFICIENTS["nu_m"].max_value
     plan = plan_substeps(g, PhysicsConfig(u_max_m_s=1e-9, max_substep_s=1e9), PAPER_COEFFICIENTS,
-                         diffusive_gain=SSP_RK3_DIFFUSIVE_GAIN)
+                         diffusive_gain=method.diffusive_gain,
+                         ssp_coefficient=method.ssp_coefficient)
     assert plan.dt_stable_s == pytest.approx(plan.dt_diffusive_s, rel=1e-6)
     ops = Operators.from_grid(g, jnp.float64, 60.0)
     area = jnp.asarray(g.area)[:, None]
@@ -290,8 +344,26 @@ def test_planned_substep_is_stable_for_the_fastest_diffusive_mode_and_only_just(
         return float(jnp.sqrt(jnp.sum(q * q * area)))
 
     def run(dt):
-        step = ssp_rk3_step(lambda q: ops.laplacian_diffusion(q, nu), dt)
+        step = method.make_step(lambda q: ops.laplacian_diffusion(q, nu), dt)
         return norm(jax.jit(repeat(step, 60, remat=False))(q0))
 
     assert run(plan.dt_stable_s) <= norm(q0)
     assert run(1.3 * plan.dt_stable_s) > 100 * norm(q0)
+
+
+def test_auto_integrator_takes_the_fewest_tendency_evaluations():
+    from neuralogcm_jax.physics.stepping import choose_integrator
+
+    for res in (1.5, 3.0, 6.0):
+        g = Grid.regular(res, depth=[10.0])
+        method, plan = choose_integrator(g)
+        costs = {}
+        for name, m in INTEGRATORS.items():
+            p = choose_integrator(g, PhysicsConfig(integrator=name))[1]
+            costs[name] = m.stages * p.n_substeps
+        assert method.stages * plan.n_substeps == min(costs.values())
+    # at 1.5 deg stability sets the substep and SSP-RK(4,3) needs two thirds of the evaluations
+    method, plan = choose_integrator(Grid.regular(1.5, depth=[10.0]))
+    assert (method.name, plan.n_substeps, plan.dt_s) == ("ssprk43", 10, 8640.0)
+    with pytest.raises(Exception, match="integrator"):
+        PhysicsConfig(integrator="euler")

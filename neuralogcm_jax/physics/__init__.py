@@ -7,7 +7,7 @@ Public entry point::
     final = physics.integrate(coeffs_si, state, forcings, n_days)
 
 Modules: `operators` (finite-volume operators, polar filter), `equations` (tendencies),
-`stepping` (configuration, substep derivation, SSP-RK3 + exact Coriolis), `params` (learnable
+`stepping` (configuration, substep derivation, SSP Runge-Kutta + exact Coriolis), `params` (learnable
 coefficients).
 """
 

@@ -15,7 +15,7 @@ each component as on a scalar (no flux through coasts: free slip). Land cells ha
 SSH and the forcing do not enter paper mode.
 
 Following the Dinosaur convention the equation is an object with *explicit terms* (everything but
-Coriolis, stepped by SSP-RK3) and an *exact part*: the Coriolis terms alone, ``du/dt = f v,
+Coriolis, stepped by an SSP Runge-Kutta method) and an *exact part*: the Coriolis terms alone, ``du/dt = f v,
 dv/dt = -f u``, are solved exactly over a step ``dt`` as a rotation of ``(u, v)`` by the angle
 ``-f dt``. Forward Euler on Coriolis amplifies by ``sqrt(1 + (f dt)^2)`` per step and is never
 stable; the rotation keeps kinetic energy and the inertial period exact.

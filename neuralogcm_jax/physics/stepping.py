@@ -2,12 +2,14 @@
 
 One model step is one day (DESIGN.md decision 2). Inside it the physics is sub-stepped:
 
-    substep(q) = C(dt/2) . RK3(dt) . C(dt/2) (q)        (Strang splitting)
+    substep(q) = C(dt/2) . RK(dt) . C(dt/2) (q)        (Strang splitting)
 
-where ``C`` is the exact Coriolis rotation and ``RK3`` the three-stage strong-stability-preserving
-Runge-Kutta method (Shu-Osher) on the explicit terms (advection, metric terms, diffusion). The
-splitting is second order; RK3 is third order and keeps the total-variation bound of a forward
-Euler step of the same size (SSP coefficient 1).
+where ``C`` is the exact Coriolis rotation and ``RK`` an explicit strong-stability-preserving
+Runge-Kutta method on the explicit terms (advection, metric terms, diffusion), chosen by
+`PhysicsConfig.integrator` (`INTEGRATORS`): SSP-RK(4,3) by default (four stages, third order,
+SSP coefficient 2: every stage is a forward Euler step of ``dt/2``), or the three-stage Shu-Osher
+SSP-RK3 (SSP coefficient 1). The splitting is second order; both methods are third order and keep
+the total-variation bound of a forward Euler step of ``dt / c`` (``c`` the SSP coefficient).
 
 How many substeps (`plan_substeps`). Write the explicit operator's fastest rates as
 
@@ -23,38 +25,44 @@ How many substeps (`plan_substeps`). Write the explicit operator's fastest rates
 
 A forward Euler step is stable (and, for the upwind part, monotone) when
 ``dt (r_adv / cfl + r_diff) <= 1``: the eigenvalues of the sum lie in the disk
-``|1 + lambda dt| <= 1``. SSP-RK3 inherits that bound (SSP coefficient 1), and with it the
-monotonicity of the limited advection, for which `cfl` = 0.5 is the limit of a limiter with
-``phi(r) <= 2`` (Koren's, see `operators.limited_increment`); its stability region also reaches
-``+-1.73 i`` on the imaginary axis, the margin that covers the metric terms (a rotation at rate
-``u tan(phi)/R``).
+``|1 + lambda dt| <= 1``. An SSP method with coefficient ``c`` inherits that bound for steps up to
+``c`` times as long, and with it the monotonicity of the limited advection, for which `cfl` = 0.5
+is the limit of a limiter with ``phi(r) <= 2`` (Koren's, see `operators.limited_increment`).
+On the imaginary axis, the margin that covers the metric terms (a rotation at rate
+``u tan(phi)/R``), SSP-RK3 reaches ``+-1.73 i`` and SSP-RK(4,3) ``+-2.16 i``.
 
 Diffusion gets more. Its operator is symmetric in the area-weighted inner product, so its
 eigenvalues are real, in ``[-2 r_diff, 0]`` (Gershgorin; the polar filter keeps the capped rows
 inside, and `tests/test_operators.py` finds the fastest mode of the filtered 1.5 deg operator at
-0.83 of the bound), and SSP-RK3 is stable on the real interval ``[-2.5127, 0]`` where forward
-Euler stops at ``-2`` (`real_axis_stability_extent`):
-the diffusive limit is ``dt <= g / r_diff`` with ``g = 2.5127 / 2 = 1.256``
-(`SSP_RK3_DIFFUSIVE_GAIN`). The two rates still add:
+0.83 of the bound). A method is stable on the real interval ``[-x, 0]`` up to its real-axis
+extent x (`real_axis_stability_extent`): forward Euler 2, SSP-RK3 2.5127, SSP-RK(4,3) 5.1494.
+The diffusive limit is ``dt <= g / r_diff`` with ``g = x / 2`` (`Integrator.diffusive_gain`:
+1.256 and 2.575). The two rates still add:
 
-    dt = min(max_substep_s, 1 / (r_adv / cfl + r_diff / g)),
+    dt = min(max_substep_s, 1 / (r_adv / (c cfl) + r_diff / g)),
     n = max(min_substeps, ceil(day / dt)),
 
 which is each limit alone when the other rate is zero, and for a grid-scale mode on which both
-act along the real axis (``lambda = -2 (r_a + r_d)`` with ``dt r_a <= cfl (1 - dt r_d / g)``)
-keeps ``lambda dt >= -1 - dt r_d (2 - 1/g) >= -2 g``, inside the region. The price of ``g > 1``:
-at the largest diffusivities the diffusive part alone is no longer a positive (maximum-principle)
-update; it stays stable and dissipative. The advective limit keeps the monotone SSP bound.
-`plan_substeps` takes ``g`` as `diffusive_gain` (default 1, forward Euler, for integrators that
-are not SSP-RK3); `make_paper_physics` passes `SSP_RK3_DIFFUSIVE_GAIN`.
+act along the real axis (``lambda = -2 (r_a + r_d)`` with ``dt r_a <= c cfl (1 - dt r_d / g)``)
+keeps ``lambda dt >= -c + dt r_d (c/g - 2) >= -2 g``, inside the region. The price of
+``g > c``: at the largest diffusivities the diffusive part alone is no longer a positive
+(maximum-principle) update; it stays stable and dissipative. The advective limit keeps the
+monotone SSP bound. `plan_substeps` takes ``c`` as `ssp_coefficient` and ``g`` as
+`diffusive_gain` (defaults 1, forward Euler); `make_paper_physics` passes the configured
+method's.
 
-On the 1.5 deg grid with the 60 deg cutoff, ``u_max = 3`` m/s and ``nu_max = 2.5e5`` m^2/s this is
-20 substeps of 4320 s a day (advective limit alone 6950 s, diffusive alone 11651 s; with forward
-Euler's diffusive limit, 9273 s, it would be 22 of 3927 s); without the polar filter it would be
-7460 substeps of 11.6 s, set by diffusion across the 4 km polar cells.
+On the 1.5 deg grid with the 60 deg cutoff, ``u_max = 3`` m/s and ``nu_max = 2.5e5`` m^2/s,
+SSP-RK(4,3) takes 10 substeps of 8640 s a day (advective limit alone 13900 s, diffusive alone
+23877 s, both 8785 s; the polar-cap row sets both): 40 tendency evaluations. SSP-RK3 takes 20 of
+4320 s (6950 s, 11651 s): 60 evaluations, and 1.45x the time (`benchmarks/BENCHMARKS.md`).
+Without the polar filter it would be 7460 substeps of 11.6 s, set by diffusion across the 4 km
+polar cells. The longer substep costs accuracy through the Strang splitting (second order): on the
+embedded world at 1.5 deg after 5 days, the velocity differs from a 40-substep reference by
+5.4e-3 (relative l2) with SSP-RK(4,3) at 8640 s, against 1.1e-3 with SSP-RK3 at 4320 s and
+2.8e-4 at 2160 s; temperature by 9e-4, 2e-4 and 5e-5.
 
 The half Coriolis steps of consecutive substeps are merged (`repeat_strang`): a day is
-``C(dt/2) . (RK3(dt) . C(dt)) ^ n . C(-dt/2)``, equal to ``substep ^ n`` up to round-off.
+``C(dt/2) . (RK(dt) . C(dt)) ^ n . C(-dt/2)``, equal to ``substep ^ n`` up to round-off.
 """
 
 from __future__ import annotations
@@ -85,15 +93,19 @@ Array = Any
 __all__ = [
     "Physics",
     "PhysicsConfig",
+    "INTEGRATORS",
+    "Integrator",
     "SSP_RK3_DIFFUSIVE_GAIN",
     "SubstepPlan",
     "check_state",
+    "choose_integrator",
     "make_paper_physics",
     "plan_substeps",
     "real_axis_stability_extent",
     "repeat",
     "repeat_strang",
     "ssp_rk3_step",
+    "ssp_rk43_step",
     "strang_split",
 ]
 
@@ -111,7 +123,15 @@ class PhysicsConfig:
       cfl: safety factor (dimensionless, <= 1) of the advective CFL condition; 0.5 keeps the
         limited scheme monotone. Default 0.5.
       max_substep_s: upper bound (s) on the substep, for accuracy rather than stability.
-        Default 7200.
+        Default 10800 (3 h; the stability limit at 1.5 deg with the default integrator is 8787 s).
+      integrator: the explicit method of the substep, a key of `INTEGRATORS`: ``"ssprk43"``
+        (SSP-RK(4,3): four stages, SSP coefficient 2, real-axis extent 5.149) or ``"ssprk3"``
+        (Shu-Osher SSP-RK3: three stages, SSP coefficient 1, extent 2.513). Both are third order;
+        per tendency evaluation SSP-RK(4,3) allows 1.5x the advective and 1.54x the diffusive
+        step, so where stability sets the substep it needs two thirds of SSP-RK3's evaluations
+        (1.5 deg: 40 against 60 a day). ``"auto"`` (default): the one with the fewest tendency
+        evaluations per model step for this grid (`choose_integrator`; SSP-RK(4,3) at 1.5 deg,
+        SSP-RK3 at 3 deg, where `max_substep_s` caps both).
       min_substeps: lower bound on the number of substeps per day. Default 1.
       remat_substeps: recompute each substep in the backward pass (`jax.checkpoint`) instead of
         storing its RK stages, so memory for gradients through many days stays small.
@@ -137,7 +157,8 @@ class PhysicsConfig:
     polar_filter_lat_deg: float | None = 60.0
     u_max_m_s: float = 3.0
     cfl: float = 0.5
-    max_substep_s: float = 7200.0
+    max_substep_s: float = 10800.0
+    integrator: str = "auto"
     min_substeps: int = 1
     remat_substeps: bool = True
     step_s: float = SECONDS_PER_DAY
@@ -149,6 +170,11 @@ class PhysicsConfig:
         if self.tracer_advection not in ("flux", "advective"):
             raise ConfigError(
                 f"physics.tracer_advection must be 'flux' or 'advective', got {self.tracer_advection!r}"
+            )
+        if self.integrator != "auto" and self.integrator not in INTEGRATORS:
+            raise ConfigError(
+                f"physics.integrator must be 'auto' or one of {sorted(INTEGRATORS)}, "
+                f"got {self.integrator!r}"
             )
         if self.mode not in ("paper", "primitive"):
             raise ConfigError(f"physics.mode must be 'paper' or 'primitive', got {self.mode!r}")
@@ -196,19 +222,83 @@ def _row_rates(grid: Grid, polar_filter_lat_deg: float | None) -> tuple[np.ndarr
 
 def real_axis_stability_extent(coefficients: tuple[float, ...]) -> float:
     """``x > 0`` where the stability polynomial ``R(z) = sum_k c_k z^k`` of an explicit
-    Runge-Kutta method first reaches ``|R| = 1`` on the negative real axis (``R(-x) = -1``;
-    forward Euler ``(1, 1)``: 2; SSP-RK3 ``(1, 1, 1/2, 1/6)``: 2.5127)."""
+    Runge-Kutta method first leaves ``|R| <= 1`` on the negative real axis (forward Euler
+    ``(1, 1)``: 2, where ``R(-2) = -1``; SSP-RK3 ``(1, 1, 1/2, 1/6)``: 2.5127, also at ``R = -1``;
+    SSP-RK(4,3) ``(1, 1, 1/2, 1/6, 1/48)``: 5.1494, where ``R`` comes back to ``+1``)."""
     c = np.asarray(coefficients, dtype=np.float64)
-    c_plus_1 = c.copy()
-    c_plus_1[0] += 1.0  # R(z) + 1 = 0
-    roots = np.roots(c_plus_1[::-1])
-    real = [-r.real for r in roots if abs(r.imag) < 1e-9 and r.real < 0]
-    return float(min(real))
+    candidates = []
+    for target in (-1.0, 1.0):  # |R(-x)| = 1 at a root of R(z) - target
+        shifted = c.copy()
+        shifted[0] -= target
+        candidates += [-r.real for r in np.roots(shifted[::-1])
+                       if abs(r.imag) < 1e-9 and r.real < -1e-12]
+    for x in sorted(candidates):
+        # the first crossing where |R| really exceeds 1 just beyond (not a tangency)
+        z = -x * (1.0 + 1e-6)
+        if abs(np.polyval(c[::-1], z)) > 1.0:
+            return float(x)
+    raise ValueError(f"stability polynomial {tuple(coefficients)} is stable on the whole real axis")
 
+
+def ssp_rk3_step(explicit_fn: Callable[[Array], Array], dt: float) -> Callable[[Array], Array]:
+    """One SSP-RK3 (Shu-Osher) step of ``dq/dt = explicit_fn(q)`` over `dt` seconds."""
+
+    def step(q):
+        q1 = q + dt * explicit_fn(q)
+        q2 = 0.75 * q + 0.25 * (q1 + dt * explicit_fn(q1))
+        return q / 3.0 + (2.0 / 3.0) * (q2 + dt * explicit_fn(q2))
+
+    return step
+
+
+def ssp_rk43_step(explicit_fn: Callable[[Array], Array], dt: float) -> Callable[[Array], Array]:
+    """One SSP-RK(4,3) step (four stages, third order, SSP coefficient 2; Kraaijevanger 1991,
+    Spiteri & Ruuth 2002) of ``dq/dt = explicit_fn(q)`` over `dt` seconds: each stage is a forward
+    Euler step of ``dt/2``, so a step of twice the forward-Euler limit keeps its bounds."""
+    h = 0.5 * dt
+
+    def step(q):
+        q1 = q + h * explicit_fn(q)
+        q2 = q1 + h * explicit_fn(q1)
+        q3 = (2.0 / 3.0) * q + (1.0 / 3.0) * (q2 + h * explicit_fn(q2))
+        return q3 + h * explicit_fn(q3)
+
+    return step
+
+
+@dataclasses.dataclass(frozen=True)
+class Integrator:
+    """An explicit SSP Runge-Kutta method as the substep planner sees it.
+
+    Attributes:
+      name: the `PhysicsConfig.integrator` key.
+      stages: tendency evaluations per step (the cost).
+      ssp_coefficient: a step of ``ssp_coefficient`` x the forward-Euler limit keeps the
+        forward-Euler step's stability and monotonicity (the advective limit scales with it).
+      stability_polynomial: ``R(z)`` coefficients; its real-axis extent sets the diffusive limit.
+      make_step: ``make_step(explicit_fn, dt) -> step``.
+    """
+
+    name: str
+    stages: int
+    ssp_coefficient: float
+    stability_polynomial: tuple[float, ...]
+    make_step: Callable[[Callable[[Array], Array], float], Callable[[Array], Array]]
+
+    @property
+    def diffusive_gain(self) -> float:
+        """The diffusive substep relative to forward Euler's (real-axis extent / 2)."""
+        return real_axis_stability_extent(self.stability_polynomial) / 2.0
+
+
+INTEGRATORS: dict[str, Integrator] = {
+    "ssprk3": Integrator("ssprk3", 3, 1.0, (1.0, 1.0, 0.5, 1.0 / 6.0), ssp_rk3_step),
+    "ssprk43": Integrator("ssprk43", 4, 2.0, (1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 48.0), ssp_rk43_step),
+}
 
 # The diffusive substep of SSP-RK3 relative to forward Euler (1.2564): the ratio of their real-axis
-# stability extents. `make_paper_physics` passes it to `plan_substeps` as `diffusive_gain`.
-SSP_RK3_DIFFUSIVE_GAIN = real_axis_stability_extent((1.0, 1.0, 0.5, 1.0 / 6.0)) / 2.0
+# stability extents.
+SSP_RK3_DIFFUSIVE_GAIN = INTEGRATORS["ssprk3"].diffusive_gain
 
 
 def plan_substeps(
@@ -217,12 +307,15 @@ def plan_substeps(
     specs: dict[str, CoefficientSpec] = PAPER_COEFFICIENTS,
     period_s: float | None = None,
     diffusive_gain: float = 1.0,
+    ssp_coefficient: float = 1.0,
 ) -> SubstepPlan:
     """Number and length of substeps in `period_s` (default ``config.step_s``); see module doc.
 
     `diffusive_gain`: how much longer than forward Euler's the integrator's diffusive substep may
     be (the ratio of real-axis stability extents; 1 = forward Euler, the default;
-    `SSP_RK3_DIFFUSIVE_GAIN` for SSP-RK3).
+    `Integrator.diffusive_gain` for an SSP Runge-Kutta method).
+    `ssp_coefficient`: how much longer than forward Euler's its advective (monotone) substep may
+    be (1 = forward Euler and SSP-RK3, the default; 2 for SSP-RK(4,3)).
     """
     period_s = float(config.step_s if period_s is None else period_s)
     inv_dx, r_y = _row_rates(grid, config.polar_filter_lat_deg)
@@ -231,6 +324,7 @@ def plan_substeps(
     nu_max = max(nus) if nus else 0.0
     r_adv = config.u_max_m_s * float(np.max(inv_dx + r_y))
     r_diff = 2.0 * nu_max * float(np.max(inv_dx**2 + r_y / grid.dy)) / float(diffusive_gain)
+    r_adv = r_adv / float(ssp_coefficient)
     dt_adv = config.cfl / r_adv
     dt_diff = 1.0 / r_diff if r_diff > 0 else math.inf
     dt_stable = 1.0 / (r_adv / config.cfl + r_diff)
@@ -243,18 +337,26 @@ def plan_substeps(
     return SubstepPlan(n, period_s / n, dt_adv, dt_diff, dt_stable, why)
 
 
+def choose_integrator(
+    grid: Grid,
+    config: PhysicsConfig = PhysicsConfig(),
+    specs: dict[str, CoefficientSpec] = PAPER_COEFFICIENTS,
+) -> tuple[Integrator, SubstepPlan]:
+    """The configured method and its substep plan; for ``integrator="auto"`` the method with the
+    fewest tendency evaluations (stages x substeps) per model step, SSP-RK3 on a tie."""
+    names = sorted(INTEGRATORS) if config.integrator == "auto" else [config.integrator]
+    best = None
+    for name in names:
+        method = INTEGRATORS[name]
+        plan = plan_substeps(grid, config, specs, diffusive_gain=method.diffusive_gain,
+                             ssp_coefficient=method.ssp_coefficient)
+        cost = method.stages * plan.n_substeps
+        if best is None or cost < best[0]:
+            best = (cost, method, plan)
+    return best[1], best[2]
+
+
 # ---------------------------------------------------------------------- integrators
-def ssp_rk3_step(explicit_fn: Callable[[Array], Array], dt: float) -> Callable[[Array], Array]:
-    """One SSP-RK3 (Shu-Osher) step of ``dq/dt = explicit_fn(q)`` over `dt` seconds."""
-
-    def step(q):
-        q1 = q + dt * explicit_fn(q)
-        q2 = 0.75 * q + 0.25 * (q1 + dt * explicit_fn(q1))
-        return q / 3.0 + (2.0 / 3.0) * (q2 + dt * explicit_fn(q2))
-
-    return step
-
-
 def strang_split(
     exact_fn: Callable[[Array, float], Array], explicit_step: Callable[[Array], Array], dt: float
 ) -> Callable[[Array], Array]:
@@ -361,6 +463,7 @@ class Physics:
     grid: Grid
     plan: SubstepPlan | None = None
     operators: Callable[[Any], Operators] | None = None  # dtype -> Operators
+    integrator: str | None = None  # the method used (``config.integrator`` with "auto" resolved)
 
 
 def make_integrate(day_step: Callable[..., OceanState]) -> Callable[..., Any]:
@@ -428,7 +531,7 @@ def _map_level_blocks(
 def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> Physics:
     """The paper-mode physics of `grid` (see `neuralogcm_jax.physics.equations`)."""
     specs = dict(PAPER_COEFFICIENTS)
-    plan = plan_substeps(grid, config, specs, diffusive_gain=SSP_RK3_DIFFUSIVE_GAIN)
+    method, plan = choose_integrator(grid, config, specs)
     dt, n = plan.dt_s, plan.n_substeps
     cache: dict[Any, Operators] = {}
 
@@ -456,7 +559,7 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
         )
 
         def integrate_levels(eq_block: PaperEquation, q_block: Array) -> Array:
-            return repeat_strang(eq_block.exact_step, ssp_rk3_step(eq_block.explicit_terms, dt),
+            return repeat_strang(eq_block.exact_step, method.make_step(eq_block.explicit_terms, dt),
                                  dt, n, config.remat_substeps)(q_block)
 
         n_levels = q.shape[-3]
@@ -480,4 +583,5 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
         grid=grid,
         plan=plan,
         operators=operators,
+        integrator=method.name,
     )
