@@ -194,14 +194,14 @@ def test_seam_is_an_ordinary_face():
         np.testing.assert_allclose(b, np.roll(a, k, axis=-1), rtol=0, atol=1e-12 * np.abs(a).max())
 
 
-@pytest.mark.parametrize("lat_c", [60.0, None])
-def test_fused_transport_equals_the_separate_operators(lat_c):
+@pytest.mark.parametrize("lat_c,joint", [(60.0, False), (60.0, True), (None, False)])
+def test_fused_transport_equals_the_separate_operators(lat_c, joint):
     """`self_advection_diffusion` (one padded copy, upwind-only limiter, caps written in place)
     gives the tendency of `advection_diffusion` with U = the stack's first two channels, to
     round-off, on a coast with land holding huge values, with per-channel-and-level nu."""
     g = Grid.regular(3.0, depth=[10.0, 50.0, 200.0])
     g = g.with_wet(_random_land(g.wet.shape, 0.3, 11))
-    ops = Operators.from_grid(g, jnp.float64, lat_c)
+    ops = Operators.from_grid(g, jnp.float64, lat_c, joint_filter=joint)
     rng = np.random.default_rng(12)
     q = np.stack([np.where(g.wet, rng.normal(size=g.wet.shape) * s, 1e30) for s in (1, 1, 5, 2)])
     nu = jnp.asarray(rng.uniform(1e4, 2e5, size=(4, 3, 1, 1)))
@@ -367,3 +367,24 @@ def test_auto_integrator_takes_the_fewest_tendency_evaluations():
     assert (method.name, plan.n_substeps, plan.dt_s) == ("ssprk43", 10, 8640.0)
     with pytest.raises(Exception, match="integrator"):
         PhysicsConfig(integrator="euler")
+
+
+def test_joint_polar_filter_damps_the_whole_zonal_flux_by_a_squared():
+    """With ``joint_filter`` the advective flux gets the diffusive transfer ``a_k^2 <= a_k``: the
+    filtered flux of a single zonal wave in a capped row is the wave times ``a_k^2``; equatorward
+    of the cutoff nothing changes; either way the sum of adv + diff is what is filtered."""
+    g = Grid.regular(3.0, depth=[10.0])
+    split = Operators.from_grid(g, jnp.float64, 60.0)
+    joint = Operators.from_grid(g, jnp.float64, 60.0, joint_filter=True)
+    a = polar_filter_transfer(g.lat, g.shape[1], 60.0)
+    k = 37
+    lon = np.deg2rad(g.lon)
+    wave = np.broadcast_to(np.cos(k * lon), g.wet.shape).copy()
+    out_j = np.asarray(joint.polar_filter(jnp.asarray(wave), jnp.asarray(0.5 * wave)))
+    out_s = np.asarray(split.polar_filter(jnp.asarray(wave), jnp.asarray(0.5 * wave)))
+    j = int(np.argmax(np.abs(g.lat)))  # a polar row
+    np.testing.assert_allclose(out_j[0, j], 1.5 * a[j, k] ** 2 * wave[0, j], atol=1e-12)
+    np.testing.assert_allclose(out_s[0, j], (a[j, k] + 0.5 * a[j, k] ** 2) * wave[0, j], atol=1e-12)
+    assert a[j, k] < 0.5
+    mid = np.abs(g.lat) <= 60
+    np.testing.assert_array_equal(out_j[:, mid], out_s[:, mid])

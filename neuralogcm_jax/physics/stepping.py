@@ -124,6 +124,15 @@ class PhysicsConfig:
         limited scheme monotone. Default 0.5.
       max_substep_s: upper bound (s) on the substep, for accuracy rather than stability.
         Default 10800 (3 h; the stability limit at 1.5 deg with the default integrator is 8787 s).
+      polar_filter_transfer: ``"split"``: the polar filter damps zonal wavenumber k of the
+        advective zonal flux by ``a_k`` and of the diffusive one by ``a_k^2`` (the least each
+        needs for the cutoff's substep; two forward transforms per tendency); ``"joint"``:
+        both by ``a_k^2``, so the summed flux is transformed once and the cap rows need no
+        separate flux evaluation (``a_k^2 <= a_k``, so the advective bound still holds; waves
+        already resolved at the cutoff have ``a_k = 1`` either way). Joint is about 25 % faster
+        per tendency on a CPU; on the embedded world at 1.5 deg after 5 days it moves the
+        polar-cap velocity by 8e-4 of its norm relative to split, a tenth of the substep's time
+        error (`operators` docstring). Default "joint".
       integrator: the explicit method of the substep, a key of `INTEGRATORS`: ``"ssprk43"``
         (SSP-RK(4,3): four stages, SSP coefficient 2, real-axis extent 5.149) or ``"ssprk3"``
         (Shu-Osher SSP-RK3: three stages, SSP coefficient 1, extent 2.513). Both are third order;
@@ -159,6 +168,7 @@ class PhysicsConfig:
     cfl: float = 0.5
     max_substep_s: float = 10800.0
     integrator: str = "auto"
+    polar_filter_transfer: str = "joint"
     min_substeps: int = 1
     remat_substeps: bool = True
     step_s: float = SECONDS_PER_DAY
@@ -170,6 +180,11 @@ class PhysicsConfig:
         if self.tracer_advection not in ("flux", "advective"):
             raise ConfigError(
                 f"physics.tracer_advection must be 'flux' or 'advective', got {self.tracer_advection!r}"
+            )
+        if self.polar_filter_transfer not in ("split", "joint"):
+            raise ConfigError(
+                f"physics.polar_filter_transfer must be 'split' or 'joint', "
+                f"got {self.polar_filter_transfer!r}"
             )
         if self.integrator != "auto" and self.integrator not in INTEGRATORS:
             raise ConfigError(
@@ -538,7 +553,9 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
     def operators(dtype) -> Operators:
         dtype = jnp.dtype(dtype)
         if dtype not in cache:
-            cache[dtype] = Operators.from_grid(grid, dtype, config.polar_filter_lat_deg)
+            cache[dtype] = Operators.from_grid(
+                grid, dtype, config.polar_filter_lat_deg,
+                joint_filter=config.polar_filter_transfer == "joint")
         return cache[dtype]
 
     def day_step(coeffs_si: dict[str, Array], state: OceanState,
