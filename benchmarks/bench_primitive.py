@@ -68,7 +68,10 @@ def run(quick: bool) -> list[dict]:
         {"name": "primitive_substeps", "value": physics.n_substeps, "unit": "per day",
          "notes": f"dt = {physics.dt_substep_s:.0f} s"},
         {"name": "primitive_barotropic_steps", "value": physics.n_barotropic, "unit": "per substep",
-         "notes": f"dt_bt = {physics.dt_barotropic_s:.1f} s (unfiltered, smallest wet cell)"},
+         "notes": f"dt_bt = {physics.dt_barotropic_s:.1f} s ("
+                  + ("polar-filtered: dx of the cutoff latitude"
+                     if PrimitiveTerms().barotropic_polar_filter
+                     else "unfiltered, smallest wet cell") + ")"},
     ]
 
     forcings = jax.tree.map(lambda x: jnp.broadcast_to(x, (5,) + x.shape), forcing)

@@ -15,12 +15,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
-from jax.lax.linalg import tridiagonal_solve
+import numpy as np
 
 from neuralogcm_jax.constants import GRAVITY_M_S2
 
 Array = Any
+
+
+def level_sum(x: Array, weights: Array | None = None) -> Array:
+    """``sum_k weights_k x_k`` over the level axis of ``x [L, ...]`` (weights ``[L]``, default 1).
+
+    A matrix-vector product rather than `jnp.sum(axis=0)`: XLA:CPU fuses a reduction over the
+    leading (outermost) axis into each consumer and recomputes it per element, which made the
+    depth sums of the primitive substep about a third of its time. HIGHEST precision, so that
+    GPUs and TPUs do not round the f32 sum through TF32 or bfloat16.
+    """
+    w = jnp.ones(x.shape[:1], x.dtype) if weights is None else jnp.asarray(weights, x.dtype)
+    return jnp.tensordot(w, x, axes=1, precision=jax.lax.Precision.HIGHEST)
+
+
+def level_cumsum(x: Array, reverse: bool = False) -> Array:
+    """Cumulative sum of ``x [L, ...]`` down the levels (up them when `reverse`), as one
+    product with a triangular ``[L, L]`` matrix (see `level_sum` for why)."""
+    n = x.shape[0]
+    tri = np.triu(np.ones((n, n))) if reverse else np.tril(np.ones((n, n)))
+    return jnp.tensordot(jnp.asarray(tri, x.dtype), x, axes=1, precision=jax.lax.Precision.HIGHEST)
 
 
 def interface_open(wet: Array) -> Array:
@@ -49,7 +70,7 @@ def hydrostatic_pressure(rho_anom: Array, depth_m: Array, g: float = GRAVITY_M_S
         return top
     dzc = (depth[1:] - depth[:-1])[:, None, None]
     increments = g * 0.5 * (rho_anom[1:] + rho_anom[:-1]) * dzc
-    return jnp.concatenate([top, top + jnp.cumsum(increments, axis=0)], axis=0)
+    return jnp.concatenate([top, top + level_cumsum(increments)], axis=0)
 
 
 def implicit_vertical_diffusion(
@@ -79,28 +100,35 @@ def implicit_vertical_diffusion(
     the column content is conserved; with `advective_form` (momentum) the term solved is
     ``F_{k+1} - F_k - c_k (w_{k+1} - w_k)``, which keeps a uniform c uniform.
 
+    Several fields that share the operator (T and S; u and v) may be stacked as
+    ``[C, L, H, W]``: one solve with C right-hand sides, each field as if solved alone.
+
     Args:
-      field: ``[L, H, W]`` the diffused quantity c (e.g. degC, psu, m/s).
+      field: ``[L, H, W]`` the diffused quantity c (e.g. degC, psu, m/s), or a stack
+        ``[C, L, H, W]`` of C such fields.
       kappa: diffusivity (m^2/s) at the inner interfaces: a scalar, ``[L-1]`` or broadcastable
         to ``[L-1, H, W]``.
       dt: time step (s).
       h: layer thicknesses (m), ``[L, H, W]`` or ``[L, 1, 1]``.
       wet: ``[L, H, W]`` bool ocean mask.
       surface_flux: ``[H, W]`` flux into the ocean through the surface, in units of c times m/s
-        (e.g. K m/s = heat flux / (rho0 cp)); None for none.
+        (e.g. K m/s = heat flux / (rho0 cp)); ``[C, H, W]`` for a stack (None for none).
       bottom_drag: linear drag velocity (m/s), scalar or ``[H, W]``, applied to the deepest wet
         layer of each column (momentum only); None for none.
     Returns:
-      ``[L, H, W]`` the diffused field, same dtype.
+      the diffused field(s), shape and dtype of `field`.
     """
     dtype = field.dtype
-    L = field.shape[0]
+    stacked = field.ndim == 4
+    fields = field if stacked else field[None]  # [C, L, H, W]
+    L = fields.shape[1]
     wet = jnp.asarray(wet, bool)
-    h = jnp.broadcast_to(jnp.asarray(h, dtype), field.shape)
+    h = jnp.broadcast_to(jnp.asarray(h, dtype), fields.shape[1:])
     dt = jnp.asarray(dt, dtype)
-    rhs = h * field
+    rhs = h * fields
     if surface_flux is not None:
-        rhs = rhs.at[0].add(dt * jnp.asarray(surface_flux, dtype) * wet[0])
+        q = jnp.asarray(surface_flux, dtype)
+        rhs = rhs.at[:, 0].add(dt * (q if stacked else q[None]) * wet[0])
     diag = h
     if bottom_drag is not None:
         is_bottom = wet & ~jnp.concatenate([wet[1:], jnp.zeros_like(wet[:1])], axis=0)
@@ -132,11 +160,49 @@ def implicit_vertical_diffusion(
         lower = jnp.concatenate([a, zero], axis=0)  # coupling to the layer below, [L]
         diag = diag + upper + lower
         dl, du = dl - upper, du - lower
-    # Columns as the batch dimension: [H*W, L].
-    cols = lambda x: jnp.moveaxis(x, 0, -1).reshape(-1, L)
-    sol = tridiagonal_solve(cols(dl), cols(diag), cols(du), cols(rhs)[..., None])[..., 0]
-    sol = jnp.moveaxis(sol.reshape(field.shape[1:] + (L,)), -1, 0)
-    return jnp.where(wet, sol, field)  # land keeps its value exactly
+    sol = tridiagonal_solve_columns(dl, diag, du, rhs)
+    out = jnp.where(wet, sol, fields)  # land keeps its value exactly
+    return out if stacked else out[0]
+
+
+def tridiagonal_solve_columns(lower: Array, diag: Array, upper: Array, rhs: Array) -> Array:
+    """Solve ``lower_k x_{k-1} + diag_k x_k + upper_k x_{k+1} = rhs_k`` in every column.
+
+    The Thomas algorithm, vectorised over the columns: a `lax.scan` down the ``L`` levels
+    (forward elimination) and one back up (substitution), each step an elementwise operation
+    on whole ``[H, W]`` levels. Without pivoting, which is stable for the diagonally dominant
+    systems of `implicit_vertical_diffusion` (rows dominant in advective form, columns in flux
+    form, by the layer thickness h > 0). On CPU this is ~3x faster than LAPACK's per-column
+    ``gtsv`` (`jax.lax.linalg.tridiagonal_solve`) for 23 levels on a 1.5 deg grid, and
+    differentiable by the scans' own reverse mode.
+
+    Args:
+      lower, diag, upper: ``[L, H, W]`` (``lower[0]`` and ``upper[L-1]`` are ignored).
+      rhs: ``[C, L, H, W]``, C right-hand sides of the same systems.
+    Returns:
+      ``[C, L, H, W]`` the solutions.
+    """
+    zero = jnp.zeros_like(diag[0])
+
+    def eliminate(carry, level):
+        c_prev, d_prev = carry
+        lo, dg, up, r = level
+        inv = 1.0 / (dg - lo * c_prev)
+        c_k = up * inv
+        d_k = (r - lo * d_prev) * inv
+        return (c_k, d_k), (c_k, d_k)
+
+    first_lower = lower.at[0].set(0.0)  # nothing above the top level
+    init = (zero, jnp.zeros_like(rhs[:, 0]))
+    _, (c, d) = jax.lax.scan(eliminate, init, (first_lower, diag, upper, jnp.moveaxis(rhs, 1, 0)))
+
+    def substitute(x_next, level):
+        c_k, d_k = level
+        x_k = d_k - c_k * x_next
+        return x_k, x_k
+
+    _, x = jax.lax.scan(substitute, jnp.zeros_like(rhs[:, 0]), (c, d), reverse=True)
+    return jnp.moveaxis(x, 0, 1)
 
 
 def vertical_velocity(div_transport: Array, dh_dt: Array | None = None) -> Array:
@@ -155,7 +221,7 @@ def vertical_velocity(div_transport: Array, dh_dt: Array | None = None) -> Array
     """
     source = -div_transport if dh_dt is None else -(div_transport + dh_dt)
     # w_k = sum_{m >= k} source_m: a reversed cumulative sum.
-    w = jnp.flip(jnp.cumsum(jnp.flip(source, 0), axis=0), 0)
+    w = level_cumsum(source, reverse=True)
     return jnp.concatenate([w, jnp.zeros_like(w[:1])], axis=0)
 
 
