@@ -362,5 +362,8 @@ def test_a_year_with_monthly_forcing_stays_finite_and_bounded():
         sst = np.asarray(state.T[0])[wet0]
         ssh = np.asarray(state.ssh)[wet0]
         assert np.isfinite(ssh).all(), month
+        # Printed (pytest -s) so that a run records how close each month comes to the bounds.
+        print(f"\nmonth {month + 1}: max|SSH| {np.abs(ssh).max():.2f} m, "
+              f"SST [{sst.min():.2f}, {sst.max():.2f}] degC")
         assert -2.5 <= sst.min() and sst.max() <= 35.0, (month, sst.min(), sst.max())
         assert np.abs(ssh).max() < 3.0, (month, np.abs(ssh).max())
