@@ -68,6 +68,17 @@ way (its zonal face gradient and face transport, one symmetric operator for both
 energy argument above holds row by row), and its short step follows the zonal spacing at the
 cutoff latitude rather than the smallest wet cell: ~30 times fewer short steps at 1.5 deg
 (see `PrimitiveTerms.barotropic_polar_filter`).
+
+Known limitation (open). The subcycle loses depth-mean zonal momentum at a rate that grows as
+its number of steps per substep falls: a 600 m zonal channel under a uniform 10 m/s westerly,
+without bottom drag, holds 45, 27 and 17 m^2/s of depth-integrated flow after 20 days with 11,
+5 and 3 steps (the wind put in ~270; `tests/test_primitive.py`, xfail). Neither the Rhie-Chow
+correction nor the polar filter is the cause (the same with either removed). On the 1.5 deg
+world it decides the Southern Ocean: with the unfiltered subcycle (273 steps) the wind builds
+a circumpolar current (72 Sv through Drake Passage after 3 months, a -1.9 m Antarctic SSH low,
+still deepening; |SSH| 3.06 m by October in an earlier run), with the filtered one (9 steps)
+it does not (~0 Sv, -0.6 m, |SSH| <= 1.34 m all year). The one-year test passes with the
+default, but partly for this numerical reason.
 """
 
 from __future__ import annotations
@@ -150,7 +161,9 @@ class PrimitiveTerms:
         stays the adjoint of the transport divergence and the subcycle keeps its energy bound
         wherever coastlines cross the filtered rows (see "Energy" in the module docstring).
         An earlier verdict that the filtered subcycle slowly grew was made with the old,
-        not energy-consistent centre force. False: the unfiltered subcycle. Default True.
+        not energy-consistent centre force. Fewer steps also mean more of the step-dependent
+        loss of depth-mean momentum described under "Known limitation" in the module
+        docstring. False: the unfiltered subcycle. Default True.
     """
 
     pressure_gradient: bool = True
