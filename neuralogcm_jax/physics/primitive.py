@@ -69,16 +69,16 @@ energy argument above holds row by row), and its short step follows the zonal sp
 cutoff latitude rather than the smallest wet cell: ~30 times fewer short steps at 1.5 deg
 (see `PrimitiveTerms.barotropic_polar_filter`).
 
-Known limitation (open). The subcycle loses depth-mean zonal momentum at a rate that grows as
-its number of steps per substep falls: a 600 m zonal channel under a uniform 10 m/s westerly,
-without bottom drag, holds 45, 27 and 17 m^2/s of depth-integrated flow after 20 days with 11,
-5 and 3 steps (the wind put in ~270; `tests/test_primitive.py`, xfail). Neither the Rhie-Chow
-correction nor the polar filter is the cause (the same with either removed). On the 1.5 deg
-world it decides the Southern Ocean: with the unfiltered subcycle (273 steps) the wind builds
-a circumpolar current (72 Sv through Drake Passage after 3 months, a -1.9 m Antarctic SSH low,
-still deepening; |SSH| 3.06 m by October in an earlier run), with the filtered one (9 steps)
-it does not (~0 Sv, -0.6 m, |SSH| <= 1.34 m all year). The one-year test passes with the
-default, but partly for this numerical reason.
+Coriolis in the subcycle is split symmetrically around the pressure kick (half rotation, kick,
+half rotation), so that geostrophic flow is an exact steady state of a short step. With the
+whole rotation before the kick the steady flow carried a down-gradient part ``f dt_bt / 2`` of
+itself, which flattened the SSH and drained the wind-driven flow at a rate ``~f^2 dt_bt / 2``
+(a few days at 400 s): a 600 m zonal channel under a 10 m/s westerly held 45, 27 and 17 m^2/s
+of depth-integrated flow after 20 days with 11, 5 and 3 steps (now 76, -, 66; 84 with 42), and
+the filtered 1.5 deg world built no circumpolar current at all (~0 Sv through Drake Passage
+after 3 months, against 72 Sv unfiltered). Some dependence on the step remains (13 % between
+11 and 3 steps in the channel), presumably from the first-order split of the baroclinic
+pressure kick and the rotation over the whole substep.
 """
 
 from __future__ import annotations
@@ -161,9 +161,7 @@ class PrimitiveTerms:
         stays the adjoint of the transport divergence and the subcycle keeps its energy bound
         wherever coastlines cross the filtered rows (see "Energy" in the module docstring).
         An earlier verdict that the filtered subcycle slowly grew was made with the old,
-        not energy-consistent centre force. Fewer steps also mean more of the step-dependent
-        loss of depth-mean momentum described under "Known limitation" in the module
-        docstring. False: the unfiltered subcycle. Default True.
+        not energy-consistent centre force. False: the unfiltered subcycle. Default True.
     """
 
     pressure_gradient: bool = True
@@ -217,9 +215,16 @@ PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
         "surface heat-flux restoring of the top level toward the 2 m air temperature",
         max_value=400.0,
     ),
-    # Linear bottom drag velocity: C_D |u_b| with C_D = 2.5e-3 and |u_b| ~ 0.1 m/s.
+    # Linear bottom drag velocity r_b = C_D |u_b| with C_D = 2.5e-3 and |u_b| ~ 0.4 m/s: on the
+    # shelves |u_b| is the tidal current that sets the drag (no tides here); over the deep
+    # ocean the model's floor is the 700 m level of GLORYS, with no deep ocean below and no
+    # topographic form stress, which is what balances the Southern Ocean's wind stress
+    # (~0.15 N/m^2) in the real ocean with flow of ~0.1-0.15 m/s at that depth: r_b =
+    # tau / (rho0 u) ~ 1e-3 m/s. With 2.5e-4 (C_D x 0.1 m/s, a deep-ocean frictional value)
+    # the wind spun the circumpolar flow up towards tau / (rho0 r_b) ~ 0.6 m/s, and the SSH
+    # difference across it beyond 3 m within a year at 1.5 deg.
     "bottom_drag": CoefficientSpec(
-        "bottom_drag", 2.5e-4, "m/s", "linear bottom drag velocity on the deepest wet layer",
+        "bottom_drag", 1e-3, "m/s", "linear bottom drag velocity on the deepest wet layer",
         max_value=0.1,
     ),
 }
@@ -407,12 +412,19 @@ def make_primitive_physics(grid: Grid, config: Any):
 
         def body(carry, _):
             ub, wb, eta, sfx, sfy = carry  # wb: depth-mean velocity along the row index
-            ub, vn = coriolis_rotation(ub, o.y_sign * wb, o.coriolis, dt_bt)
+            # Coriolis split symmetrically around the pressure kick (half rotation, kick, half
+            # rotation): then geostrophic flow is an exact steady state of the short step. With
+            # the whole rotation before the kick the steady flow carried a down-gradient part
+            # f dt_bt / 2 of itself, which flattened the SSH and drained the wind-driven flow at
+            # a rate ~ f^2 dt_bt / 2 (~3 days at 400 s, 60 deg): fewer steps, less momentum.
+            ub, vn = coriolis_rotation(ub, o.y_sign * wb, o.coriolis, 0.5 * dt_bt)
             wb = o.y_sign * vn
             gx, gy = face_gradients(eta)
             gxc, gyc = to_centres(gx, gy)
             ub = (ub - g_dt * gxc) * wet0
             wb = (wb - g_dt * gyc) * wet0
+            ub, vn = coriolis_rotation(ub, o.y_sign * wb, o.coriolis, 0.5 * dt_bt)
+            wb = o.y_sign * vn
             ue, wr = to_faces(ub, wb)
             gxa, gya = to_faces(gxc, gyc)
             ue = ue - g_tau * (gx - gxa)
