@@ -55,7 +55,7 @@ from neuralogcm_jax.layout import ChannelLayout, Forcing, OceanState
 
 # Truth coefficients (SI), each different from the model's default in physics/params.py and
 # physics/primitive.py (defaults: nu_m 5e4, nu_t 1e3, kappa_v 1e-4, nu_v 1e-3,
-# heat_restoring 40, bottom_drag 2.5e-4).
+# heat_restoring 40, bottom_drag 1e-3).
 TRUTH_COEFFICIENTS = {
     "nu_m": 8.0e4,
     "nu_t": 2.5e3,
