@@ -129,6 +129,26 @@ def bay_grid():
     return Grid.cartesian(nx, ny, 100e3, 100e3, depth=(5.0, 20.0, 60.0), wet=wet, f0=1.4e-4)
 
 
+def _daily_wave_energy(grid, phys, coeffs, st, days):
+    """Kinetic plus potential energy (J / rho0) of `st` and after each of `days` day steps, and
+    the maximum speed after each day."""
+    wet = grid.wet
+    area = np.asarray(grid.area)[:, None]
+    dz = np.asarray(grid.dz)[:, None, None]
+
+    def energy(s):
+        ke = np.sum(area * dz * wet * (np.asarray(s.u) ** 2 + np.asarray(s.v) ** 2))
+        return ke + G * np.sum(area * wet[0] * np.asarray(s.ssh) ** 2)
+
+    day = jax.jit(lambda s: phys.day_step(coeffs, s, None))
+    e, speed = [energy(st)], []
+    for _ in range(days):
+        st = day(st)
+        e.append(energy(st))
+        speed.append(float(np.hypot(np.asarray(st.u), np.asarray(st.v)).max()))
+    return np.array(e), speed
+
+
 def test_free_oscillations_in_a_stepped_inlet_never_gain_energy():
     """Kinetic plus potential energy sum(A h |U|^2) + g sum(A eta^2) never grows, day by day.
 
@@ -143,21 +163,8 @@ def test_free_oscillations_in_a_stepped_inlet_never_gain_energy():
     eta0 = 0.01 * np.cos(np.arange(8) / 3.0)[:, None] * np.ones((1, 8)) * wet[0]
     eta0 = (eta0 - eta0[wet[0]].mean()) * wet[0]  # no volume excess: all of the energy can move
     st = rest_state(grid)._replace(ssh=jnp.asarray(eta0))
-    area = np.asarray(grid.area)[:, None]
-    dz = np.asarray(grid.dz)[:, None, None]
-
-    def energy(s):
-        ke = np.sum(area * dz * wet * (np.asarray(s.u) ** 2 + np.asarray(s.v) ** 2))
-        return ke + G * np.sum(area * wet[0] * np.asarray(s.ssh) ** 2)
-
     # A weak bottom drag (a quarter of the default) keeps the 80 m deep waves alive for days.
-    day = jax.jit(lambda s: phys.day_step(coefficients(bottom_drag=2.5e-4), s, None))
-    e, speed = [energy(st)], []
-    for _ in range(10):
-        st = day(st)
-        e.append(energy(st))
-        speed.append(float(np.hypot(np.asarray(st.u), np.asarray(st.v)).max()))
-    e = np.array(e)
+    e, speed = _daily_wave_energy(grid, phys, coefficients(bottom_drag=2.5e-4), st, 10)
     assert np.all(np.diff(e) <= 1e-9 * e[0]), e / e[0]
     assert speed[0] > 1e-3  # the waves and the adjusting flow are not trivially small
 
@@ -181,20 +188,7 @@ def test_polar_filtered_free_surface_never_gains_energy_where_coasts_cross_the_c
     cell_area = np.asarray(grid.area)[:, None] * np.ones(grid.shape)
     eta0 = (eta0 - np.average(eta0[wet[0]], weights=cell_area[wet[0]])) * wet[0]  # no net volume
     st = rest_state(grid)._replace(ssh=jnp.asarray(eta0))
-    area = np.asarray(grid.area)[:, None]
-    dz = np.asarray(grid.dz)[:, None, None]
-
-    def energy(s):
-        ke = np.sum(area * dz * wet * (np.asarray(s.u) ** 2 + np.asarray(s.v) ** 2))
-        return ke + G * np.sum(area * wet[0] * np.asarray(s.ssh) ** 2)
-
-    day = jax.jit(lambda s: phys.day_step(coefficients(), s, None))
-    e, speed = [energy(st)], []
-    for _ in range(10):
-        st = day(st)
-        e.append(energy(st))
-        speed.append(float(np.hypot(np.asarray(st.u), np.asarray(st.v)).max()))
-    e = np.array(e)
+    e, speed = _daily_wave_energy(grid, phys, coefficients(), st, 10)
     assert np.all(np.diff(e) <= 1e-9 * e[0]), e / e[0]
     assert speed[0] > 1e-3
 
