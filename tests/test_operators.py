@@ -13,7 +13,6 @@ from neuralogcm_jax.physics.params import CoefficientSpec
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS
 from neuralogcm_jax.physics.stepping import (
     INTEGRATORS,
-    SSP_RK3_DIFFUSIVE_GAIN,
     PhysicsConfig,
     plan_substeps,
     repeat,
@@ -274,7 +273,7 @@ def test_substep_is_set_by_midlatitudes_not_the_polar_cells():
 def test_real_axis_stability_extents_of_euler_and_the_ssp_methods():
     assert real_axis_stability_extent((1.0, 1.0)) == pytest.approx(2.0)
     assert real_axis_stability_extent((1.0, 1.0, 0.5, 1.0 / 6.0)) == pytest.approx(2.5127, abs=1e-4)
-    assert SSP_RK3_DIFFUSIVE_GAIN == pytest.approx(2.5127 / 2, abs=1e-4)
+    assert INTEGRATORS["ssprk3"].diffusive_gain == pytest.approx(2.5127 / 2, abs=1e-4)
     # SSP-RK(4,3) leaves the unit disk where R comes back to +1, not at -1
     assert INTEGRATORS["ssprk43"].diffusive_gain == pytest.approx(5.1494 / 2, abs=1e-4)
     # dense check of the extent: |R(-x)| <= 1 up to it and > 1 just beyond

@@ -356,8 +356,9 @@ class SelfAttention(nnx.Module):
     on a CPU, where the one-shot ``heads x N x N`` logits (104 MB per sample and block at 1.5 deg)
     do not fit in cache, it is faster: one 8-head attention over the 1800 tokens of 1.5 deg took
     77 ms against 349 ms on one core of the 2-core CPU, and the STE forward pass fell from 0.55 s
-    to 0.32 s (`benchmarks/bench_networks.py`). None: all queries at once. ``"auto"`` (default): 128 on a CPU backend, None on GPU/TPU. Attention-weight dropout
-    (`attn_dropout` > 0, in training) always uses the one-shot path.
+    to 0.32 s (`benchmarks/bench_networks.py`). None: all queries at once. ``"auto"``
+    (default): 128 on a CPU backend, None on GPU/TPU. Attention-weight dropout (`attn_dropout`
+    > 0, in training) always uses the one-shot path.
     """
 
     def __init__(
@@ -373,8 +374,12 @@ class SelfAttention(nnx.Module):
     ):
         if dim % num_heads != 0:
             raise ConfigError(f"SelfAttention: dim {dim} must be a multiple of num_heads {num_heads}")
-        if query_chunk not in (None, "auto") and (isinstance(query_chunk, str) or int(query_chunk) < 1):
-            raise ConfigError(f"SelfAttention: query_chunk must be >= 1, None or 'auto', got {query_chunk!r}")
+        if query_chunk not in (None, "auto") and (
+            isinstance(query_chunk, str) or int(query_chunk) < 1
+        ):
+            raise ConfigError(
+                f"SelfAttention: query_chunk must be >= 1, None or 'auto', got {query_chunk!r}"
+            )
         self.query_chunk = query_chunk
         self.attn_dropout_rate = float(attn_dropout)
         self.num_heads = num_heads

@@ -95,7 +95,6 @@ __all__ = [
     "PhysicsConfig",
     "INTEGRATORS",
     "Integrator",
-    "SSP_RK3_DIFFUSIVE_GAIN",
     "SubstepPlan",
     "check_state",
     "choose_integrator",
@@ -123,7 +122,7 @@ class PhysicsConfig:
       cfl: safety factor (dimensionless, <= 1) of the advective CFL condition; 0.5 keeps the
         limited scheme monotone. Default 0.5.
       max_substep_s: upper bound (s) on the substep, for accuracy rather than stability.
-        Default 10800 (3 h; the stability limit at 1.5 deg with the default integrator is 8787 s).
+        Default 10800 (3 h; the stability limit at 1.5 deg with the default integrator is 8785 s).
       polar_filter_transfer: ``"split"``: the polar filter damps zonal wavenumber k of the
         advective zonal flux by ``a_k`` and of the diffusive one by ``a_k^2`` (the least each
         needs for the cutoff's substep; two forward transforms per tendency); ``"joint"``:
@@ -139,8 +138,9 @@ class PhysicsConfig:
         per tendency evaluation SSP-RK(4,3) allows 1.5x the advective and 1.54x the diffusive
         step, so where stability sets the substep it needs two thirds of SSP-RK3's evaluations
         (1.5 deg: 40 against 60 a day). ``"auto"`` (default): the one with the fewest tendency
-        evaluations per model step for this grid (`choose_integrator`; SSP-RK(4,3) at 1.5 deg,
-        SSP-RK3 at 3 deg, where `max_substep_s` caps both).
+        evaluations per model step for this grid (`choose_integrator`; SSP-RK(4,3) at 1.5 deg and
+        finer, SSP-RK3 at 3 and 6 deg, where the cap `max_substep_s` or the rounding up to
+        whole substeps takes SSP-RK(4,3)'s advantage away).
       min_substeps: lower bound on the number of substeps per day. Default 1.
       remat_substeps: recompute each substep in the backward pass (`jax.checkpoint`) instead of
         storing its RK stages, so memory for gradients through many days stays small.
@@ -310,10 +310,6 @@ INTEGRATORS: dict[str, Integrator] = {
     "ssprk3": Integrator("ssprk3", 3, 1.0, (1.0, 1.0, 0.5, 1.0 / 6.0), ssp_rk3_step),
     "ssprk43": Integrator("ssprk43", 4, 2.0, (1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 48.0), ssp_rk43_step),
 }
-
-# The diffusive substep of SSP-RK3 relative to forward Euler (1.2564): the ratio of their real-axis
-# stability extents.
-SSP_RK3_DIFFUSIVE_GAIN = INTEGRATORS["ssprk3"].diffusive_gain
 
 
 def plan_substeps(
