@@ -58,8 +58,9 @@ def loss_weights(
 
 
 def weighted_mse(pred: Array, target: Array, weights: Array) -> Array:
-    """Weighted MSE (float32 scalar) of ``[B, C, H, W]`` arrays with ``[C, H, W]`` weights
-    summing to 1: the batch mean of ``sum w (p - y)^2``."""
-    d = pred.astype(jnp.float32) - target.astype(jnp.float32)
-    per_sample = jnp.sum(weights.astype(jnp.float32) * d * d, axis=(-3, -2, -1))
+    """Weighted MSE of ``[B, C, H, W]`` arrays with ``[C, H, W]`` weights summing to 1: the batch
+    mean of ``sum w (p - y)^2``, in float32 (float64 when `pred` is float64, for gradient checks)."""
+    dtype = jnp.promote_types(pred.dtype, jnp.float32)
+    d = pred.astype(dtype) - target.astype(dtype)
+    per_sample = jnp.sum(weights.astype(dtype) * d * d, axis=(-3, -2, -1))
     return jnp.mean(per_sample)

@@ -1,0 +1,178 @@
+"""One case of the gradient-health matrix, run in a fresh process (see tests/test_gradients.py).
+
+    python tests/gradient_worker.py '{"res": 6.0, "levels": 4, "mode": "paper", ...}'
+
+Prints one JSON line. Two phases, as training and checking need them:
+
+1. float32 with ``jax_enable_x64`` off (what a training run does): the gradient of the K-day hybrid
+   training loss (`train.state._rollout_loss`, batch of one, realistic state) with respect to every
+   parameter of NeuralOGCM, physics coefficients and corrector; reports which leaves are
+   non-finite and the physics coefficients' gradients.
+2. float64 (x64 on): the same loss, same parameter values, by central differences in each
+   physics coefficient (a random +-1 direction for per-level coefficients), for comparison.
+
+The state is the embedded world's climatology plus smooth random anomalies, with currents of up to
+`u_max` m/s everywhere, the polar rows included, so the polar filter and the coasts inside its band
+(Antarctica, Greenland, the Arctic shelves) are exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import neuralogcm_jax  # noqa: F401  (XLA settings before the backend starts)
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from neuralogcm_jax.data.normalize import Stats
+from neuralogcm_jax.data.world import load_world
+from neuralogcm_jax.layout import ChannelLayout
+from neuralogcm_jax.model import ModelConfig, build_model, cast_model
+from neuralogcm_jax.nn.ste import STEConfig
+from neuralogcm_jax.physics import PhysicsConfig
+from neuralogcm_jax.train.loss import loss_weights
+from neuralogcm_jax.train.state import _rollout_loss
+
+# Typical surface standard deviations of the real data (T, S, U, V, SSH) and forcing statistics.
+STD = {"T": 0.58, "S": 0.32, "U": 0.15, "V": 0.11, "SSH": 0.064}
+FORCING_MEAN = [-0.05, 0.19, 277.98, 100966.0]
+FORCING_STD = [5.39, 4.63, 21.55, 1307.0]
+
+
+def smooth_noise(rng, shape, passes=4):
+    """Random field smoothed by repeated 1-2-1 averaging in both directions (periodic in x)."""
+    x = rng.normal(size=shape)
+    for _ in range(passes):
+        x = 0.25 * (np.roll(x, 1, -1) + 2 * x + np.roll(x, -1, -1))
+        x[..., 1:-1, :] = 0.25 * (x[..., :-2, :] + 2 * x[..., 1:-1, :] + x[..., 2:, :])
+    return x / np.abs(x).max()
+
+
+def make_case(case: dict):
+    world = load_world(case["res"], case["levels"])
+    grid = world.grid
+    layout = ChannelLayout.with_levels(grid.n_levels)
+    n = layout.n_ocean
+    wet = grid.wet
+    rng = np.random.default_rng(case.get("seed", 0))
+    mean = np.zeros(layout.n_channels)
+    std = np.ones(layout.n_channels)
+    for var in ("T", "S", "U", "V"):
+        std[layout.var_slice(var)] = STD[var]
+    std[layout.channel("SSH")] = STD["SSH"]
+    mean[n:] = FORCING_MEAN
+    std[n:] = FORCING_STD
+    clim = np.zeros((366, n) + grid.shape, np.float32)
+    clim[:, layout.var_slice("T")] = world.T_clim[None]
+    clim[:, layout.var_slice("S")] = world.S_clim[None]
+    stats = Stats.build(mean, std, clim, wet, layout)
+
+    # Currents from a smooth streamfunction, largest speed u_max; T/S/SSH anomalies of order std.
+    psi = smooth_noise(rng, (grid.n_levels,) + grid.shape)
+    u = -(np.roll(psi, -1, -2) - np.roll(psi, 1, -2))
+    v = np.roll(psi, -1, -1) - np.roll(psi, 1, -1)
+    speed = np.sqrt(u**2 + v**2)[wet].max()
+    u, v = (case.get("u_max", 1.5) / speed) * u, (case.get("u_max", 1.5) / speed) * v
+    phys = np.zeros((n,) + grid.shape)
+    phys[layout.var_slice("U")] = u
+    phys[layout.var_slice("V")] = v
+    phys[layout.var_slice("T")] = 1.5 * smooth_noise(rng, (grid.n_levels,) + grid.shape)
+    phys[layout.var_slice("S")] = 0.5 * smooth_noise(rng, (grid.n_levels,) + grid.shape)
+    phys[layout.channel("SSH")] = 0.2 * smooth_noise(rng, grid.shape)
+    state = phys / std[:n, None, None] * stats.wet  # anomalies (climatology removed)
+    k = max(case["days"])
+    forcing = smooth_noise(rng, (1, k, 4) + grid.shape)
+    target = state[None, None] + 0.3 * smooth_noise(rng, (1, k, n) + grid.shape) * stats.wet
+    batch = {
+        "state": state[None].astype(np.float32),
+        "forcing": forcing.astype(np.float32),
+        "target": target.astype(np.float32),
+        "doy": np.array([100], np.int32),
+    }
+    physics = PhysicsConfig(
+        mode=case["mode"],
+        tracer_advection=case.get("tracer_advection", "flux"),
+        integrator=case.get("integrator", "auto"),
+        polar_filter_transfer=case.get("polar_filter_transfer", "joint"),
+    )
+    corrector = STEConfig(hid_channels=16, n_conv_blocks=2, n_down=1, n_attention_blocks=1,
+                          num_heads=2, norm_groups=4, drop_path=0.0)
+    cfg = dict(name="neuralogcm", physics=physics, corrector=corrector,
+               per_level_coefficients=bool(case.get("per_level", False)))
+    return grid, layout, stats, batch, cfg
+
+
+def split(model):
+    graphdef, params, rngs, consts = nnx.split(model, nnx.Param, nnx.RngState, ...)
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rngs), nnx.to_pure_dict(consts)
+
+
+def flat(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        out.update(flat(v, name) if isinstance(v, dict) else {name: v})
+    return out
+
+
+def main(case: dict) -> dict:
+    jax.config.update("jax_enable_x64", False)
+    grid, layout, stats, batch, cfg = make_case(case)
+    weights = jnp.asarray(loss_weights(grid, layout))
+    model = build_model(ModelConfig(**cfg), grid, stats, seed=0)
+    graphdef, params, rngs, consts = split(model)
+    result = {"case": case, "days": {}}
+    for k in case["days"]:
+        def loss(p, k=k):
+            value, _ = _rollout_loss(graphdef, p, rngs, consts, batch, weights, k, True, True)
+            return value
+
+        value, grads = jax.jit(jax.value_and_grad(loss))(params)
+        g = {name: np.asarray(x) for name, x in flat(grads).items()}
+        result["days"][k] = {
+            "loss32": float(value),
+            "nonfinite": sorted(name for name, x in g.items() if not np.isfinite(x).all()),
+            "n_leaves": len(g),
+            "physics_grad32": {name: x.tolist() for name, x in g.items()
+                               if name.startswith("physics_params.")},
+        }
+
+    # float64 central differences at the same parameter values
+    jax.config.update("jax_enable_x64", True)
+    model64 = build_model(ModelConfig(**cfg, dtype="float64"), grid, stats, seed=0)
+    cast_model(model64, jnp.float64)
+    graphdef64, _, rngs64, consts64 = split(model64)
+    params64 = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    batch64 = {key: (x.astype(np.float64) if x.dtype == np.float32 else x)
+               for key, x in batch.items()}
+    weights64 = jnp.asarray(loss_weights(grid, layout, dtype=np.float64))
+    rng = np.random.default_rng(1)
+    h = float(case.get("fd_step", 1e-3))
+    for k in case["days"]:
+        loss64 = jax.jit(lambda p, k=k: _rollout_loss(
+            graphdef64, p, rngs64, consts64, batch64, weights64, k, True, False)[0])
+        fd, ad = {}, {}
+        for name in params64["physics_params"]:
+            raw = np.asarray(params64["physics_params"][name])
+            direction = np.ones_like(raw) if raw.ndim == 0 else rng.choice([-1.0, 1.0], raw.shape)
+
+            def at(sign, name=name, raw=raw, direction=direction):
+                p = jax.tree.map(lambda x: x, params64)
+                p["physics_params"] = dict(p["physics_params"])
+                p["physics_params"][name] = raw + sign * h * direction
+                return float(loss64(p))
+
+            fd[name] = (at(1.0) - at(-1.0)) / (2 * h)
+            g32 = np.asarray(result["days"][k]["physics_grad32"][f"physics_params.{name}"])
+            ad[name] = float(np.sum(g32 * direction))
+        result["days"][k]["fd64"] = fd
+        result["days"][k]["ad32"] = ad
+        result["days"][k]["loss64"] = float(loss64(params64))
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))))
