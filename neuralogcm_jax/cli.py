@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only dispatches. Any `NeuralOGCMError` becomes one line on stderr
-and exit status 2.
+and exit status 2; so does a bad argument, refused while parsing by the ``type=`` functions of
+`neuralogcm_jax.argtypes` before anything is computed. `main` returns the exit status.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_, description=help_)
         mod.add_arguments(p)
         modules[name] = mod
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0), or a bad argument (2, already printed)
+        return int(e.code or 0)
     try:
         return int(modules[args.command].run(args) or 0)
     except NeuralOGCMError as e:

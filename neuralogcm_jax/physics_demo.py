@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from neuralogcm_jax.errors import ConfigError, NeuralOGCMError
+from neuralogcm_jax import argtypes
+from neuralogcm_jax.errors import NeuralOGCMError
 from neuralogcm_jax.grid import GLORYS23_DEPTHS_M, Grid
 from neuralogcm_jax.layout import OceanState
 
@@ -115,11 +116,16 @@ def diagnostics(state: OceanState, grid: Grid) -> dict[str, float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (created)")
-    p.add_argument("--days", type=int, default=30, help="days to run (default 30)")
-    p.add_argument("--resolution", type=float, default=1.5, help="grid spacing, deg (default 1.5)")
-    p.add_argument("--levels", type=int, default=23, help="depth levels, 1..23 (default 23)")
-    p.add_argument("--nu-m", type=float, default=None, help="momentum viscosity, m^2/s")
-    p.add_argument("--nu-t", type=float, default=None, help="tracer diffusivity, m^2/s")
+    p.add_argument("--days", type=argtypes.positive_int, default=30,
+                   help="days to run (default 30)")
+    p.add_argument("--resolution", type=argtypes.positive_float, default=1.5,
+                   help="grid spacing, deg (default 1.5)")
+    p.add_argument("--levels", type=argtypes.int_range(1, len(GLORYS23_DEPTHS_M)), default=23,
+                   help="depth levels, 1..23 (default 23)")
+    p.add_argument("--nu-m", type=argtypes.positive_float, default=None,
+                   help="momentum viscosity, m^2/s")
+    p.add_argument("--nu-t", type=argtypes.positive_float, default=None,
+                   help="tracer diffusivity, m^2/s")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,10 +135,6 @@ def run(args: argparse.Namespace) -> int:
 
     from neuralogcm_jax.physics import PhysicsConfig, check_state, make_physics
 
-    if args.days < 1:
-        raise ConfigError(f"--days must be >= 1, got {args.days}")
-    if not 1 <= args.levels <= len(GLORYS23_DEPTHS_M):
-        raise ConfigError(f"--levels must be in 1..{len(GLORYS23_DEPTHS_M)}, got {args.levels}")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     grid = realistic_grid(args.resolution, GLORYS23_DEPTHS_M[: args.levels])

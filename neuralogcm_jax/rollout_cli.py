@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from neuralogcm_jax import argtypes
+
 BOUNDS = {"T_min": -2.5, "T_max": 35.0, "speed_max": 3.0, "ssh_max": 3.0}
 
 
@@ -152,21 +154,33 @@ def data_root_of(path) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint or export folder")
-    p.add_argument("--data_root", help="data root (default: the one the model was trained on)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--days", type=int, default=3650)
-    p.add_argument("--start", type=int, default=0, help="initial day index in the split")
-    p.add_argument("--chunk", type=int, default=30, help="days per compiled scan")
+    p.add_argument("--checkpoint", type=argtypes.existing_dir, required=True,
+                   help="checkpoint or export folder")
+    p.add_argument("--data_root", type=argtypes.existing_dir,
+                   help="data root (default: the one the model was trained on)")
+    p.add_argument("--split", type=argtypes.split_name, default="test")
+    p.add_argument("--days", type=argtypes.positive_int, default=3650)
+    p.add_argument("--start", type=argtypes.nonnegative_int, default=0,
+                   help="initial day index in the split")
+    p.add_argument("--chunk", type=argtypes.positive_int, default=30,
+                   help="days per compiled scan")
     p.add_argument("--out", required=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    from neuralogcm_jax.data.h5format import open_dataset
+    from neuralogcm_jax.errors import ConfigError
     from neuralogcm_jax.eval.evaluate import check_compatible, load_split
     from neuralogcm_jax.rollout import load_model
 
-    model = load_model(args.checkpoint)
     root = args.data_root or data_root_of(args.checkpoint)
+    n_days = open_dataset(root, splits=[args.split]).split(args.split).n_days
+    if args.start >= n_days:
+        raise ConfigError(
+            f"--start {args.start} is outside split {args.split!r} of {str(root)!r} "
+            f"(days 0 .. {n_days - 1})"
+        )
+    model = load_model(args.checkpoint)
     data = load_split(root, args.split)
     check_compatible(model, data)
     rows, bad = long_rollout(model, data, args.days, args.start, args.chunk)

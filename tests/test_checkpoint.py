@@ -11,6 +11,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from helpers import assert_trained
 
 from neuralogcm_jax import CheckpointError
 from neuralogcm_jax.grid import Grid
@@ -69,6 +70,12 @@ def run_child(code: str, n_devices: int, timeout: float = 120.0) -> str:
         pytest.fail(f"child with {n_devices} devices timed out after {timeout} s")
     assert p.returncode == 0, f"child failed ({p.returncode}):\n{err[-3000:]}"
     return out
+
+
+def test_the_run_applied_every_update(trained):
+    cfg, res, _ = trained
+    assert res.step == 2
+    assert_trained(res, cfg)
 
 
 def test_checkpoint_holds_state_data_position_and_metadata(trained):
@@ -227,6 +234,7 @@ def test_real_model_checkpoint_from_8_devices_rolls_out_on_1(tmp_path):
         "train.epochs=1", "train.max_steps=2", "optim.warmup_steps=0",
         "checkpoint.async_save=false"])
     res = train(cfg, progress=False)
+    assert_trained(res, cfg, physics=False)
     kernel_sum = float(sum(np.abs(np.asarray(x)).sum()
                            for x in jax.tree.leaves(res.train_state["params"])))
     code = f"""

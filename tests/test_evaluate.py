@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_trained
 
 from neuralogcm_jax import DataError, LayoutError
 from neuralogcm_jax.data import h5format
@@ -64,7 +65,7 @@ def write_tiny_dataset(root: Path, res: float = 15.0, seed: int = 0) -> Grid:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A tiny dataset and a 2-step U-Net training run on it."""
+    """A tiny dataset and a 2-step U-Net training run on it (which must apply both updates)."""
     from neuralogcm_jax.train import config as config_lib
     from neuralogcm_jax.train.loop import train
 
@@ -79,7 +80,7 @@ def tiny_run(tmp_path_factory):
          "model.unet.norm_groups=4", "train.epochs=1", "train.steps_per_epoch=2",
          "data.batch_size=1", "mesh.data=-1", "checkpoint.save_every=2", "checkpoint.async_save=false"],
     )
-    train(cfg, progress=False)
+    assert_trained(train(cfg, progress=False), cfg, physics=False)
     return root, run
 
 
@@ -158,7 +159,7 @@ def test_a_trained_hybrid_runs_a_year_finite_and_bounded(tmp_path):
          "train.steps_per_epoch=3", "data.batch_size=1", "checkpoint.save_every=3",
          "checkpoint.async_save=false"],
     )
-    train(cfg, progress=False)
+    assert_trained(train(cfg, progress=False), cfg)
     out = tmp_path / "long"
     rc = main(["rollout", "--checkpoint", str(run / "checkpoints"), "--days", "365",
                "--chunk", "73", "--out", str(out)])

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import NaNGradientForecaster, assert_no_step_skipped, assert_params_moved
 from jax.sharding import PartitionSpec as P
 
 from neuralogcm_jax import ConfigError
@@ -36,10 +37,11 @@ def toy_batch(layout, grid, B=8, K=2, seed=0):
     }
 
 
-def one_step(mesh_shape, optim_overrides=(), batch=None, K=2):
+def one_step(mesh_shape, optim_overrides=(), batch=None, K=2, model=None):
     grid = toy_grid()
     layout = ChannelLayout(tuple(grid.depth))
-    model = S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0))
+    if model is None:
+        model = S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0))
     graphdef, *mv = S.split_model(model)
     cfg = C.load_config(None, ["model.name=diffusion_toy", "optim.warmup_steps=0",
                                "optim.schedule=constant", *optim_overrides])
@@ -75,6 +77,10 @@ def test_sharded_step_equals_single_device_step(single_device_step, mesh_shape):
         moved += int(not np.allclose(a, a0, rtol=1e-6, atol=0))
     assert moved == len(jax.tree.leaves(p0))  # every parameter took the step
     assert int(ts["step"]) == int(ref_ts["step"]) == 1
+    assert_no_step_skipped(ts)
+    assert int(met["finite"]) == 1 and int(met["loss_finite"]) == 1
+    assert met["grad_finite"] == {"corrector.bias": 1, "corrector.kernel": 1,
+                                  "physics_params.nu_m": 1, "physics_params.nu_t": 1}
 
 
 def test_batch_is_split_over_data_and_longitude_over_x():
@@ -135,6 +141,8 @@ def test_physics_coefficients_get_their_own_learning_rate():
     grid = toy_grid()
     layout = ChannelLayout(tuple(grid.depth))
     _, p0, _, _ = S.split_model(S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
+    assert_no_step_skipped(ts0)
+    assert_params_moved(p0, ts0["params"], networks=False)
     labels = param_labels(p0)
     assert labels["physics_params"]["nu_m"] == "physics"
     assert labels["corrector"]["kernel"] == "network"
@@ -145,6 +153,8 @@ def test_physics_coefficients_get_their_own_learning_rate():
         assert d == pytest.approx(1e-2, rel=1e-3)
     # trainable=network freezes the coefficients
     ts1 = jax.device_get(one_step((1, 1), ["optim.trainable=network"])[0])
+    assert_no_step_skipped(ts1)
+    assert_params_moved(p0, ts1["params"], physics=False)
     assert float(ts1["params"]["physics_params"]["nu_m"]) == float(p0["physics_params"]["nu_m"])
     assert not np.array_equal(ts1["params"]["corrector"]["kernel"], p0["corrector"]["kernel"])
 
@@ -157,6 +167,28 @@ def test_a_non_finite_loss_skips_the_update_and_is_counted():
     ts, met, _ = one_step((8, 1), batch=batch)
     _, p0, _, _ = S.split_model(S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
     assert not np.isfinite(met["loss"]) and int(met["finite"]) == 0
+    assert int(met["loss_finite"]) == 0
     assert int(ts["nonfinite"]) == 1 and int(ts["skipped"]) == 1 and int(ts["step"]) == 1
     for a, b in zip(jax.tree.leaves(ts["params"]), jax.tree.leaves(p0)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_step_names_the_parameter_group_whose_gradient_is_not_finite():
+    """A finite loss whose gradient is NaN through nu_t alone: the update is skipped and the
+    metrics flag physics_params.nu_t, and only it."""
+    grid = toy_grid()
+    layout = ChannelLayout(tuple(grid.depth))
+    model = NaNGradientForecaster(grid, layout, poisoned="nu_t", rngs=nnx.Rngs(0))
+    ts, met, _ = one_step((8, 1), model=model)
+    assert np.isfinite(met["loss"]) and int(met["loss_finite"]) == 1
+    assert int(met["finite"]) == 0 and int(ts["skipped"]) == 1
+    assert met["grad_finite"] == {"corrector.bias": 1, "corrector.kernel": 1,
+                                  "physics_params.nu_m": 1, "physics_params.nu_t": 0}
+    _, p0, _, _ = S.split_model(S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
+    for a, b in zip(jax.tree.leaves(ts["params"]), jax.tree.leaves(p0)):
+        np.testing.assert_array_equal(a, b)
+    # the same model on days before `from_doy` trains normally: the poison is exact
+    model = NaNGradientForecaster(grid, layout, poisoned="nu_t", from_doy=400, rngs=nnx.Rngs(0))
+    ts, met, _ = one_step((8, 1), model=model)
+    assert_no_step_skipped(ts)
+    assert_params_moved(p0, ts["params"])

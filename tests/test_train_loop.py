@@ -12,6 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import (
+    NaNGradientForecaster,
+    assert_no_step_skipped,
+    assert_params_moved,
+    assert_run_dir_trained,
+    assert_trained,
+    train_records,
+)
 
 from neuralogcm_jax import cli
 from neuralogcm_jax.grid import Grid
@@ -127,6 +135,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path):
     steps = [json.loads(x)["step"] for x in (tmp_path / "killed" / "metrics.jsonl").open()
              if '"train"' in x]
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # nothing trained twice, nothing skipped
+    assert_run_dir_trained(tmp_path / "straight")
+    assert_run_dir_trained(tmp_path / "killed")
 
 
 @pytest.mark.slow
@@ -140,6 +150,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert p.returncode == 0, err[-2000:]
     assert "stopped by signal" in out
     assert CK.list_steps(tmp_path / "run" / "checkpoints") == [2]
+    assert_run_dir_trained(tmp_path / "run")
 
 
 def _cli(argv, capsys):
@@ -181,9 +192,11 @@ def test_missing_data_root_is_a_data_error(tmp_path, capsys):
 
 def test_resume_refuses_another_model_and_fresh_runs_never_overwrite(tmp_path, capsys):
     data = toy_dataset(tmp_path / "toy.npz")
-    args = train_args(tmp_path, data, "e", "--set", "train.max_steps=1")
+    args = train_args(tmp_path, data, "e", "--set", "train.max_steps=1",
+                      "--set", "optim.warmup_steps=0")
     rc, err = _cli(args, capsys)
     assert rc == 0, err
+    assert_run_dir_trained(tmp_path / "e")
     ck_dir = tmp_path / "e" / "checkpoints"
     before = sorted(p.name for p in ck_dir.iterdir())
     # a fresh run into the same directory would delete those checkpoints: refused
@@ -226,8 +239,11 @@ def test_learned_diffusion_coefficients_move_to_the_truth():
     ts = S.place_train_state(tuple(mv), tx, 0, mesh)
     fn = S.make_train_step(graphdef, tx, loss_weights(grid, layout), mesh, k_steps=1)
     gbatch = SH.shard_batch(batch, mesh)
+    p0 = jax.device_get(ts["params"])
     for _ in range(steps):
         ts, met = fn(ts, gbatch)
+    assert_no_step_skipped(ts)
+    assert_params_moved(p0, ts["params"], networks=False)
     learned = {k: float(PAPER_COEFFICIENTS[k].to_si(v))
                for k, v in jax.device_get(ts["params"]["physics_params"]).items()}
     for k, v in truth_si.items():
@@ -323,30 +339,39 @@ def test_paper_physics_coefficients_are_recovered_by_training():
     ts = S.place_train_state(tuple(mv), tx, 0, mesh)
     fn = S.make_train_step(graphdef, tx, loss_weights(g, layout), mesh, k_steps=1)
     gbatch = SH.shard_batch(batch, mesh)
+    p0 = jax.device_get(ts["params"])
     for _ in range(steps):
         ts, met = fn(ts, gbatch)
+    assert_no_step_skipped(ts)
+    assert_params_moved(p0, ts["params"], networks=False)
     learned = {k: float(PAPER_COEFFICIENTS[k].to_si(v))
                for k, v in jax.device_get(ts["params"]["physics_params"]).items()}
     for k, v in truth_si.items():
         assert learned[k] == pytest.approx(v, rel=0.10), (k, learned)
 
 
-def test_hdf5_data_root_trains_and_resumes_mid_epoch_exactly(tmp_path):
-    """On a data root in the real layout (yearly HDF5 files, grain pipeline), a run stopped after
-    step 2 of a 3-step epoch and resumed ends where the uninterrupted run ends."""
+def toy_h5_root(root, splits=(("train", 2001), ("valid", 2002))):
+    """A data root in the real layout on the toy grid: one year of noise per split."""
     from neuralogcm_jax.data import h5format
-    from neuralogcm_jax.train.loop import train
 
     g = toy_grid()
     layout = ChannelLayout(tuple(g.depth))
     wet_c = layout.wet_channels(g.wet)
     rng = np.random.default_rng(0)
-    root = tmp_path / "root"
-    for split, year in (("train", 2001), ("valid", 2002)):
+    for split, year in splits:
         f = rng.normal(size=(365, 13, 12, 24)).astype(np.float32)
         f[:, ~wet_c] = np.nan
         h5format.write_year(root / split / f"{year}.h5", f, g.lat, g.lon, g.depth)
     h5format.write_stats(root, np.zeros(13), np.ones(13), np.zeros((366, 9, 12, 24), np.float32))
+    return root
+
+
+def test_hdf5_data_root_trains_and_resumes_mid_epoch_exactly(tmp_path):
+    """On a data root in the real layout (yearly HDF5 files, grain pipeline), a run stopped after
+    step 2 of a 3-step epoch and resumed ends where the uninterrupted run ends."""
+    from neuralogcm_jax.train.loop import train
+
+    root = toy_h5_root(tmp_path / "root")
 
     def cfg(name, *extra):
         return C.load_config(None, [
@@ -357,9 +382,50 @@ def test_hdf5_data_root_trains_and_resumes_mid_epoch_exactly(tmp_path):
             "checkpoint.async_save=false", *extra])
 
     full = train(cfg("full"), progress=False)
-    train(cfg("cut", "train.max_steps=2"), progress=False)
+    cut = train(cfg("cut", "train.max_steps=2"), progress=False)
     resumed = train(cfg("cut"), resume=True, progress=False)
     assert full.step == resumed.step == 6 and "val_loss" in full.metrics
+    for res in (full, cut):
+        assert_trained(res, cfg("full"))
+    assert_no_step_skipped(resumed)
+    assert_params_moved(cut.train_state["params"], resumed.train_state["params"])
     for a, b in zip(jax.tree.leaves(jax.device_get(full.train_state["params"])),
                     jax.tree.leaves(jax.device_get(resumed.train_state["params"]))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_gradients_stop_training_naming_the_group_the_steps_and_the_dates(
+        tmp_path, capsys, monkeypatch):
+    """A model whose loss stays finite but whose gradient through nu_m turns NaN from 17 January
+    (day of year index 16) on. Batches of 8 consecutive days in order: steps 1-2 train, steps 3
+    and 4 are skipped; with patience 2 and no checkpoint, `neuralogcm train` exits 2 with one
+    line naming physics_params.nu_m (and no other group), step 4, and the days of both batches.
+    The log counts the skipped step 3 against physics_params.nu_m alone."""
+    root = toy_h5_root(tmp_path / "root", splits=(("train", 2001),))
+
+    def poisoned(model_cfg, grid, stats, *, seed):
+        return NaNGradientForecaster(grid, stats.layout, poisoned="nu_m", from_doy=16,
+                                     rngs=nnx.Rngs(seed))
+
+    monkeypatch.setattr(S, "build_forecaster", poisoned)
+    run = tmp_path / "run"
+    rc, err = _cli([
+        "train", "--data_root", str(root), "--model", "diffusion_toy", "--batch_size", "1",
+        "--epochs", "1", "--no_progress", "--set", f"train.out_dir={run}",
+        "--set", "data.shuffle=false", "--set", "data.read_threads=1",
+        "--set", "train.nonfinite_patience=2", "--set", "train.log_every=1",
+        "--set", "checkpoint.save_every=100", "--set", "optim.warmup_steps=0"], capsys)
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "2 non-finite steps in a row at step 4" in err
+    assert "non-finite gradients of physics_params.nu_m;" in err
+    assert "nu_t" not in err and "corrector" not in err
+    days3 = ", ".join(f"2001-01-{d}" for d in range(17, 25))
+    days4 = ", ".join([f"2001-01-{d}" for d in range(25, 32)] + ["2001-02-01"])
+    assert f"step 3: {days3}; step 4: {days4}" in err
+    recs = {r["step"]: r for r in train_records(run)}
+    assert sorted(recs) == [1, 2, 3]
+    assert recs[2]["skipped_steps"] == 0 and not any(recs[2]["skipped_by_group"].values())
+    assert recs[3]["skipped_steps"] == recs[3]["skipped_total"] == 1
+    assert recs[3]["skipped_by_group"] == {"corrector.bias": 0, "corrector.kernel": 0,
+                                           "physics_params.nu_m": 1, "physics_params.nu_t": 0}

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralogcm_jax import argtypes
 from neuralogcm_jax.data import h5format
 from neuralogcm_jax.errors import ConfigError, DataError
 from neuralogcm_jax.grid import Grid
@@ -500,8 +501,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="data root to write (OUT/SPLIT/YEAR.h5)")
     p.add_argument("--years", nargs="+", required=True, help="years or ranges, e.g. 1993-2017")
     p.add_argument("--split", required=True, choices=h5format.SPLITS)
-    p.add_argument("--resolution", type=float, default=1.5, help="target grid spacing (deg), N->S")
-    p.add_argument("--levels", type=int, default=23, help="first N of the 23 GLORYS12 levels")
+    p.add_argument("--resolution", type=argtypes.positive_float, default=1.5,
+                   help="target grid spacing (deg), N->S")
+    p.add_argument("--levels", type=argtypes.int_range(1, 23), default=23,
+                   help="first N of the 23 GLORYS12 levels")
     p.add_argument("--vertical", choices=("nearest", "linear"), default="nearest")
     p.add_argument("--wet-fraction", type=float, default=0.5,
                    help="minimum valid-ocean area fraction of a target cell to be ocean")
@@ -515,8 +518,6 @@ def run(args: argparse.Namespace) -> int:
     years = parse_years(args.years)
     if not 0 < args.wet_fraction <= 1:
         raise ConfigError(f"--wet-fraction {args.wet_fraction} must lie in (0, 1]")
-    if not 1 <= args.levels <= 23:
-        raise ConfigError(f"--levels {args.levels} must lie in 1 .. 23")
     layout = ChannelLayout.with_levels(args.levels)
     grid = Grid.regular(args.resolution, layout.depths_m)
     written = convert(

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralogcm_jax import argtypes
 from neuralogcm_jax.constants import GRAVITY_M_S2, RHO0_KG_M3, RHO_AIR_KG_M3, SECONDS_PER_DAY
 from neuralogcm_jax.data.forcing import ForcingSynthesizer, NoiseSpec, days_in_year
 from neuralogcm_jax.data.world import World, load_world
@@ -625,7 +626,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                    help="demo: 6 deg x 4 levels, 4 years; twin: 1.5 deg x 23 levels, 11 years")
     p.add_argument("--out", required=True, help="output directory (must be empty or absent)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (forcing noise)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="random seed (forcing noise)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--mode", choices=["primitive", "paper"], default=None,
                    help="physics of the truth (default: the preset's)")

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from neuralogcm_jax import argtypes
 from neuralogcm_jax.data.h5format import open_dataset
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import DataError, LayoutError
@@ -317,12 +318,16 @@ def run_evaluation(
 # ---------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", action="append", required=True,
+                   type=argtypes.existing_dir,
                    help="a checkpoint or export folder (repeat for several models)")
-    p.add_argument("--data_root", required=True, help="data root in the NeuralOGCM layout")
-    p.add_argument("--split", default="test")
-    p.add_argument("--max_lead", type=int, default=120, help="days")
-    p.add_argument("--init_every", type=int, default=5, help="days between initial dates")
-    p.add_argument("--batch", type=int, default=4, help="initial dates rolled out together")
+    p.add_argument("--data_root", type=argtypes.existing_dir, required=True,
+                   help="data root in the NeuralOGCM layout")
+    p.add_argument("--split", type=argtypes.split_name, default="test")
+    p.add_argument("--max_lead", type=argtypes.positive_int, default=120, help="days")
+    p.add_argument("--init_every", type=argtypes.positive_int, default=5,
+                   help="days between initial dates")
+    p.add_argument("--batch", type=argtypes.positive_int, default=4,
+                   help="initial dates rolled out together")
     p.add_argument("--no_references", action="store_true", help="skip persistence/climatology/physics")
     p.add_argument("--netcdf", action="store_true", help="also write rollouts.nc (needs xarray)")
     p.add_argument("--out", required=True)
@@ -331,6 +336,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from neuralogcm_jax.rollout import load_model
 
+    open_dataset(args.data_root, splits=[args.split])  # a missing split fails before any model
     models = {}
     for ck in args.checkpoint:
         m = load_model(ck)

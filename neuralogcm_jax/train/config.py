@@ -473,19 +473,26 @@ FLAG_KEYS = {
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config``, repeated ``--set k=v`` and the short flags of `FLAG_KEYS`."""
-    parser.add_argument("--config", help="YAML file (default: configs/<--model>.yaml)")
+    """``--config``, repeated ``--set k=v`` and the short flags of `FLAG_KEYS` (counts must be
+    >= 1 and ``--config`` an existing file, checked while parsing)."""
+    from neuralogcm_jax.argtypes import existing_file, nonnegative_float, positive_int
+
+    parser.add_argument("--config", type=existing_file,
+                        help="YAML file (default: configs/<--model>.yaml)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set optim.lr=1e-4 (repeatable)",
     )
     parser.add_argument("--model", help="model name (model.name)")
     parser.add_argument("--data_root", help="dataset root (data.root)")
-    parser.add_argument("--batch_size", type=int, help="samples per device (data.batch_size)")
-    parser.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
-    parser.add_argument("--lr", type=float, help="peak network learning rate (optim.lr)")
-    parser.add_argument("--fourcastnet_embed_dim", type=int, help="model.fourcastnet.embed_dim")
-    parser.add_argument("--simvp_hid_s", type=int, help="model.simvp.hid_S")
+    parser.add_argument("--batch_size", type=positive_int,
+                        help="samples per device (data.batch_size)")
+    parser.add_argument("--epochs", type=positive_int, help="training epochs (train.epochs)")
+    parser.add_argument("--lr", type=nonnegative_float,
+                        help="peak network learning rate (optim.lr)")
+    parser.add_argument("--fourcastnet_embed_dim", type=positive_int,
+                        help="model.fourcastnet.embed_dim")
+    parser.add_argument("--simvp_hid_s", type=positive_int, help="model.simvp.hid_S")
     parser.add_argument("--out_dir", help="run directory (train.out_dir)")
 
 

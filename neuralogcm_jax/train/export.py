@@ -29,6 +29,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from neuralogcm_jax.argtypes import nonnegative_int
 from neuralogcm_jax.errors import CheckpointError, ConfigError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import ChannelLayout
@@ -167,7 +168,7 @@ def load_model(path: str | os.PathLike, step: int | None = None, *, stats=None) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint directory")
     parser.add_argument("--out", required=True, help="directory to create")
-    parser.add_argument("--step", type=int, help="step to export (default: latest)")
+    parser.add_argument("--step", type=nonnegative_int, help="step to export (default: latest)")
 
 
 def run(args: argparse.Namespace) -> int:

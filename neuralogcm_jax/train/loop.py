@@ -14,8 +14,12 @@ Order of work:
    a checkpoint; metrics go to ``metrics.jsonl`` (and TensorBoard when `tensorboardX` or
    `tensorflow` is importable), a tqdm bar shows rate and ETA. Only process 0 writes logs.
 
-SIGTERM and SIGINT finish the current step, save a checkpoint and exit with status 0. A run of
-``nonfinite_patience`` consecutive non-finite steps is rewound to the last checkpoint.
+SIGTERM and SIGINT finish the current step, save a checkpoint and exit with status 0. A step whose
+loss or gradient is not finite is skipped (no update); the log counts skipped steps per parameter
+group (``skipped_by_group``) and `RunResult` reports them. A run of ``nonfinite_patience``
+consecutive non-finite steps is rewound to the last checkpoint; without one, or after
+`MAX_REWINDS` rewinds, training stops with a `StateError` naming the parameter groups whose
+gradients were not finite, the steps and the dates of their batches.
 
 Data come from an HDF5 data root (`neuralogcm_jax.data.pipeline`) or, for tests and benchmarks,
 from an in-memory "array dataset" (a ``.npz`` file written by `write_array_dataset`: normalised
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -39,6 +44,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from neuralogcm_jax.argtypes import nonnegative_int, positive_int
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, StateError
 from neuralogcm_jax.grid import Grid
@@ -58,18 +64,21 @@ MAX_REWINDS = 3  # restores of the last checkpoint after non-finite runs before 
 def write_array_dataset(
     path: str | os.PathLike,
     grid: Grid,
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    splits: dict[str, tuple[np.ndarray, ...]],
 ) -> Path:
-    """Write an in-memory dataset: per split ``(fields [T, C, H, W] normalised, doy [T] int)``.
+    """Write an in-memory dataset: per split ``(fields [T, C, H, W] normalised, doy [T] int)``,
+    optionally ``(fields, doy, year [T] int)`` to give the days calendar dates.
 
     Ocean channels are anomalies, forcing channels normalised; statistics are the identity."""
     path = Path(path)
     arrays = {
         "lat": grid.lat, "lon": grid.lon, "depth": grid.depth, "wet": grid.wet,
     }
-    for name, (fields, doy) in splits.items():
+    for name, (fields, doy, *year) in splits.items():
         arrays[f"{name}__fields"] = np.asarray(fields, np.float32)
         arrays[f"{name}__doy"] = np.asarray(doy, np.int32)
+        if year:
+            arrays[f"{name}__year"] = np.asarray(year[0], np.int32)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -145,9 +154,24 @@ class TrainData:
     stats: Stats
     make: Any  # (split, k_steps, batch_size_per_process, seed, shuffle) -> loader
     splits: tuple[str, ...]
+    day_names: Any = None  # (split, time [B], doy [B]) -> names of the windows' first days
 
     def loader(self, split, k_steps, batch_size, seed, shuffle):
         return self.make(split, k_steps, batch_size, seed, shuffle)
+
+    def batch_dates(self, split: str, batch: dict) -> list[str]:
+        """The first day of each window of a loader batch, as YYYY-MM-DD where the data have a
+        calendar (else the day index and day of year)."""
+        time = np.asarray(batch.get("time", []), np.int64).ravel()
+        doy = np.asarray(batch.get("doy", np.zeros_like(time)), np.int64).ravel()
+        if self.day_names is None:
+            return [f"day {int(t)} (day of year {int(d) + 1})" for t, d in zip(time, doy)]
+        return self.day_names(split, time, doy)
+
+
+def _date(year: int, doy: int) -> str:
+    """``YYYY-MM-DD`` of 0-based day of year `doy` in `year`."""
+    return (datetime.date(int(year), 1, 1) + datetime.timedelta(days=int(doy))).isoformat()
 
 
 def iterator_state(it) -> str:
@@ -175,6 +199,7 @@ def open_data(cfg: config_lib.Config) -> TrainData:
                 raise DataError(f"data.root {str(root)!r}: no split {s!r}; has {sorted(splits)}")
         for name, (f, _) in splits.items():
             layout.check(f, channels="all", where=f"{root}:{name}")
+        years = {k[: -len("__year")]: z[k] for k in z.files if k.endswith("__year")}
         n = layout.n_ocean
         stats = Stats.build(
             np.zeros(layout.n_channels), np.ones(layout.n_channels),
@@ -186,7 +211,13 @@ def open_data(cfg: config_lib.Config) -> TrainData:
             return ArrayLoader(f, d, k_steps=k, batch_size=bs, seed=seed, shuffle=shuffle,
                                shard_index=pi, shard_count=pc, n_ocean=n)
 
-        return TrainData(grid, layout, stats, make, tuple(splits))
+        def array_day_names(split, time, doy):
+            y = years.get(split)
+            if y is None:
+                return [f"day {int(t)} (day of year {int(d) + 1})" for t, d in zip(time, doy)]
+            return [_date(y[t], d) for t, d in zip(time, doy)]
+
+        return TrainData(grid, layout, stats, make, tuple(splits), array_day_names)
 
     from neuralogcm_jax.data import h5format, pipeline
 
@@ -204,7 +235,13 @@ def open_data(cfg: config_lib.Config) -> TrainData:
             prefetch=cfg.data.prefetch * bs if cfg.data.prefetch else None,
         )
 
-    return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted))
+    def h5_day_names(split, time, doy):
+        info = droot.split(split)
+        offsets, years = info.day_offsets, info.years
+        files = np.searchsorted(offsets, time, side="right") - 1
+        return [_date(years[f], t - offsets[f]) for f, t in zip(files, time)]
+
+    return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted), h5_day_names)
 
 
 # ================================================================================ checks
@@ -233,9 +270,15 @@ def check_config(cfg: config_lib.Config) -> None:
             raise ConfigError(
                 f"train.curriculum[{i}] = {item}: expected [epoch >= 0, K >= 1]"
             )
-    for key, v in (("train.steps_per_epoch", t.steps_per_epoch), ("train.max_steps", t.max_steps)):
+    for key, v in (("train.steps_per_epoch", t.steps_per_epoch), ("train.max_steps", t.max_steps),
+                   ("data.val_max_batches", d.val_max_batches)):
         if v is not None and v < 1:
             raise ConfigError(f"{key} = {v}: must be >= 1 or null")
+    for key, v, lo in (("data.read_threads", d.read_threads, 1),
+                       ("data.worker_count", d.worker_count, 0), ("data.prefetch", d.prefetch, 0),
+                       ("optim.warmup_steps", cfg.optim.warmup_steps, 0)):
+        if v < lo:
+            raise ConfigError(f"{key} = {v}: must be >= {lo}")
 
 
 def model_config_for_run(cfg: config_lib.Config):
@@ -275,9 +318,16 @@ class MetricsLog:
         if self.tb is not None:
             step = int(record.get("step", 0))
             kind, w = self.tb
+            scalars = []
             for k, v in record.items():
-                if k in ("step", "epoch", "kind") or not isinstance(v, (int, float)):
+                if k in ("step", "epoch", "kind"):
                     continue
+                if isinstance(v, dict):  # e.g. skipped_by_group: one scalar per entry
+                    scalars += [(f"{k}/{kk}", vv) for kk, vv in v.items()
+                                if isinstance(vv, (int, float))]
+                elif isinstance(v, (int, float)):
+                    scalars.append((k, v))
+            for k, v in scalars:
                 if kind == "tbx":
                     w.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
                 else:
@@ -329,13 +379,19 @@ class _StopFlag:
 # ================================================================================ training
 @dataclasses.dataclass
 class RunResult:
-    """What `train` returns: last step, final train state, and the last metrics."""
+    """What `train` returns: last step, final train state, and the last metrics.
+
+    `skipped`: steps of this call whose update was skipped (non-finite loss or gradient),
+    rewound ones included; `skipped_by_group`: for every parameter group (`state.param_group`),
+    how many of them had a non-finite gradient in that group."""
 
     step: int
     train_state: Any
     graphdef: Any
     metrics: dict
     stopped_by_signal: bool = False
+    skipped: int = 0
+    skipped_by_group: dict = dataclasses.field(default_factory=dict)
 
 
 def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True) -> RunResult:
@@ -454,6 +510,9 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
 
     # ---------------------------------------------------------------- the loop
     pause_at = int(os.environ.get(PAUSE_ENV, "0") or 0)
+    skipped_by_group = dict.fromkeys(st.param_groups(ts["params"]), 0)
+    skipped_here = 0
+    bad_run: list[dict] = []  # the current run of consecutive non-finite steps
     last = {}
     rewinds = 0
     stopped = False
@@ -486,16 +545,27 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
                 n_log += 1
                 position = {"epoch": epoch, "batch": b, "iter": iterator_state(it), "k": k}
                 nonfinite = int(met["nonfinite"])
+                if nonfinite:
+                    bad = _bad_step(step, jax.device_get(met),
+                                    data.batch_dates(cfg.data.train_split, batch))
+                    bad_run = [*bad_run, bad][-nonfinite:]
+                    skipped_here += 1
+                    for g in bad["groups"]:
+                        skipped_by_group[g] += 1
+                else:
+                    bad_run = []
                 if nonfinite >= cfg.train.nonfinite_patience:
+                    detail = _nonfinite_detail(bad_run)
                     rewinds += 1
                     if rewinds > MAX_REWINDS:
                         ckpt.close()
                         raise StateError(
                             f"{nonfinite} non-finite losses or gradients in a row at step {step}, "
                             f"again after restoring the last checkpoint {MAX_REWINDS} times; "
-                            f"check the data near this step or lower optim.lr"
+                            f"{detail}; check the data of these days or lower optim.lr"
                         )
-                    ts, position, step = _rewind(ckpt, ts, cfg, mesh, nonfinite, step)
+                    ts, position, step = _rewind(ckpt, ts, cfg, mesh, nonfinite, step, detail)
+                    bad_run = []
                     rewound = True
                     break
                 if step % cfg.train.log_every == 0 or b == n or step == cfg.train.max_steps:
@@ -506,6 +576,8 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
                         "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
                         "lr": float(net_lr(step)), "physics_lr": float(phys_lr(step)),
                         "skipped_total": int(jax.device_get(ts["skipped"])),
+                        "skipped_steps": skipped_here,
+                        "skipped_by_group": dict(skipped_by_group),
                         "samples_per_s": n_log * gb / max(dt, 1e-9),
                     }
                     for name, v in st.physics_si(graphdef, ts).items():
@@ -554,16 +626,39 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
     if stopped and main:
         print(f"neuralogcm train: stopped by signal ({stop.signum or 'on another process'}); "
               f"checkpoint at step {step}", flush=True)
-    return RunResult(step, ts, graphdef, last, stopped)
+    return RunResult(step, ts, graphdef, last, stopped, skipped=skipped_here,
+                     skipped_by_group=dict(skipped_by_group))
 
 
-def _rewind(ckpt, ts, cfg, mesh, nonfinite, step):
-    """Restore the last checkpoint after `nonfinite` consecutive non-finite steps."""
+def _bad_step(step: int, met: dict, dates: list[str]) -> dict:
+    """What a skipped step's metrics say: the parameter groups with non-finite gradients."""
+    groups = sorted(g for g, ok in met["grad_finite"].items() if not int(ok))
+    return {"step": step, "groups": groups, "loss_finite": bool(int(met["loss_finite"])),
+            "dates": dates}
+
+
+def _nonfinite_detail(bad_run: list[dict]) -> str:
+    """One line on a run of skipped steps: which gradients, which steps, which days."""
+    groups = sorted({g for b in bad_run for g in b["groups"]})
+    what = (f"non-finite gradients of {', '.join(groups)}" if groups
+            else "every gradient finite but their norm overflowed")
+    bad_loss = [str(b["step"]) for b in bad_run if not b["loss_finite"]]
+    if bad_loss:
+        what += f" (non-finite loss at step {', '.join(bad_loss)})"
+    share = " (this process's share)" if jax.process_count() > 1 else ""
+    batches = "; ".join(f"step {b['step']}: {', '.join(b['dates'])}" for b in bad_run)
+    return f"{what}; first days of the batches' windows{share}: {batches}"
+
+
+def _rewind(ckpt, ts, cfg, mesh, nonfinite, step, detail=""):
+    """Restore the last checkpoint after `nonfinite` consecutive non-finite steps (`detail`:
+    `_nonfinite_detail` of them, for the error when there is no checkpoint)."""
     ckpt.wait()
     if ckpt.latest_step() is None:
         raise StateError(
             f"{nonfinite} non-finite steps in a row at step {step} and no checkpoint to restore "
             f"(train.nonfinite_patience = {cfg.train.nonfinite_patience})"
+            + (f"; {detail}" if detail else "")
         )
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh.replicated(mesh)), ts
@@ -591,8 +686,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue from the latest checkpoint (of checkpoint.dir, or of CHECKPOINT_DIR)",
     )
     parser.add_argument("--coordinator", help="host:port of process 0 (multi-process runs)")
-    parser.add_argument("--num_processes", type=int, help="number of processes in the job")
-    parser.add_argument("--process_id", type=int, help="this process's index")
+    parser.add_argument("--num_processes", type=positive_int, help="number of processes in the job")
+    parser.add_argument("--process_id", type=nonnegative_int, help="this process's index")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
@@ -612,6 +707,7 @@ def run(args: argparse.Namespace) -> int:
             f"neuralogcm train: step {res.step}"
             + (f", loss {loss:.5g}" if loss is not None else "")
             + (f", val_loss {res.metrics['val_loss']:.5g}" if "val_loss" in res.metrics else "")
+            + f", {res.skipped} skipped step{'' if res.skipped == 1 else 's'}"
             + f"; checkpoints in {cfg.checkpoint_dir}",
             flush=True,
         )

@@ -14,7 +14,8 @@ Loss of one sample: a K-day rollout from ``batch["state"]`` driven by ``batch["f
 `lax.scan` over the K days (each day rematerialised in the backward pass, so memory does not grow
 with K), scored against ``batch["target"]`` by the masked area-weighted MSE, averaged over the K
 days. A step whose loss or gradient norm is not finite leaves params and optimizer state
-unchanged; it is counted in ``nonfinite`` (consecutive) and ``skipped`` (total).
+unchanged; it is counted in ``nonfinite`` (consecutive) and ``skipped`` (total), and its metrics
+say which parameter groups (`param_group`) had non-finite gradients.
 
 Also here: `DiffusionForecaster`, the smallest model that honours the `Forecaster` contract
 (learnable Laplacian diffusion plus a pointwise linear corrector), used to test and benchmark the
@@ -263,6 +264,38 @@ def _rollout_loss(graphdef, params, rngs, consts, batch, weights, k_steps, deter
     return jnp.mean(losses), rngs
 
 
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def param_group(path) -> str:
+    """The group of a parameter at pytree `path`: its first two keys, dot-joined.
+
+    So each physics coefficient is its own group (``physics_params.nu_m``) and each network is
+    grouped by its top-level modules (``corrector.encoder``, ``corrector.head``, ``net.down``); a
+    parameter right at the top level is its own group."""
+    return ".".join(_key_name(k) for k in path[:2])
+
+
+def param_groups(params) -> list[str]:
+    """The sorted group names (`param_group`) of a params pytree."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return sorted({param_group(path) for path, _ in leaves})
+
+
+def finite_by_group(tree) -> dict[str, jax.Array]:
+    """``group -> bool scalar``: every entry of every leaf of that group is finite."""
+    out: dict[str, jax.Array] = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        g = param_group(path)
+        ok = jnp.all(jnp.isfinite(leaf))
+        out[g] = ok if g not in out else out[g] & ok
+    return out
+
+
 def _select(ok, new, old):
     """`new` where `ok` else `old`, leaf by leaf (PRNG key leaves: their raw data)."""
 
@@ -318,7 +351,9 @@ def make_train_step(
     """The jitted ``(train_state, batch) -> (train_state, metrics)`` for K-day rollouts.
 
     `metrics`: loss (float32), grad_norm, finite (1 if the update was applied), nonfinite
-    (consecutive skipped steps). Shardings: state replicated, batch by `batch_spec`."""
+    (consecutive skipped steps), loss_finite (1 if the loss was finite) and grad_finite
+    (``{group: 1 if every gradient entry of that group was finite}``, groups of `param_group`).
+    Shardings: state replicated, batch by `batch_spec`."""
     rep = replicated(mesh)
     w = jax.device_put(jnp.asarray(weights, jnp.float32), rep)
 
@@ -353,6 +388,8 @@ def make_train_step(
             "grad_norm": gnorm.astype(jnp.float32),
             "finite": ok.astype(jnp.int32),
             "nonfinite": nonfinite,
+            "loss_finite": jnp.isfinite(loss).astype(jnp.int32),
+            "grad_finite": {g: v.astype(jnp.int32) for g, v in finite_by_group(grads).items()},
         }
         return new, metrics
 

@@ -1,0 +1,160 @@
+"""Shared claims of the tests that train: no update was skipped, and the parameters moved.
+
+The train step skips an update whose loss or gradient is not finite; a test that trains and only
+looks at the end state cannot tell "trained" from "every update skipped". Every test that trains
+(except those about skipping) checks both with these helpers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from neuralogcm_jax.train import state as S
+from neuralogcm_jax.train.optim import PHYSICS_KEY
+
+PHYSICS_PREFIX = f"{PHYSICS_KEY}."
+
+
+def host(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def group_leaves(params) -> dict[str, list[np.ndarray]]:
+    """``group -> [leaves]`` with the grouping of the train step (`state.param_group`)."""
+    out: dict[str, list] = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(host(params)):
+        out.setdefault(S.param_group(path), []).append(leaf)
+    return out
+
+
+def changed_groups(before, after) -> set[str]:
+    """The parameter groups in which at least one entry differs between two params pytrees."""
+    b, a = group_leaves(before), group_leaves(after)
+    assert b.keys() == a.keys(), (sorted(b), sorted(a))
+    return {g for g in b if any(not np.array_equal(x, y) for x, y in zip(b[g], a[g]))}
+
+
+def assert_params_moved(before, after, *, physics: bool = True, networks: bool = True) -> None:
+    """Training moved every physics coefficient (`physics`: they were trainable) and at least
+    one network group (`networks`: there is a network and it was trainable)."""
+    groups = set(group_leaves(before))
+    moved = changed_groups(before, after)
+    phys = {g for g in groups if g.startswith(PHYSICS_PREFIX)}
+    nets = groups - phys
+    if physics:
+        assert phys, f"no physics coefficients among the parameter groups {sorted(groups)}"
+        assert phys <= moved, f"physics coefficients that did not move: {sorted(phys - moved)}"
+    if networks:
+        assert nets, f"no network among the parameter groups {sorted(groups)}"
+        assert nets & moved, f"no network parameter moved; groups {sorted(nets)}"
+
+
+def assert_no_step_skipped(run) -> None:
+    """`run`: a `loop.RunResult`, or a train state of `state.make_train_step`."""
+    ts = run if isinstance(run, dict) else run.train_state
+    if not isinstance(run, dict):
+        assert run.skipped == 0, f"{run.skipped} skipped steps: {run.skipped_by_group}"
+        assert set(run.skipped_by_group) == set(S.param_groups(ts["params"]))
+        assert not any(run.skipped_by_group.values()), run.skipped_by_group
+    assert int(jax.device_get(ts["skipped"])) == 0, "the train state counts skipped steps"
+    assert int(jax.device_get(ts["nonfinite"])) == 0
+
+
+def initial_params(cfg):
+    """The parameters a run of `cfg` starts from (the model rebuilt from its seed)."""
+    from neuralogcm_jax.train.loop import model_config_for_run, open_data
+
+    data = open_data(cfg)
+    model = S.build_forecaster(model_config_for_run(cfg), data.grid, data.stats,
+                               seed=cfg.train.seed)
+    return host(S.split_model(model)[1])
+
+
+def assert_trained(run, cfg, **moved_kw) -> None:
+    """A `loop.train(cfg)` result: no step skipped, parameters moved from their start."""
+    assert_no_step_skipped(run)
+    assert_params_moved(initial_params(cfg), run.train_state["params"], **moved_kw)
+
+
+def train_records(run_dir) -> list[dict]:
+    """The ``kind: train`` records of a run's metrics.jsonl."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    return [r for r in recs if r.get("kind") == "train"]
+
+
+def assert_log_has_no_skipped_step(run_dir) -> list[dict]:
+    """Every train record of the run's log counts zero skipped steps, in every group."""
+    recs = train_records(run_dir)
+    assert recs, f"no train record in {run_dir}/metrics.jsonl"
+    for r in recs:
+        assert r["skipped_total"] == 0 and r["skipped_steps"] == 0, r
+        assert r["skipped_by_group"] and not any(r["skipped_by_group"].values()), r
+    return recs
+
+
+def checkpoint_params(ckpt_dir, step: int | None = None):
+    """``(step, params)`` of a checkpoint (latest if `step` is None), read back as numpy."""
+    import orbax.checkpoint as ocp
+
+    from neuralogcm_jax.train import checkpoint as CK
+
+    ckpt_dir = Path(ckpt_dir)
+    if step is None:
+        step = CK.list_steps(ckpt_dir)[-1]
+    with ocp.PyTreeCheckpointer() as c:
+        tree = c.restore((ckpt_dir / str(step) / "state").absolute())
+    return step, host(tree["params"])
+
+
+def assert_run_dir_trained(run_dir, **moved_kw) -> None:
+    """A finished run directory (e.g. of a child process): its log counts no skipped step and
+    its latest checkpoint's parameters differ from those the run started from."""
+    from neuralogcm_jax.train import config as C
+
+    run_dir = Path(run_dir)
+    assert_log_has_no_skipped_step(run_dir)
+    cfg = C.load_config(run_dir / "config.yaml")
+    _, params = checkpoint_params(cfg.checkpoint_dir)
+    assert_params_moved(initial_params(cfg), params, **moved_kw)
+
+
+# ------------------------------------------------------------------ a NaN in one gradient
+@jax.custom_vjp
+def nan_gradient_if(x, flag):
+    """A scalar 0 whose gradient with respect to `x` is NaN where `flag` (else 0)."""
+    return jax.numpy.zeros((), x.dtype)
+
+
+def _nan_fwd(x, flag):
+    return jax.numpy.zeros((), x.dtype), (x, flag)
+
+
+def _nan_bwd(res, g):
+    x, flag = res
+    jnp = jax.numpy
+    return (jnp.where(flag, jnp.nan, 0.0).astype(x.dtype) * g * jnp.ones_like(x), None)
+
+
+nan_gradient_if.defvjp(_nan_fwd, _nan_bwd)
+
+
+class NaNGradientForecaster(S.DiffusionForecaster):
+    """The toy model, with a finite loss, whose gradient with respect to the raw coefficient
+    `poisoned` is NaN on every batch holding a sample with day of year >= `from_doy` (and exactly
+    the toy's gradient otherwise)."""
+
+    def __init__(self, *args, poisoned: str = "nu_m", from_doy: int = 0, **kw):
+        super().__init__(*args, **kw)
+        self.poisoned = poisoned
+        self.from_doy = from_doy
+
+    def step(self, state, forcing_next, doy, *, doy_next=None, deterministic: bool = True):
+        out = super().step(state, forcing_next, doy, doy_next=doy_next,
+                           deterministic=deterministic)
+        raw = self.physics_params[self.poisoned].get_value()
+        return out + nan_gradient_if(raw, jax.numpy.any(doy >= self.from_doy)).astype(out.dtype)

@@ -1,0 +1,128 @@
+"""Claims about the command line: every argument is checked before any compute, and a bad one
+ends in one clear error naming it, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+from test_h5 import make_root
+
+from neuralogcm_jax import cli
+
+
+def _refused(argv, capsys) -> str:
+    """Run `neuralogcm ARGV` in this process; it must exit 2. Returns stderr."""
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+def _base(command: str, tmp_path) -> list[str]:
+    """The required arguments of `command`, all valid."""
+    d, out = str(tmp_path), str(tmp_path / "out")
+    return {
+        "demo": ["demo", "--out", out],
+        "make-data": ["make-data", "--out", out],
+        "convert-glorys": ["convert-glorys", "--glorys", "g.nc", "--era5", "e.nc", "--out", out,
+                           "--years", "2001", "--split", "train"],
+        "train": ["train"],
+        "export": ["export", "--checkpoint", d, "--out", out],
+        "evaluate": ["evaluate", "--checkpoint", d, "--data_root", d, "--out", out],
+        "rollout": ["rollout", "--checkpoint", d, "--out", out],
+        "physics-demo": ["physics-demo", "--out", out],
+    }[command]
+
+
+BAD = [  # (command, argument, bad values)
+    ("rollout", "--days", ["0", "-5", "ten"]),
+    ("rollout", "--chunk", ["0", "-5"]),
+    ("rollout", "--start", ["-1"]),
+    ("rollout", "--split", ["validation"]),
+    ("rollout", "--data_root", ["/no/such/root"]),
+    ("evaluate", "--max_lead", ["0", "-5"]),
+    ("evaluate", "--init_every", ["0", "-5"]),
+    ("evaluate", "--batch", ["0", "-5"]),
+    ("evaluate", "--split", ["tset"]),
+    ("evaluate", "--data_root", ["/no/such/root"]),
+    ("evaluate", "--checkpoint", ["/no/such/checkpoints"]),
+    ("rollout", "--checkpoint", ["/no/such/checkpoints"]),
+    ("demo", "--max_lead", ["0", "-5"]),
+    ("demo", "--init_every", ["0", "-5"]),
+    ("demo", "--seed", ["-1"]),
+    ("demo", "--baseline", ["resnet"]),
+    ("make-data", "--seed", ["-1"]),
+    ("convert-glorys", "--resolution", ["0", "-1.5", "nan"]),
+    ("convert-glorys", "--levels", ["0", "24"]),
+    ("train", "--batch_size", ["0", "-5"]),
+    ("train", "--epochs", ["0", "-5"]),
+    ("train", "--fourcastnet_embed_dim", ["0"]),
+    ("train", "--simvp_hid_s", ["-5"]),
+    ("train", "--num_processes", ["0"]),
+    ("train", "--process_id", ["-1"]),
+    ("train", "--lr", ["-0.001"]),
+    ("train", "--config", ["/no/such/config.yaml"]),
+    ("export", "--step", ["-1"]),
+    ("physics-demo", "--days", ["0", "-5"]),
+    ("physics-demo", "--levels", ["0", "24"]),
+    ("physics-demo", "--resolution", ["0"]),
+    ("physics-demo", "--nu-m", ["-1"]),
+    ("physics-demo", "--nu-t", ["0"]),
+]
+
+
+@pytest.mark.parametrize(("command", "arg", "values"), BAD, ids=[f"{c} {a}" for c, a, _ in BAD])
+def test_a_bad_argument_is_refused_naming_it(command, arg, values, tmp_path, capsys):
+    for v in values:
+        err = _refused(_base(command, tmp_path) + [arg, v], capsys)
+        assert f"argument {arg}:" in err and repr(v) in err, err
+        assert err.strip().splitlines()[-1].startswith(f"neuralogcm {command}: error:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_rollout_days_zero_and_negative_are_refused(tmp_path, capsys):
+    """The reported case: `neuralogcm rollout --days -5` ended in an IndexError traceback."""
+    for v in ("0", "-5"):
+        err = _refused(["rollout", "--checkpoint", str(tmp_path), "--days", v,
+                        "--out", str(tmp_path / "out")], capsys)
+        assert f"argument --days: must be an integer >= 1, got '{v}'" in err
+
+
+def test_a_config_that_is_a_folder_is_refused(tmp_path, capsys):
+    err = _refused(["train", "--config", str(tmp_path)], capsys)
+    assert "argument --config:" in err and "is a folder, not a file" in err
+
+
+def test_a_start_day_outside_the_split_is_refused_before_the_model_is_loaded(tmp_path, capsys):
+    """The test split holds 365 days (0 .. 364); --checkpoint is an empty folder, so reaching the
+    model would be a different error."""
+    root = make_root(tmp_path / "data", {"test": [2021]})
+    empty = tmp_path / "ckpt"
+    empty.mkdir()
+    args = ["rollout", "--checkpoint", str(empty), "--data_root", str(root),
+            "--out", str(tmp_path / "out")]
+    err = _refused([*args, "--start", "365"], capsys)
+    assert "--start 365 is outside split 'test'" in err and "days 0 .. 364" in err
+    err = _refused([*args, "--split", "valid"], capsys)
+    assert "split folder 'valid' is missing" in err
+    err = _refused([*args, "--days", "3"], capsys)  # a good start: now the model is loaded
+    assert "no checkpoint in" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_a_missing_split_before_loading_models(tmp_path, capsys):
+    root = make_root(tmp_path / "data", {"test": [2021]})
+    empty = tmp_path / "ckpt"
+    empty.mkdir()
+    err = _refused(["evaluate", "--checkpoint", str(empty), "--data_root", str(root),
+                    "--split", "valid", "--out", str(tmp_path / "out")], capsys)
+    assert "split folder 'valid' is missing" in err
+
+
+def test_demo_checks_its_training_overrides_before_building_the_dataset(tmp_path, capsys):
+    out = tmp_path / "demo"
+    err = _refused(["demo", "--out", str(out), "--set", "train.epochs=0"], capsys)
+    assert "train.epochs = 0" in err
+    err = _refused(["demo", "--out", str(out), "--set", "optim.learnig_rate=1"], capsys)
+    assert "optim.learnig_rate" in err
+    assert not out.exists()
