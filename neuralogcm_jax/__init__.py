@@ -30,3 +30,13 @@ from neuralogcm_jax.errors import (  # noqa: F401
     NeuralOGCMError,
     StateError,
 )
+
+
+def __getattr__(name: str):
+    # `from neuralogcm_jax import load_model` without making `import neuralogcm_jax` import
+    # JAX, Flax and Orbax
+    if name == "load_model":
+        from neuralogcm_jax.checkpointing import load_model
+
+        return load_model
+    raise AttributeError(f"module 'neuralogcm_jax' has no attribute {name!r}")

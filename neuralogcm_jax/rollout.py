@@ -168,10 +168,10 @@ def _cached_rollout(model: Forecaster, start_with_input: bool, post_process) -> 
     return cache[key]
 
 
-def load_model(checkpoint_dir, step: int | None = None, *, stats=None) -> Forecaster:
-    """The model stored in a training checkpoint or an export folder, rebuilt from its config.
+def load_model(checkpoint_dir, step: int | None = None, *, stats=None,
+               data_root=None) -> Forecaster:
+    """The model stored in a training checkpoint or an export folder, rebuilt from that folder
+    alone; see `neuralogcm_jax.checkpointing.load_model`."""
+    from neuralogcm_jax.checkpointing import load_model as _load
 
-    See `neuralogcm_jax.train.export.load_model` (the checkpoint format lives there)."""
-    from neuralogcm_jax.train.export import load_model as _load
-
-    return _load(checkpoint_dir, step, stats=stats)
+    return _load(checkpoint_dir, step, stats=stats, data_root=data_root)

@@ -139,18 +139,11 @@ def write_outputs(out: Path, rows: list[dict], summary: dict) -> list[Path]:
 
 
 def data_root_of(path) -> str:
-    """The data root a checkpoint (or export folder) was trained on, from its stored config."""
-    from neuralogcm_jax.train import checkpoint as ckpt_lib
-    from neuralogcm_jax.train import config as config_lib
+    """The data root a checkpoint (or export folder) was trained on, from its stored config
+    (as given to the trainer: a relative path is relative to the trainer's directory)."""
+    from neuralogcm_jax.checkpointing import read_config
 
-    path = Path(path)
-    if (path / "config.yaml").is_file():
-        return str(config_lib.load_config(path / "config.yaml").data.root)
-    reader = ckpt_lib.Checkpointer(path, read_only=True, keep_best=False)
-    try:
-        return str(reader.read_metadata()["config"]["data"]["root"])
-    finally:
-        reader.close()
+    return str((read_config(path).get("data") or {}).get("root", "data"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -182,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         )
     model = load_model(args.checkpoint)
     data = load_split(root, args.split)
-    check_compatible(model, data)
+    check_compatible(model, data, f"data root {str(root)!r}")
     rows, bad = long_rollout(model, data, args.days, args.start, args.chunk)
     summary = {
         "model": model.name, "days_run": len(rows), "days_asked": args.days, "bounds": BOUNDS,

@@ -143,7 +143,7 @@ def test_export_writes_a_params_only_checkpoint_that_load_model_reads(trained, t
     cfg, res, ts = trained
     out = EX.export(cfg.checkpoint_dir, tmp_path / "exported")
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "grid.npz", "metadata.json",
-                                                     "params"]
+                                                     "params", "stats.npz"]
     model = EX.load_model(out)
     _, params, _, _ = S.split_model(model)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ts["params"])):

@@ -121,3 +121,20 @@ def test_toy_model_section_uses_the_stand_in_schema():
     cfg = C.load_config(None, ["model.name=diffusion_toy", "model.physics_coefficients.nu_m=3e4"])
     assert isinstance(cfg.model, C.StandInModelConfig)
     assert cfg.model.physics_coefficients == {"nu_m": 3e4}
+
+
+def test_config_is_found_by_packaged_name_and_by_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: names resolve inside the package
+    assert C.CONFIG_DIR.parent.name == "neuralogcm_jax"
+    assert {"neuralogcm", "unet", "demo"} <= set(C.packaged_configs())
+    by_name = C.config_from_args(_args(["--config", "demo"]))
+    assert by_name.train.out_dir == "runs/demo"
+    assert C.config_from_args(_args(["--config", "demo.yaml"])) == by_name
+    own = tmp_path / "mine.yaml"
+    own.write_text("train:\n  out_dir: runs/mine\n")
+    assert C.config_from_args(_args(["--config", str(own)])).train.out_dir == "runs/mine"
+    (tmp_path / "demo.yaml").write_text("train:\n  out_dir: runs/local\n")
+    assert C.config_from_args(_args(["--config", "demo.yaml"])).train.out_dir == "runs/local"
+    with pytest.raises(ConfigError, match=r"config 'nosuch' is neither a file nor a packaged "
+                                          r"config \(packaged: .*neuralogcm"):
+        C.config_from_args(_args(["--config", "nosuch"]))

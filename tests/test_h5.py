@@ -178,7 +178,8 @@ def test_open_dataset_reads_grid_layout_and_mask(root):
     assert dr.layout == LAYOUT and dr.grid.shape == (H, W) and dr.grid.north_to_south
     np.testing.assert_array_equal(dr.wet_channels, wet_mask())
     np.testing.assert_array_equal(dr.grid.wet, wet_mask()[LAYOUT.var_slice("S")])
-    assert isinstance(dr.load_stats().clim, np.memmap)
+    st = dr.load_stats()
+    np.testing.assert_array_equal(st.harmonics, np.nan_to_num(np.load(root / hf.HARMONICS_FILE)))
 
 
 def test_orientation_is_read_not_assumed(tmp_path):
@@ -293,6 +294,8 @@ def test_misnamed_year_file(tmp_path):
         ("climate_mean_s_t_ssh.npy", np.zeros((366, 9, H, W + 1), np.float32),
          r"climate_mean_s_t_ssh\.npy: shape \(366, 9, 6, 13\), expected \[366, 9 or 13, 6, 12\]"),
         ("climate_mean_s_t_ssh.npy", np.zeros((365, 9, H, W), np.float32), r"climate_mean.*\(365, 9"),
+        ("climate_harmonics_s_t_ssh.npy", np.zeros((8, 9, H, W), np.float32),
+         r"climate_harmonics_s_t_ssh\.npy: shape \(8, 9, 6, 12\), expected \[2 K \+ 1, 9 or 13"),
     ],
 )
 def test_stats_that_do_not_match_the_data(tmp_path, name, arr, pattern):
@@ -317,6 +320,13 @@ def test_split_too_short_for_the_window(root):
 
 def test_climatology_nan_in_an_ocean_cell(tmp_path):
     make_root(tmp_path, {"train": [2019]})
+    h = np.load(tmp_path / hf.HARMONICS_FILE)
+    h[3, LAYOUT.channel("T", 1), 2, 4] = np.inf
+    np.save(tmp_path / hf.HARMONICS_FILE, h)
+    with pytest.raises(DataError, match=r"climate_harmonics_s_t_ssh\.npy: non-finite harmonic 3 .*channel 7 \(T_2\.646m\), row 2, column 4"):
+        hf.open_dataset(tmp_path)
+    # a root of the earlier layout (no harmonics file): the 366-day table is checked
+    (tmp_path / hf.HARMONICS_FILE).unlink()
     clim = np.load(tmp_path / hf.CLIM_FILE)
     clim[365, LAYOUT.channel("U", 0), 3, 5] = np.nan
     np.save(tmp_path / hf.CLIM_FILE, clim)

@@ -219,6 +219,6 @@ def test_a_trajectory_becomes_an_xarray_dataset_in_physical_units(world):
     lay = stats.layout
     c = lay.channel("T", 1)
     j, i = np.argwhere(stats.wet[c])[0]
-    expect = traj[0, c, j, i] * stats.std[c] + stats.mean[c] + stats.clim[10, c, j, i]
+    expect = traj[0, c, j, i] * stats.std[c] + stats.mean[c] + stats.clim_at(10)[c, j, i]
     assert float(ds["T"][0, 1, j, i]) == pytest.approx(float(expect), rel=1e-6)
     assert np.isnan(float(ds["T"][0, 0, 6, 10]))  # land (the continent) is NaN

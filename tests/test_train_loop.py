@@ -29,7 +29,7 @@ from neuralogcm_jax.train import checkpoint as CK
 from neuralogcm_jax.train import config as C
 from neuralogcm_jax.train import sharding as SH
 from neuralogcm_jax.train import state as S
-from neuralogcm_jax.train.loop import PAUSE_ENV, write_array_dataset
+from neuralogcm_jax.train.loop import PAUSE_ENV, STOPPED_EXIT_STATUS, write_array_dataset
 from neuralogcm_jax.train.loss import loss_weights
 from neuralogcm_jax.train.optim import make_optimizer
 
@@ -124,8 +124,9 @@ def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path):
     p.communicate()
     assert p.returncode == -signal.SIGKILL
     assert CK.list_steps(tmp_path / "killed" / "checkpoints")[-1] == 3
-    # ... and resumed: it must read the same batches and end with the same parameters
-    rc, out, err = child(train_args(tmp_path, data, "killed", "--resume"))
+    # ... and started again with the identical command (train.resume = auto resumes): it must
+    # read the same batches and end with the same parameters
+    rc, out, err = child(train_args(tmp_path, data, "killed"))
     assert rc == 0, err[-2000:]
     s1, p1 = final_params(tmp_path / "straight")
     s2, p2 = final_params(tmp_path / "killed")
@@ -147,7 +148,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     wait_for_line(p, "PAUSED at step 2")
     os.killpg(p.pid, signal.SIGTERM)
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, err[-2000:]
+    assert p.returncode == STOPPED_EXIT_STATUS, err[-2000:]  # job scripts requeue on it
     assert "stopped by signal" in out
     assert CK.list_steps(tmp_path / "run" / "checkpoints") == [2]
     assert_run_dir_trained(tmp_path / "run")
@@ -199,15 +200,38 @@ def test_resume_refuses_another_model_and_fresh_runs_never_overwrite(tmp_path, c
     assert_run_dir_trained(tmp_path / "e")
     ck_dir = tmp_path / "e" / "checkpoints"
     before = sorted(p.name for p in ck_dir.iterdir())
-    # a fresh run into the same directory would delete those checkpoints: refused
+    # the same command again resumes (train.resume = auto): finished, nothing changes
     rc, err = _cli(args, capsys)
-    assert rc == 2 and "already holds steps [1]" in err
+    assert rc == 0, err
+    assert sorted(p.name for p in ck_dir.iterdir()) == before
+    # with train.resume = never, a run into a directory holding checkpoints is refused
+    rc, err = _cli([*args, "--set", "train.resume=never"], capsys)
+    assert rc == 2 and "already holds steps [1] and train.resume = never" in err
     if C.model_config_class() is not C.StandInModelConfig:
         rc, err = _cli(train_args(tmp_path, data, "e", "--resume", "--model", "unet"), capsys)
         assert rc == 2 and "model 'diffusion_toy'" in err and "'unet'" in err
     rc, err = _cli(train_args(tmp_path, data, "f", "--resume"), capsys)
     assert rc == 2 and "no checkpoint" in err
+    rc, err = _cli(train_args(tmp_path, data, "g", "--set", "train.resume=required"), capsys)
+    assert rc == 2 and "train.resume = required (or --resume): no checkpoint in" in err
+    rc, err = _cli(train_args(tmp_path, data, "g", "--set", "train.resume=sometimes"), capsys)
+    assert rc == 2 and "train.resume" in err
     assert sorted(p.name for p in ck_dir.iterdir()) == before
+
+
+def test_compilation_cache_dir_fills_and_serves_a_second_run(tmp_path):
+    data = toy_dataset(tmp_path / "toy.npz")
+    cache = tmp_path / "xla_cache"
+    env = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    args = ("--set", "train.max_steps=1", "--set", f"train.compilation_cache_dir={cache}")
+    rc, out, err = child(train_args(tmp_path, data, "c1", *args), env)
+    assert rc == 0, err[-2000:]
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "no compilation stored"
+    rc, out, err = child(train_args(tmp_path, data, "c2", *args), env)
+    assert rc == 0, err[-2000:]
+    # the second, identical run compiled nothing new: it read the stored executables
+    assert sorted(p.name for p in cache.iterdir()) == entries
 
 
 def test_learned_diffusion_coefficients_move_to_the_truth():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from neuralogcm_jax.data import twin
+from neuralogcm_jax.data.normalize import DEFAULT_HARMONICS, climatology_at
 from neuralogcm_jax.data.forcing import ForcingSynthesizer, NoiseSpec, monthly_weights
 from neuralogcm_jax.data.twin import DatasetSpec, TruthSpec, generate_dataset
 from neuralogcm_jax.data.world import load_world
@@ -67,7 +68,8 @@ def test_the_h5format_reader_accepts_it(tiny):
     assert info.layout.n_levels == 2
     assert info.split("train").n_days == 366
     stats = info.load_stats()
-    assert stats.clim.shape[1] == info.layout.n_ocean
+    assert stats.harmonics.shape == (2 * DEFAULT_HARMONICS + 1, info.layout.n_ocean, 30, 60)
+    assert (tiny / "climate_harmonics_s_t_ssh.npy").is_file()  # written, not fitted on load
 
 
 def test_stats_are_anomaly_statistics_of_the_training_years(tiny):
@@ -75,7 +77,9 @@ def test_stats_are_anomaly_statistics_of_the_training_years(tiny):
     x = _fields(tiny / "train" / "1984.h5")
     mean = np.load(tiny / "mean_s_t_ssh.npy")
     std = np.load(tiny / "std_s_t_ssh.npy")
-    clim = np.load(tiny / "climate_mean_s_t_ssh.npy")
+    # the anomalies are taken from the harmonic climatology, the one the pipeline uses
+    h = np.load(tiny / "climate_harmonics_s_t_ssh.npy")
+    clim = climatology_at(h, np.arange(x.shape[0]))
     n = layout.n_ocean
     k = layout.channel("T", 0)
     anom = x[:, k] - clim[:, k]
@@ -108,7 +112,8 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     generate_dataset(b, ONE_YEAR, seed=7, progress=False)
     xa, xb = (_fields(p / "train" / "1984.h5") for p in (a, b))
     assert xa.tobytes() == xb.tobytes()
-    for name in ("mean_s_t_ssh.npy", "std_s_t_ssh.npy", "climate_mean_s_t_ssh.npy"):
+    for name in ("mean_s_t_ssh.npy", "std_s_t_ssh.npy", "climate_mean_s_t_ssh.npy",
+                 "climate_harmonics_s_t_ssh.npy"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralogcm_jax import argtypes
-from neuralogcm_jax.data import h5format
+from neuralogcm_jax.data import h5format, normalize
 from neuralogcm_jax.errors import ConfigError, DataError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import FORCING_VARIABLES, OCEAN_3D_VARIABLES, ChannelLayout
@@ -392,8 +392,10 @@ def compute_stats(root: str | os.PathLike, split: str = "train", *, progress: bo
     * climatology ``[366, n_ocean, H, W]``: the mean over the split's years of each ocean channel on
       each day of year (index 365 only from leap years; when the split has none it repeats 364);
       NaN on land; written as a memory map, never held in RAM;
-    * ocean mean/std ``[n_ocean]``: of the anomalies ``x - clim[doy]`` over wet cells (the mean is
-      about 0 by construction, as in the NeuralOGCM files);
+    * its compact form, ``[2 K + 1, n_ocean, H, W]`` annual harmonics (`normalize.fit_harmonics`,
+      0 on land), which is what the pipeline and the models use;
+    * ocean mean/std ``[n_ocean]``: of the anomalies ``x - clim(doy)`` over wet cells, ``clim``
+      the harmonic climatology (the mean is about 0 by construction, as in the NeuralOGCM files);
     * forcing mean/std ``[4]``: of the raw values over all cells.
 
     Cells are weighted equally (not by area), as the NeuralOGCM statistics are. A channel with no
@@ -435,6 +437,8 @@ def compute_stats(root: str | os.PathLike, split: str = "train", *, progress: bo
                     clim[t] /= count[t]
             if count[365] == 0:
                 clim[365] = clim[364]
+            harmonics = normalize.fit_harmonics(clim)
+            harmonics[:, ~wet] = 0.0
             a_sum = np.zeros(n)
             a_sq = np.zeros(n)
             a_n = wet.reshape(n, -1).sum(axis=1)
@@ -442,7 +446,8 @@ def compute_stats(root: str | os.PathLike, split: str = "train", *, progress: bo
                 with h5format._open_h5(yf.path) as f:
                     d = h5format._fields(f, yf.path)
                     for t in range(yf.n_days):
-                        a = np.where(wet, h5format._read(d, t, yf.path)[:n] - clim[t], 0.0)
+                        c = normalize.climatology_at(harmonics, t)
+                        a = np.where(wet, h5format._read(d, t, yf.path)[:n] - c, 0.0)
                         a = a.reshape(n, -1).astype(np.float64)
                         a_sum += a.sum(axis=1)
                         a_sq += (a**2).sum(axis=1)
@@ -462,8 +467,9 @@ def compute_stats(root: str | os.PathLike, split: str = "train", *, progress: bo
     mean = np.concatenate([a_mean, f_mean]).astype(np.float32)
     std = np.concatenate([a_std, f_std]).astype(np.float32)
     std = np.where(std > 0, std, 1.0).astype(np.float32)
-    for name, arr in ((h5format.MEAN_FILE, mean), (h5format.STD_FILE, std)):
-        np.save(root / name, arr)
+    for name, arr in ((h5format.MEAN_FILE, mean), (h5format.STD_FILE, std),
+                      (h5format.HARMONICS_FILE, harmonics)):
+        h5format.write_npy(root / name, arr)
     return mean, std
 
 

@@ -7,6 +7,9 @@ Layout (DATA.md)::
       mean_s_t_ssh.npy          [C]        per-channel mean
       std_s_t_ssh.npy           [C]        per-channel standard deviation
       climate_mean_s_t_ssh.npy  [366, n_ocean or C, H, W]  day-of-year climatology
+      climate_harmonics_s_t_ssh.npy  [2 K + 1, n_ocean, H, W]  its compact form (optional:
+                                fitted from the 366-day table on load when missing; see
+                                `neuralogcm_jax.data.normalize`)
       land_mask.h5              optional, dataset ``fields`` [C, H, W], 1 = ocean (wet), 0 = land
 
 Each year file holds the dataset ``fields``: float32 ``[T, C, H, W]`` daily means, ``T`` = 365, or
@@ -40,11 +43,13 @@ import numpy as np
 from neuralogcm_jax.errors import DataError, GridError
 from neuralogcm_jax.grid import GLORYS23_DEPTHS_M, Grid
 from neuralogcm_jax.layout import OCEAN_3D_VARIABLES, ChannelLayout
+from neuralogcm_jax.paths import check_local
 
 FIELDS_KEY = "fields"
 MEAN_FILE = "mean_s_t_ssh.npy"
 STD_FILE = "std_s_t_ssh.npy"
 CLIM_FILE = "climate_mean_s_t_ssh.npy"
+HARMONICS_FILE = "climate_harmonics_s_t_ssh.npy"
 LAND_MASK_FILE = "land_mask.h5"
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
@@ -172,10 +177,14 @@ class YearWriter:
 
 
 def write_stats(
-    root: str | os.PathLike, mean: np.ndarray, std: np.ndarray, clim: np.ndarray
+    root: str | os.PathLike, mean: np.ndarray, std: np.ndarray, clim: np.ndarray,
+    harmonics: np.ndarray | None = None,
 ) -> None:
-    """Write ``mean`` [C], ``std`` [C] and the climatology ``clim`` [366, n_ocean or C, H, W]
-    (float32, NaN or 0 on land) as the three .npy files of the layout."""
+    """Write ``mean`` [C], ``std`` [C], the climatology ``clim`` [366, n_ocean or C, H, W]
+    (float32, NaN or 0 on land) and its harmonics [2 K + 1, same channels, H, W] (fitted from
+    `clim` when None) as the four .npy files of the layout."""
+    from neuralogcm_jax.data.normalize import fit_harmonics
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     mean = np.asarray(mean, dtype=np.float32)
@@ -185,15 +194,28 @@ def write_stats(
         raise DataError(f"{root}: mean/std must be [C] of one size, got {mean.shape}/{std.shape}")
     if clim.ndim != 4 or clim.shape[0] != 366:
         raise DataError(f"{root}: climatology must be [366, C, H, W], got shape {clim.shape}")
-    for name, arr in ((MEAN_FILE, mean), (STD_FILE, std), (CLIM_FILE, clim)):
-        target = root / name
-        tmp = _atomic_target(target).with_suffix(".npy")
-        try:
-            np.save(tmp, arr)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+    if harmonics is None:
+        harmonics = fit_harmonics(clim)
+    harmonics = np.asarray(harmonics, dtype=np.float32)
+    if harmonics.shape[1:] != clim.shape[1:] or harmonics.shape[0] % 2 != 1:
+        raise DataError(
+            f"{root}: harmonics must be [2 K + 1, {', '.join(map(str, clim.shape[1:]))}], got "
+            f"shape {harmonics.shape}"
+        )
+    for name, arr in ((MEAN_FILE, mean), (STD_FILE, std), (CLIM_FILE, clim),
+                      (HARMONICS_FILE, harmonics)):
+        write_npy(root / name, arr)
+
+
+def write_npy(target: Path, arr: np.ndarray) -> None:
+    """``np.save`` to `target` atomically (a temporary file renamed into place)."""
+    tmp = _atomic_target(target).with_suffix(".npy")
+    try:
+        np.save(tmp, arr)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_land_mask(
@@ -299,11 +321,12 @@ class DataRoot:
         return self.splits[name]
 
     @property
-    def stats_paths(self) -> tuple[Path, Path, Path]:
-        return (self.root / MEAN_FILE, self.root / STD_FILE, self.root / CLIM_FILE)
+    def stats_paths(self) -> tuple[Path, Path, Path, Path]:
+        return (self.root / MEAN_FILE, self.root / STD_FILE, self.root / CLIM_FILE,
+                self.root / HARMONICS_FILE)
 
     def load_stats(self):
-        """`Stats` with the climatology memory-mapped (read-only; pages read on demand)."""
+        """The `Stats` of this root (see `load_stats`)."""
         return load_stats(self.root, self.layout, self.wet_channels)
 
 
@@ -311,30 +334,46 @@ class DataRoot:
 DatasetInfo = DataRoot
 
 
-def load_stats(root: str | os.PathLike, layout: ChannelLayout, wet_channels: np.ndarray):
-    """Read the stats of a data root; the climatology is memory-mapped, not loaded."""
+def load_stats(root: str | os.PathLike, layout: ChannelLayout, wet_channels: np.ndarray,
+               *, progress: bool = True):
+    """Read the stats of a data root: its climatology harmonics, or, for a root written before
+    they existed, a fit of its 366-day climatology (memory-mapped, read one channel at a time,
+    with a progress bar)."""
     from neuralogcm_jax.data.normalize import Stats
 
     root = Path(root)
-    mean, std, clim = _read_stats_arrays(root)
+    mean, std, clim, harmonics = _read_stats_arrays(root)
+    where = root / (HARMONICS_FILE if harmonics is not None else CLIM_FILE)
     try:
-        return Stats.build(mean, std, clim, wet_channels, layout)
+        return Stats.build(
+            mean, std, clim if harmonics is None else None, wet_channels, layout,
+            harmonics=harmonics, progress=progress,
+        )
     except DataError as e:
-        raise DataError(f"{root}: {e}") from None
+        raise DataError(f"{where}: {e}") from None
+
+
+def _load_npy(p: Path, required: bool = True):
+    if not p.is_file():
+        if required:
+            raise DataError(f"{p}: statistics file is missing")
+        return None
+    try:
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{p}: not a readable .npy file ({e})") from None
 
 
 def _read_stats_arrays(root: Path):
-    arrays = []
-    for name in (MEAN_FILE, STD_FILE, CLIM_FILE):
-        p = root / name
-        if not p.is_file():
-            raise DataError(f"{p}: statistics file is missing")
-        try:
-            arrays.append(np.load(p, mmap_mode="r"))
-        except (OSError, ValueError, EOFError) as e:
-            raise DataError(f"{p}: not a readable .npy file ({e})") from None
-    mean, std, clim = arrays
-    return np.asarray(mean), np.asarray(std), clim
+    """``(mean, std, clim or None, harmonics or None)``: the 366-day climatology (memory map) is
+    required only when the harmonics file is missing."""
+    mean = _load_npy(root / MEAN_FILE)
+    std = _load_npy(root / STD_FILE)
+    harmonics = _load_npy(root / HARMONICS_FILE, required=False)
+    clim = _load_npy(root / CLIM_FILE, required=harmonics is None)
+    if harmonics is not None:
+        harmonics = np.asarray(harmonics, dtype=np.float32)
+    return np.asarray(mean), np.asarray(std), clim, harmonics
 
 
 def _open_h5(path: Path):
@@ -430,6 +469,7 @@ def open_dataset(
     `splits`: the splits to open (each must exist); None opens those of train/valid/test present
     (at least one). `layout`: None infers it from the channel count and the ``depth`` dataset.
     """
+    check_local(root, "data root")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data root is not a folder")
@@ -537,30 +577,49 @@ def open_dataset(
 
     # -- stats
     if require_stats:
-        mean, std, clim = _read_stats_arrays(root)
+        mean, std, clim, harmonics = _read_stats_arrays(root)
         for name, arr in ((MEAN_FILE, mean), (STD_FILE, std)):
             if arr.shape != (C,):
                 raise DataError(f"{root / name}: shape {arr.shape}, the data has {C} channels")
-        ok = clim.ndim == 4 and clim.shape[0] == 366 and clim.shape[1] in (layout.n_ocean, C)
-        if not ok or clim.shape[2:] != (H, W):
-            raise DataError(
-                f"{root / CLIM_FILE}: shape {clim.shape}, expected [366, {layout.n_ocean} or {C}, "
-                f"{H}, {W}] to match the data"
-            )
         bad = ~(np.isfinite(std) & (std > 0))
         if bad.any():
             c = int(np.argmax(bad))
             raise DataError(f"{root / STD_FILE}: std of channel {c} is {std[c]}, must be > 0")
-        # The climatology must be finite on ocean cells (NaN or anything on land): two days checked.
-        for d in (0, 365):
-            day = np.asarray(clim[d, : layout.n_ocean], dtype=np.float32)
-            bad = ~np.isfinite(day) & wet_ch[: layout.n_ocean]
-            if bad.any():
-                c, j, i = (int(v) for v in np.argwhere(bad)[0])
+        n = layout.n_ocean
+        if harmonics is not None:
+            h = harmonics
+            ok = h.ndim == 4 and h.shape[0] % 2 == 1 and h.shape[1] in (n, C)
+            if not ok or h.shape[2:] != (H, W):
                 raise DataError(
-                    f"{root / CLIM_FILE}: day of year {d}: non-finite climatology in {int(bad.sum())} "
-                    f"ocean cell(s), first at channel {c} ({layout.channel_names[c]}), row {j}, column {i}"
+                    f"{root / HARMONICS_FILE}: shape {h.shape}, expected [2 K + 1, {n} or {C}, "
+                    f"{H}, {W}] to match the data"
                 )
+            bad = ~np.isfinite(h[:, :n]) & wet_ch[None, :n]
+            if bad.any():
+                k, c, j, i = (int(v) for v in np.argwhere(bad)[0])
+                raise DataError(
+                    f"{root / HARMONICS_FILE}: non-finite harmonic {k} in {int(bad.sum())} ocean "
+                    f"cell(s), first at channel {c} ({layout.channel_names[c]}), row {j}, column {i}"
+                )
+        if clim is not None:
+            ok = clim.ndim == 4 and clim.shape[0] == 366 and clim.shape[1] in (n, C)
+            if not ok or clim.shape[2:] != (H, W):
+                raise DataError(
+                    f"{root / CLIM_FILE}: shape {clim.shape}, expected [366, {n} or {C}, "
+                    f"{H}, {W}] to match the data"
+                )
+        if harmonics is None:
+            # The climatology must be finite on ocean cells (NaN or anything on land): two days.
+            for d in (0, 365):
+                day = np.asarray(clim[d, :n], dtype=np.float32)
+                bad = ~np.isfinite(day) & wet_ch[:n]
+                if bad.any():
+                    c, j, i = (int(v) for v in np.argwhere(bad)[0])
+                    raise DataError(
+                        f"{root / CLIM_FILE}: day of year {d}: non-finite climatology in "
+                        f"{int(bad.sum())} ocean cell(s), first at channel {c} "
+                        f"({layout.channel_names[c]}), row {j}, column {i}"
+                    )
 
     # -- NaN in ocean cells (a sample of days, or all)
     for s, files in infos.items():
@@ -595,6 +654,7 @@ __all__ = [
     "load_stats",
     "open_dataset",
     "write_land_mask",
+    "write_npy",
     "write_stats",
     "write_year",
 ]

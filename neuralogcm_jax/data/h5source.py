@@ -165,6 +165,7 @@ class H5WindowSource:
         state["_readers"] = None
         state["_stats"] = None
         state["_consts"] = None
+        state["_clim_cache"] = {}
         state["_init_lock"] = None
         return state
 
@@ -176,13 +177,14 @@ class H5WindowSource:
         if self._readers is None:
             with self._init_lock:
                 if self._readers is None:
-                    self._stats = h5format.load_stats(self.root, self.layout, self.wet_channels)
+                    self._stats = h5format.load_stats(self.root, self.layout, self.wet_channels,
+                                                      progress=False)
                     self._readers = [_DayReader(f.path, s) for f, s in zip(self.files, self._shapes)]
         return self._readers
 
     @property
     def stats(self):
-        """The dataset's `Stats` (climatology memory-mapped), loaded on first use."""
+        """The dataset's `Stats`, loaded on first use."""
         self._ensure_open()
         return self._stats
 
@@ -248,8 +250,9 @@ class H5WindowSource:
         """``x`` [n_ocean, H, W] physical -> normalised anomaly, in place, land 0.
 
         The same float32 operations in the same order as `Stats.physical_to_anomaly` (the
-        definition; a test holds them bit-equal), without its temporaries: the climatology is read
-        straight from the memory map, which makes a 1.5 deg sample several times cheaper."""
+        definition; a test holds them bit-equal), without most of its temporaries. The day's
+        climatology is evaluated from the harmonics (`Stats.clim_at`) and kept for the next
+        few samples, which share most of their days."""
         stats = self._stats
         n = self.layout.n_ocean
         if self._consts is None:
@@ -263,10 +266,22 @@ class H5WindowSource:
         # `open_dataset` refuses a climatology that is NaN in an ocean cell (checked on two days);
         # one that slips through gives NaN here, which the training loop's finite checks catch.
         with np.errstate(invalid="ignore"):
-            np.subtract(x, stats.clim[doy], out=x)
+            np.subtract(x, self._clim_day(doy), out=x)
             np.subtract(x, mean, out=x)
             np.divide(x, std, out=x)
         np.copyto(x, 0.0, where=land)
+
+    def _clim_day(self, doy: int) -> np.ndarray:
+        """The climatology of day `doy`, from a small cache (read threads share it)."""
+        cache = self.__dict__.setdefault("_clim_cache", {})
+        c = cache.get(doy)
+        if c is None:
+            c = self._stats.clim_at(doy)
+            with self._init_lock:
+                while len(cache) >= 2 * (self.k_steps + 1) + 8:
+                    cache.pop(next(iter(cache)))
+                cache[doy] = c
+        return c
 
     def close(self) -> None:
         """Close this process's open files (they reopen on the next read)."""
@@ -276,6 +291,7 @@ class H5WindowSource:
         self._readers = None
         self._stats = None
         self._consts = None
+        self._clim_cache = {}
 
 
 def denormalize_sample(sample: dict, stats) -> dict[str, np.ndarray]:

@@ -370,9 +370,13 @@ def _read_year(path: Path) -> np.ndarray:
 
 def compute_stats(
     train_files: Sequence[tuple[int, Path]], layout: ChannelLayout, wet: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stats of the training years (see module doc): ``mean [C]``, ``std [C]``,
-    ``clim [366, n_ocean, H, W]`` (0 on land)."""
+    ``clim [366, n_ocean, H, W]`` (0 on land) and its harmonics ``[2 K + 1, n_ocean, H, W]``
+    (`normalize.fit_harmonics`); the ocean mean/std are of the anomalies from the harmonic
+    climatology, the one the pipeline and the models use."""
+    from neuralogcm_jax.data.normalize import climatology_at, fit_harmonics
+
     n_oc = layout.n_ocean
     wet_ch = layout.wet_channels(wet)[:n_oc]
     h, w = wet.shape[1:]
@@ -387,6 +391,7 @@ def compute_stats(
     clim = _smooth_circular(sums, counts)
     del sums
     clim *= wet_ch[None]
+    harmonics = fit_harmonics(clim) * wet_ch[None]
     C = layout.n_channels
     s1 = np.zeros(C)
     s2 = np.zeros(C)
@@ -394,7 +399,7 @@ def compute_stats(
     for _, path in train_files:
         x = _read_year(path)
         for t in range(x.shape[0]):
-            a = x[t, :n_oc] - clim[t]
+            a = x[t, :n_oc] - climatology_at(harmonics, t)
             a = np.where(wet_ch, a, 0.0).astype(np.float64)
             s1[:n_oc] += a.sum(axis=(1, 2))
             s2[:n_oc] += (a * a).sum(axis=(1, 2))
@@ -411,7 +416,7 @@ def compute_stats(
         top = std[sl].max()
         std[sl] = np.maximum(std[sl], max(0.01 * top, 1e-6))
     std[n_oc:] = np.maximum(std[n_oc:], 1e-6)
-    return mean.astype(np.float32), std.astype(np.float32), clim
+    return mean.astype(np.float32), std.astype(np.float32), clim, harmonics
 
 
 # ------------------------------------------------------------------------------ generation
@@ -528,10 +533,10 @@ def generate_dataset(
             del fields
         bar.close()
 
-        mean, std, clim = compute_stats(
+        mean, std, clim, harmonics = compute_stats(
             [(y, p) for y, p in files if y in spec.train_years], layout, g.wet
         )
-        h5format.write_stats(tmp, mean, std, clim)
+        h5format.write_stats(tmp, mean, std, clim, harmonics)
         h5format.write_land_mask(tmp, wet_ch, g.lat, g.lon)
         elapsed = time.perf_counter() - t_start
         (tmp / "README.md").write_text(_readme(spec, seed, physics, world, elapsed))

@@ -101,16 +101,21 @@ def initial_dates(n_days: int, max_lead: int, every: int) -> np.ndarray:
     return np.arange(0, last + 1, max(1, int(every)))
 
 
-def check_compatible(model, data: SplitData) -> None:
-    """A model and a dataset on different grids or layouts -> LayoutError before any compute."""
-    g, lay = model.grid, model.layout
-    if lay.n_channels != data.stats.layout.n_channels or g.shape != data.grid.shape:
-        raise LayoutError(
-            f"model {model.name} is on {g.describe()} with {lay.n_channels} channels, the data on "
-            f"{data.grid.describe()} with {data.stats.layout.n_channels} channels"
-        )
-    if not np.array_equal(g.wet, data.grid.wet):
-        raise LayoutError(f"model {model.name} and the data have different land masks")
+def check_compatible(model, data: SplitData, where: str = "the data") -> None:
+    """A model and a dataset on different grids or layouts, or normalised with different
+    statistics -> one LayoutError naming what differs, before any compute."""
+    from neuralogcm_jax import checkpointing
+
+    checkpointing.check_same_grid(model.grid, model.layout, data.grid, data.stats.layout, where,
+                                  f"that of model {model.name}", error=LayoutError)
+    if hasattr(model, "clim_harmonics"):  # the models of `neuralogcm_jax.model` carry stats
+        own = Stats.build(np.asarray(model.mean[...]), np.asarray(model.std[...]), None,
+                          model.grid.wet, model.layout,
+                          harmonics=np.asarray(model.clim_harmonics[...]))
+        diff = checkpointing.stats_differences(own, data.stats)
+        if diff:
+            raise LayoutError(f"{where}: normalisation statistics differ from those of model "
+                              f"{model.name}: {'; '.join(diff)}")
 
 
 class _Scorer:
@@ -269,7 +274,7 @@ def run_evaluation(
     out = Path(out)
     data = load_split(data_root, split)
     for m in models.values():
-        check_compatible(m, data)
+        check_compatible(m, data, f"data root {str(data_root)!r}")
     max_lead = int(min(max_lead, data.n_days - 1))
     inits = initial_dates(data.n_days, max_lead, init_every)
     results, first = {}, {}

@@ -1,14 +1,19 @@
 """Orbax checkpoints of a training run (DESIGN.md decision 8). Never pickle.
 
-A checkpoint directory holds one sub-directory per saved step, each with three items:
+A checkpoint directory holds one sub-directory per saved step, each with four items:
 
 * ``state`` -- the train state pytree (params, the model's RNG streams, optimizer state, step,
-  rng, non-finite counters; not the model's constant masks and statistics, which are rebuilt from
-  the data's stats), arrays written with Orbax's PyTree handler (tensorstore); JAX PRNG key
-  arrays are stored as their raw ``uint32`` data;
+  rng, non-finite counters; not the model's constants, which the ``model`` item rebuilds),
+  arrays written with Orbax's PyTree handler (tensorstore); JAX PRNG key arrays are stored as
+  their raw ``uint32`` data;
 * ``data`` -- the data-iterator state (JSON), so a resumed run reads the same batches;
-* ``meta`` -- JSON: format version, package version, step, the resolved config, the model name,
-  the channel layout's depths and a fingerprint of the grid, and the metrics of the save.
+* ``meta`` -- JSON: format version, package versions, step, the resolved config, the model
+  config, the channel layout's depths, a fingerprint of the grid, the metrics of the save;
+* ``model`` -- the grid and the normalisation statistics (mean, std, climatology harmonics).
+
+``meta`` and ``model`` make the step self-contained: `neuralogcm_jax.checkpointing.load_model`
+rebuilds the model from them without the data root. The format (and everything shared with
+exports) is defined in `neuralogcm_jax.checkpointing`; this module adds the manager.
 
 Saves are asynchronous (training goes on while tensorstore writes), the ``keep`` most recent
 steps are kept plus the best one by validation loss. Orbax writes each step into a temporary
@@ -19,121 +24,33 @@ written on 8 devices restores onto 2 or 1, or onto a different mesh shape.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-import neuralogcm_jax
+from neuralogcm_jax.checkpointing import (  # noqa: F401  (re-exported for the trainer)
+    FORMAT_VERSION,
+    MODEL_ITEM,
+    check_compatible,
+    from_storable,
+    grid_fingerprint,
+    list_steps,
+    make_metadata,
+    model_arrays,
+    read_step_metadata,
+    storable_abstract,
+    to_storable,
+)
 from neuralogcm_jax.errors import CheckpointError
+from neuralogcm_jax.paths import output_path
 
-FORMAT_VERSION = 1
-ITEMS = ("state", "data", "meta")
-
-
-# ------------------------------------------------------------------------------ fingerprints
-def grid_fingerprint(grid) -> dict:
-    """What must match between a checkpoint and the grid it is restored onto."""
-    h = hashlib.sha256()
-    for a in (grid.lat, grid.lon, grid.depth):
-        h.update(np.ascontiguousarray(np.round(np.asarray(a, np.float64), 6)).tobytes())
-    h.update(np.packbits(np.asarray(grid.wet, bool)).tobytes())
-    return {
-        "shape": [int(s) for s in grid.shape],
-        "n_levels": int(grid.n_levels),
-        "lat_range": [float(grid.lat[0]), float(grid.lat[-1])],
-        "lon_range": [float(grid.lon[0]), float(grid.lon[-1])],
-        "sha256": h.hexdigest(),
-    }
-
-
-def make_metadata(cfg_dict: dict, grid, layout, *, step: int, metrics: dict | None = None) -> dict:
-    """The ``meta`` item: everything needed to check compatibility and rebuild the model."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "package": "neuralogcm_jax",
-        "package_version": neuralogcm_jax.__version__,
-        "step": int(step),
-        "model_name": str(cfg_dict.get("model", {}).get("name", "")),
-        "layout_depths_m": [float(d) for d in layout.depths_m],
-        "grid": grid_fingerprint(grid),
-        "config": cfg_dict,
-        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-    }
-
-
-def check_compatible(meta: dict, *, model_name: str, grid, layout, where: str) -> None:
-    """`CheckpointError` unless a checkpoint's metadata matches the model, layout and grid."""
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{where}: checkpoint format version {meta.get('format_version')!r}, this program "
-            f"reads version {FORMAT_VERSION}"
-        )
-    if meta.get("model_name") != model_name:
-        raise CheckpointError(
-            f"{where}: checkpoint is of model {meta.get('model_name')!r}, the config asks for "
-            f"{model_name!r} (set model.name to match, or start a fresh run elsewhere)"
-        )
-    depths = [float(d) for d in layout.depths_m]
-    if not np.allclose(meta.get("layout_depths_m", []), depths, rtol=1e-6) or len(
-        meta.get("layout_depths_m", [])
-    ) != len(depths):
-        raise CheckpointError(
-            f"{where}: checkpoint channel layout has depths {meta.get('layout_depths_m')}, the "
-            f"data have {depths}"
-        )
-    fp = grid_fingerprint(grid)
-    got = meta.get("grid", {})
-    if got.get("shape") != fp["shape"]:
-        raise CheckpointError(
-            f"{where}: checkpoint grid is {got.get('shape')} (lat x lon), the data grid is "
-            f"{fp['shape']}"
-        )
-    if got.get("sha256") != fp["sha256"]:
-        raise CheckpointError(
-            f"{where}: checkpoint grid (coordinates or land mask) differs from the data grid "
-            f"of the same shape {fp['shape']}"
-        )
-
-
-# ------------------------------------------------------------------------------ PRNG keys
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def to_storable(tree: Any) -> Any:
-    """Typed PRNG key arrays -> their raw uint32 data (Orbax stores plain arrays)."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
-
-
-def storable_abstract(abstract: Any) -> Any:
-    """The restore target of `to_storable` of a tree with this abstract structure."""
-
-    def conv(s):
-        if _is_key(s):
-            shape = jax.eval_shape(jax.random.key_data, s).shape
-            return jax.ShapeDtypeStruct(shape, jnp.uint32, sharding=getattr(s, "sharding", None))
-        return s
-
-    return jax.tree.map(conv, abstract)
-
-
-def from_storable(tree: Any, abstract: Any) -> Any:
-    """Inverse of `to_storable`, guided by the abstract target's key dtypes."""
-    return jax.tree.map(
-        lambda x, s: jax.random.wrap_key_data(x, impl=jax.random.key_impl(jnp.zeros((), s.dtype)))
-        if _is_key(s)
-        else x,
-        tree,
-        abstract,
-    )
+ITEMS = ("state", "data", "meta", MODEL_ITEM)
 
 
 def _encode_data_state(data_state: Any) -> dict:
@@ -162,18 +79,6 @@ def _decode_data_state(d: dict) -> Any:
 
 
 # ------------------------------------------------------------------------------ manager
-def list_steps(directory: str | os.PathLike) -> list[int]:
-    """Finished checkpoint steps in `directory` (temporary, unfinished saves are ignored)."""
-    d = Path(directory)
-    if not d.is_dir():
-        return []
-    out = []
-    for p in d.iterdir():
-        if p.is_dir() and p.name.isdigit() and (p / "meta").exists():
-            out.append(int(p.name))
-    return sorted(out)
-
-
 class Checkpointer:
     """An Orbax `CheckpointManager` with the items of this project.
 
@@ -195,7 +100,8 @@ class Checkpointer:
         best_metric: str = "val_loss",
         read_only: bool = False,
     ):
-        self.directory = Path(directory).absolute()
+        d = output_path(directory)
+        self.directory = d.absolute() if isinstance(d, Path) else d  # gs://... stays a URL
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"checkpoint directory {str(self.directory)!r} does not exist")
         policies = [pp.LatestN(n=max(int(keep), 1))]
@@ -219,6 +125,7 @@ class Checkpointer:
             "state": ocp.PyTreeCheckpointHandler(),
             "data": ocp.JsonCheckpointHandler(),
             "meta": ocp.JsonCheckpointHandler(),
+            MODEL_ITEM: ocp.PyTreeCheckpointHandler(),
         }
         try:
             self.manager = ocp.CheckpointManager(
@@ -251,17 +158,7 @@ class Checkpointer:
 
     def read_metadata(self, step: int | None = None) -> dict:
         """The ``meta`` item of `step` (latest if None)."""
-        step = self._resolve(step)
-        path = self.directory / str(step) / "meta" / "metadata"
-        try:
-            meta = json.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise CheckpointError(f"checkpoint {str(path.parent.parent)!r} has no metadata") from e
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"checkpoint metadata {str(path)!r} is corrupt: {e}") from e
-        if not isinstance(meta, dict) or "format_version" not in meta:
-            raise CheckpointError(f"checkpoint metadata {str(path)!r} is not of this program")
-        return meta
+        return read_step_metadata(self.directory, self._resolve(step))
 
     # -- save / restore
     def save(
@@ -273,15 +170,20 @@ class Checkpointer:
         *,
         metrics: dict | None = None,
         force: bool = True,
+        model: dict | None = None,
     ) -> bool:
-        """Start saving `step` (asynchronously unless configured otherwise)."""
+        """Start saving `step` (asynchronously unless configured otherwise). `model`: the
+        ``model`` item (`checkpointing.model_arrays`); the trainer always passes it."""
         if step in self.manager.all_steps():
             return False
-        args = ocp.args.Composite(
+        items = dict(
             state=ocp.args.PyTreeSave(to_storable(train_state)),
             data=ocp.args.JsonSave(_encode_data_state(data_state)),
             meta=ocp.args.JsonSave(metadata),
         )
+        if model is not None:
+            items[MODEL_ITEM] = ocp.args.PyTreeSave(model)
+        args = ocp.args.Composite(**items)
         m = {k: float(v) for k, v in (metrics or {}).items()} or None
         return self.manager.save(step, args=args, metrics=m, force=force)
 

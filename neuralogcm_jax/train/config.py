@@ -3,7 +3,8 @@
 A run's configuration is built in three layers, later ones winning:
 
 1. the dataclass defaults below (every field documented with its unit and default);
-2. a YAML file (``configs/*.yaml``), nested like the dataclasses;
+2. a YAML file, nested like the dataclasses: a path, or the name of a config shipped with the
+   package (``neuralogcm``, ``unet``, ``demo``, ...: ``neuralogcm_jax/configs/NAME.yaml``);
 3. ``--set a.b.c=value`` overrides (the value is parsed as a YAML scalar, so ``1e-4``, ``true``,
    ``[1, 2]`` and ``null`` mean what they say) and the short flags of `add_arguments`.
 
@@ -20,16 +21,19 @@ import argparse
 import dataclasses
 import importlib
 import os
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from neuralogcm_jax.errors import ConfigError
+from neuralogcm_jax.paths import output_path
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# dataclass <-> dict conversion lives in `neuralogcm_jax.schema` (the model side reads stored
+# configs without importing the trainer); re-exported here.
+from neuralogcm_jax.schema import _convert, _type_name, from_dict, to_dict  # noqa: F401
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data: shipped in the wheel
 
 
 # ---------------------------------------------------------------------------------- model
@@ -151,6 +155,15 @@ class TrainConfig:
     checkpoint."""
     out_dir: str = "runs/default"
     """Run directory: config.yaml, metrics.jsonl, TensorBoard events, checkpoints/."""
+    resume: Literal["auto", "never", "required"] = "auto"
+    """What a run does with the checkpoints already in its checkpoint directory: "auto" resumes
+    the latest complete one if there is one and starts fresh otherwise (so a preempted job is
+    restarted with the identical command); "never" refuses a directory holding checkpoints;
+    "required" refuses one holding none."""
+    compilation_cache_dir: str | None = None
+    """JAX persistent compilation cache (a folder shared by restarts and runs; None = off).
+    Compilations that take longer than JAX's threshold (1 s by default; environment variable
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS) are stored and reused."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,8 +221,15 @@ class Config:
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
 
     @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.checkpoint.dir or Path(self.train.out_dir) / "checkpoints")
+    def out_dir(self):
+        """``train.out_dir`` as a path (`epath.Path` for URLs such as gs://bucket/run)."""
+        return output_path(self.train.out_dir)
+
+    @property
+    def checkpoint_dir(self):
+        """``checkpoint.dir`` (default ``<train.out_dir>/checkpoints``) as a path."""
+        return output_path(self.checkpoint.dir) if self.checkpoint.dir else (
+            self.out_dir / "checkpoints")
 
     def k_at_epoch(self, epoch: int) -> int:
         """Rollout length K (days) of training samples at `epoch` under the curriculum."""
@@ -218,151 +238,6 @@ class Config:
             if epoch >= start:
                 k = kk
         return int(k)
-
-
-# ---------------------------------------------------------------------------------- generic
-def to_dict(obj: Any) -> Any:
-    """Dataclasses -> nested dicts of plain YAML types (tuples become lists)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "shape", None) == ():
-        return obj.item()  # numpy scalars
-    return obj
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """`value` checked and converted to type `tp`; ConfigError naming `key` otherwise."""
-    if tp is Any or tp is typing.Any:
-        return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(
-            f"config key {key!r}: value {value!r} ({type(value).__name__}) is not "
-            f"{' | '.join(_type_name(a) for a in args)}"
-        )
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"config key {key!r}: value {value!r} is not one of {list(args)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(
-                f"config key {key!r}: expected a list, got {value!r} ({type(value).__name__})"
-            )
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(args) != len(value):
-                raise ConfigError(
-                    f"config key {key!r}: expected {len(args)} items, got {len(value)}"
-                )
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
-        item = args[0] if args else Any
-        out = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if (origin is tuple or tp is tuple) else out
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"config key {key!r}: expected a mapping, got {value!r} ({type(value).__name__})"
-            )
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads "1e-4" (no dot) as a string; accept what is plainly a number
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(
-                f"config key {key!r}: expected a number, got {value!r} ({type(value).__name__})"
-            )
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(
-                f"config key {key!r}: expected an integer, got {value!r} ({type(value).__name__})"
-            )
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(
-                f"config key {key!r}: expected true/false, got {value!r} ({type(value).__name__})"
-            )
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(
-                f"config key {key!r}: expected a string, got {value!r} ({type(value).__name__})"
-            )
-        return value
-    if isinstance(tp, type):
-        if not isinstance(value, tp):
-            raise ConfigError(
-                f"config key {key!r}: expected {tp.__name__}, got {value!r} "
-                f"({type(value).__name__})"
-            )
-    return value
-
-
-def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a nested dict, checking every key and type.
-
-    Missing keys take the dataclass defaults. Raises `ConfigError` naming the dotted key of an
-    unknown key or a value of the wrong type."""
-    where = prefix or "<root>"
-    if data is None:
-        data = {}
-    if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        data = to_dict(data)
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config key {where!r}: expected a mapping of {cls.__name__} fields, got {data!r}"
-        )
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # pragma: no cover - unresolvable annotations: fall back to raw ones
-        hints = {n: f.type for n, f in fields.items()}
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in fields:
-            raise ConfigError(
-                f"unknown config key {key!r}; known keys of {where!r}: {sorted(fields)}"
-            )
-        f = fields[k]
-        schema = f.metadata.get("schema")
-        tp = schema(v) if schema is not None else hints.get(k, Any)
-        kwargs[k] = _convert(v, tp, key)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"config section {where!r}: {e}") from e
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -421,6 +296,26 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped with the package (``--config NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(value: str | os.PathLike) -> Path:
+    """A ``--config`` value -> a YAML file: an existing path, else a packaged config's name
+    (``neuralogcm`` or ``neuralogcm.yaml``). ConfigError naming both if neither exists."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    name = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if path.parent == Path(".") and (CONFIG_DIR / f"{name}.yaml").is_file():
+        return CONFIG_DIR / f"{name}.yaml"
+    raise ConfigError(
+        f"config {str(value)!r} is neither a file nor a packaged config "
+        f"(packaged: {', '.join(packaged_configs())})"
+    )
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -449,12 +344,12 @@ def dump_yaml(cfg: Any) -> str:
 
 def write_config(cfg: Config, directory: str | os.PathLike) -> Path:
     """Write ``config.yaml`` (the resolved configuration) into `directory` atomically."""
-    directory = Path(directory)
+    directory = output_path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / "config.yaml"
     tmp = directory / ".config.yaml.tmp"
     tmp.write_text(dump_yaml(cfg))
-    os.replace(tmp, out)
+    tmp.replace(out)
     return out
 
 
@@ -474,11 +369,21 @@ FLAG_KEYS = {
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config``, repeated ``--set k=v`` and the short flags of `FLAG_KEYS` (counts must be
-    >= 1 and ``--config`` an existing file, checked while parsing)."""
-    from neuralogcm_jax.argtypes import existing_file, nonnegative_float, positive_int
+    >= 1 and ``--config`` an existing file or a packaged config's name, checked while parsing)."""
+    from neuralogcm_jax.argtypes import nonnegative_float, positive_int
 
-    parser.add_argument("--config", type=existing_file,
-                        help="YAML file (default: configs/<--model>.yaml)")
+    def config_ref(text: str) -> str:
+        try:
+            resolve_config_path(text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    parser.add_argument(
+        "--config", type=config_ref,
+        help="a YAML file, or the name of a packaged config: "
+        + ", ".join(packaged_configs()) + " (default: the one named by --model)",
+    )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set optim.lr=1e-4 (repeatable)",
@@ -500,7 +405,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The resolved `Config` of parsed CLI arguments (YAML <- flags <- --set)."""
     path = getattr(args, "config", None)
     model = getattr(args, "model", None)
-    if path is None and model is not None and (CONFIG_DIR / f"{model}.yaml").is_file():
+    if path is not None:
+        path = resolve_config_path(path)
+    elif model is not None and (CONFIG_DIR / f"{model}.yaml").is_file():
         path = CONFIG_DIR / f"{model}.yaml"
     overrides = []
     for flag, key in FLAG_KEYS.items():

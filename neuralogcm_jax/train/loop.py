@@ -1,25 +1,30 @@
 """`neuralogcm train`: the training loop (epochs, curriculum, validation, checkpoints, logs).
 
-    neuralogcm train --config configs/neuralogcm.yaml [--set optim.lr=1e-4 ...] [--resume]
+    neuralogcm train --config neuralogcm [--set optim.lr=1e-4 ...]
+
+The same command starts a run or, when its checkpoint directory already holds checkpoints,
+resumes the latest complete one (``train.resume: auto``, the default; ``never`` and
+``required`` make either case an error), so a preempted job is simply started again.
 
 Order of work:
 
 1. everything that can be checked without compute is checked first: the config, the data root and
    its splits, the mesh against the devices, the batch against the mesh, that the checkpoint
-   directory is writable and (with ``--resume``) that its checkpoint belongs to this model,
-   layout and grid;
+   directory is writable and (when resuming) that its checkpoint belongs to this model, layout
+   and grid;
 2. the model is built, split into plain pytrees, and the train state is created or restored onto
    the current mesh (any device count);
 3. epochs run with the curriculum's rollout length K; each epoch ends with a validation pass and
    a checkpoint; metrics go to ``metrics.jsonl`` (and TensorBoard when `tensorboardX` or
    `tensorflow` is importable), a tqdm bar shows rate and ETA. Only process 0 writes logs.
 
-SIGTERM and SIGINT finish the current step, save a checkpoint and exit with status 0. A step whose
-loss or gradient is not finite is skipped (no update); the log counts skipped steps per parameter
-group (``skipped_by_group``) and `RunResult` reports them. A run of ``nonfinite_patience``
-consecutive non-finite steps is rewound to the last checkpoint; without one, or after
-`MAX_REWINDS` rewinds, training stops with a `StateError` naming the parameter groups whose
-gradients were not finite, the steps and the dates of their batches.
+SIGTERM and SIGINT finish the current step, save a checkpoint and exit with status
+`STOPPED_EXIT_STATUS` (75), which job scripts take as "requeue me". A step whose loss or gradient
+is not finite is skipped (no update); the log counts skipped steps per parameter group
+(``skipped_by_group``) and `RunResult` reports them. A run of ``nonfinite_patience`` consecutive
+non-finite steps is rewound to the last checkpoint; without one, or after `MAX_REWINDS` rewinds,
+training stops with a `StateError` naming the parameter groups whose gradients were not finite,
+the steps and the dates of their batches.
 
 Data come from an HDF5 data root (`neuralogcm_jax.data.pipeline`) or, for tests and benchmarks,
 from an in-memory "array dataset" (a ``.npz`` file written by `write_array_dataset`: normalised
@@ -49,6 +54,7 @@ from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, StateError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import ChannelLayout
+from neuralogcm_jax.paths import check_local, output_path
 from neuralogcm_jax.train import checkpoint as ckpt_lib
 from neuralogcm_jax.train import config as config_lib
 from neuralogcm_jax.train import sharding as sh
@@ -57,6 +63,7 @@ from neuralogcm_jax.train.loss import loss_weights
 from neuralogcm_jax.train.optim import lr_schedule, make_optimizer
 
 PAUSE_ENV = "NEURALOGCM_PAUSE_AFTER_STEP"  # fault injection for tests: block after this step
+STOPPED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT after a checkpoint; requeue
 MAX_REWINDS = 3  # restores of the last checkpoint after non-finite runs before giving up
 
 
@@ -181,6 +188,7 @@ def iterator_state(it) -> str:
 
 def open_data(cfg: config_lib.Config) -> TrainData:
     """Open and validate ``cfg.data.root`` (HDF5 root, or a ``.npz`` array dataset)."""
+    check_local(cfg.data.root, "data.root")
     root = Path(cfg.data.root)
     pi, pc = jax.process_index(), jax.process_count()
     if root.suffix == ".npz":
@@ -201,10 +209,7 @@ def open_data(cfg: config_lib.Config) -> TrainData:
             layout.check(f, channels="all", where=f"{root}:{name}")
         years = {k[: -len("__year")]: z[k] for k in z.files if k.endswith("__year")}
         n = layout.n_ocean
-        stats = Stats.build(
-            np.zeros(layout.n_channels), np.ones(layout.n_channels),
-            np.zeros((366, n) + grid.shape, np.float32), grid.wet, layout,
-        )
+        stats = Stats.identity(grid.wet, layout)
 
         def make(split, k, bs, seed, shuffle):
             f, d = splits[split]
@@ -245,13 +250,20 @@ def open_data(cfg: config_lib.Config) -> TrainData:
 
 
 # ================================================================================ checks
-def check_writable(directory: Path, what: str) -> None:
-    """`ConfigError` unless `directory` can be created and written (tested with a temp file)."""
+def check_writable(directory, what: str) -> None:
+    """`ConfigError` unless `directory` (a local path or a URL) can be created and written
+    (tested with a small file, removed again)."""
+    directory = output_path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
-            pass
-    except OSError as e:
+        if isinstance(directory, Path):
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
+                pass
+        else:
+            probe = directory / f".write_test_{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+    except Exception as e:  # OSError locally; the store's own errors for URLs
         raise ConfigError(f"{what} {str(directory)!r} is not writable: {e}") from e
 
 
@@ -293,14 +305,20 @@ def model_config_for_run(cfg: config_lib.Config):
 class MetricsLog:
     """metrics.jsonl (+ TensorBoard if available), written by process 0 only."""
 
-    def __init__(self, out_dir: Path, enabled: bool):
+    def __init__(self, out_dir, enabled: bool):
         self.enabled = enabled
+        out_dir = output_path(out_dir)
         self.path = out_dir / "metrics.jsonl"
         self.tb = None
         if not enabled:
             return
-        self.file = open(self.path, "a")
+        if isinstance(self.path, Path):
+            self.file = open(self.path, "a")
+        else:  # object stores cannot append: the lines are kept and the file rewritten
+            self.file = _RewrittenFile(self.path)
         with contextlib.suppress(Exception):
+            if not isinstance(out_dir, Path):
+                raise ImportError("tensorboardX writes gs:// only through TensorFlow")
             from tensorboardX import SummaryWriter
 
             self.tb = ("tbx", SummaryWriter(str(out_dir / "tensorboard")))
@@ -341,6 +359,23 @@ class MetricsLog:
             self.file.close()
             if self.tb is not None and self.tb[0] == "tbx":
                 self.tb[1].close()
+
+
+class _RewrittenFile:
+    """Append-only text file on a store without appends: every flush rewrites it whole."""
+
+    def __init__(self, path):
+        self.path = path
+        self.text = path.read_text() if path.exists() else ""
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        self.path.write_text(self.text)
+
+    def close(self) -> None:
+        self.flush()
 
 
 class _StopFlag:
@@ -394,30 +429,55 @@ class RunResult:
     skipped_by_group: dict = dataclasses.field(default_factory=dict)
 
 
-def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True) -> RunResult:
-    """Run (or resume) training as configured. See the module docstring for the order of work."""
+def resume_decision(mode: str, existing: list[int], ckpt_dir) -> bool:
+    """Whether to resume, by ``train.resume`` (`mode`) and the steps already in `ckpt_dir`."""
+    if mode == "required" and not existing:
+        raise CheckpointError(
+            f"train.resume = required (or --resume): no checkpoint in {str(ckpt_dir)!r}"
+        )
+    if mode == "never" and existing:
+        raise CheckpointError(
+            f"checkpoint directory {str(ckpt_dir)!r} already holds steps {existing} and "
+            f"train.resume = never; set train.resume=auto to continue that run, or choose "
+            f"another checkpoint.dir / train.out_dir"
+        )
+    return bool(existing)
+
+
+def use_compilation_cache(directory: str | None) -> None:
+    """Point JAX's persistent compilation cache at `directory` (before the first compile)."""
+    if not directory:
+        return
+    output_path(directory).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    with contextlib.suppress(Exception):  # re-read the setting if a compile already ran
+        from jax.experimental.compilation_cache import compilation_cache as cc
+
+        cc.reset_cache()
+
+
+def train(cfg: config_lib.Config, *, resume: bool | None = None,
+          progress: bool = True) -> RunResult:
+    """Run (or resume) training as configured. See the module docstring for the order of work.
+
+    `resume`: None follows ``train.resume``; True means "required", False "never"."""
     # ---------------------------------------------------------------- checks before compute
     check_config(cfg)
+    use_compilation_cache(cfg.train.compilation_cache_dir)
     data = open_data(cfg)
     mesh = sh.mesh_from_config(cfg.mesh)
     gb = sh.global_batch_size(cfg.data.batch_size, mesh)
     sh.check_batch_layout(gb, data.grid.shape[1], mesh)
     per_process = gb // jax.process_count()
-    out_dir = Path(cfg.train.out_dir)
+    out_dir = cfg.out_dir  # a local path or a URL (gs://...)
     ckpt_dir = cfg.checkpoint_dir
     main = jax.process_index() == 0
     check_writable(out_dir, "train.out_dir")
     check_writable(ckpt_dir, "checkpoint directory")
     existing = ckpt_lib.list_steps(ckpt_dir)
     model_cfg = model_config_for_run(cfg)
-    if resume:
-        if not existing:
-            raise CheckpointError(f"--resume: no checkpoint in {str(ckpt_dir)!r}")
-    elif existing:
-        raise CheckpointError(
-            f"checkpoint directory {str(ckpt_dir)!r} already holds steps {existing}; pass "
-            f"--resume to continue that run, or choose another checkpoint.dir / train.out_dir"
-        )
+    mode = cfg.train.resume if resume is None else ("required" if resume else "never")
+    resume = resume_decision(mode, existing, ckpt_dir)
     weights = loss_weights(data.grid, data.layout, cfg.train.var_weights)
     ckpt = ckpt_lib.Checkpointer(
         ckpt_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save,
@@ -428,7 +488,7 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
         meta = ckpt.read_metadata()
         ckpt_lib.check_compatible(
             meta, model_name=model_cfg.name, grid=data.grid, layout=data.layout,
-            where=f"--resume {ckpt_dir}",
+            where=f"resuming {ckpt_dir}",
         )
 
     # ---------------------------------------------------------------- epoch lengths
@@ -485,11 +545,16 @@ def train(cfg: config_lib.Config, *, resume: bool = False, progress: bool = True
             )
         return train_steps[k]
 
+    model_cfg_dict = config_lib.to_dict(model_cfg)
+    model_item = ckpt_lib.model_arrays(data.grid, data.stats)  # grid + stats: self-contained
+
     def metadata(s, metrics=None):
-        return ckpt_lib.make_metadata(cfg_dict, data.grid, data.layout, step=s, metrics=metrics)
+        return ckpt_lib.make_metadata(cfg_dict, data.grid, data.layout, step=s, metrics=metrics,
+                                      model_config=model_cfg_dict)
 
     def save(s, ts, pos, metrics=None):
-        ckpt.save(s, st.checkpoint_view(ts), pos, metadata(s, metrics), metrics=metrics)
+        ckpt.save(s, st.checkpoint_view(ts), pos, metadata(s, metrics), metrics=metrics,
+                  model=model_item)
 
     def validate(k) -> float | None:
         if cfg.data.val_split not in data.splits:
@@ -683,7 +748,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_lib.add_config_arguments(parser)
     parser.add_argument(
         "--resume", nargs="?", const="", default=None, metavar="CHECKPOINT_DIR",
-        help="continue from the latest checkpoint (of checkpoint.dir, or of CHECKPOINT_DIR)",
+        help="require a checkpoint to continue from (of checkpoint.dir, or of CHECKPOINT_DIR); "
+        "same as --set train.resume=required. Without it, train.resume (default auto) "
+        "resumes when the checkpoint directory holds a checkpoint",
     )
     parser.add_argument("--coordinator", help="host:port of process 0 (multi-process runs)")
     parser.add_argument("--num_processes", type=positive_int, help="number of processes in the job")
@@ -697,10 +764,11 @@ def run(args: argparse.Namespace) -> int:
     # before anything touches a JAX backend (the CPU collectives must be chosen first)
     initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     cfg = config_lib.config_from_args(args)
-    resume = args.resume is not None
-    if resume and args.resume:
-        cfg = config_lib.replace(cfg, **{"checkpoint.dir": args.resume})
-    res = train(cfg, resume=resume, progress=not args.no_progress)
+    if args.resume is not None:
+        cfg = config_lib.replace(cfg, **{"train.resume": "required"})
+        if args.resume:
+            cfg = config_lib.replace(cfg, **{"checkpoint.dir": args.resume})
+    res = train(cfg, progress=not args.no_progress)
     if jax.process_index() == 0:
         loss = res.metrics.get("loss")
         print(
@@ -711,7 +779,7 @@ def run(args: argparse.Namespace) -> int:
             + f"; checkpoints in {cfg.checkpoint_dir}",
             flush=True,
         )
-    return 0
+    return STOPPED_EXIT_STATUS if res.stopped_by_signal else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from neuralogcm_jax import checkpointing
 from neuralogcm_jax.constants import SECONDS_PER_DAY
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import ConfigError
@@ -168,6 +169,16 @@ def build_forecaster(model_cfg, grid: Grid, stats: Stats | None, *, seed: int):
     return build_model(model_cfg, grid, stats, seed=seed)
 
 
+def _build_toy_from_stored(model_config: dict, grid: Grid, stats: Stats, seed: int):
+    from neuralogcm_jax.train.config import StandInModelConfig, from_dict
+
+    return build_forecaster(from_dict(StandInModelConfig, model_config, "model"), grid, stats,
+                            seed=seed)
+
+
+checkpointing.register_model_builder(TOY_MODEL, _build_toy_from_stored)
+
+
 # ------------------------------------------------------------------------------ train state
 def split_model(model) -> tuple[Any, dict, dict, dict]:
     """``model -> (graphdef, params, rngs, consts)`` as nested dicts of arrays.
@@ -199,8 +210,8 @@ def init_train_state(model_vars: tuple[dict, dict, dict], tx, seed: int):
     }
 
 
-# What a checkpoint holds: everything but ``consts`` (masks and normalisation statistics, which
-# the model rebuilds from the data's stats; at 1.5 deg the climatology alone is 3.9 GB).
+# What a checkpoint's ``state`` item holds: everything but ``consts`` (masks and normalisation
+# statistics, which the model rebuilds from the grid and stats of the checkpoint's ``model`` item).
 CHECKPOINT_KEYS = ("params", "rngs", "opt_state", "step", "rng", "nonfinite", "skipped")
 
 
