@@ -137,4 +137,7 @@ def test_config_is_found_by_packaged_name_and_by_path(tmp_path, monkeypatch):
     assert C.config_from_args(_args(["--config", "demo.yaml"])).train.out_dir == "runs/local"
     with pytest.raises(ConfigError, match=r"config 'nosuch' is neither a file nor a packaged "
                                           r"config \(packaged: .*neuralogcm"):
-        C.config_from_args(_args(["--config", "nosuch"]))
+        C.resolve_config_path("nosuch")
+    with pytest.raises(SystemExit) as e:  # the command line refuses it while parsing
+        _args(["--config", "nosuch"])
+    assert e.value.code == 2

@@ -373,6 +373,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     from neuralogcm_jax.argtypes import nonnegative_float, positive_int
 
     def config_ref(text: str) -> str:
+        if Path(text).is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
         try:
             resolve_config_path(text)
         except ConfigError as e:
