@@ -41,6 +41,7 @@ corrector's input shifts.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -67,13 +68,31 @@ Array = Any
 MODEL_NAMES = ("neuralogcm", "unet", "convlstm", "simvp", "fourcastnet")
 _ALIASES = {"neuralogcm": "neuralogcm", "neural_ogcm": "neuralogcm", "hybrid": "neuralogcm"}
 
+# Models defined outside the package (`register_model`): name -> builder.
+_REGISTERED: dict[str, Callable] = {}
+
+
+def register_model(name: str, builder: Callable) -> None:
+    """Make `build_model` (and so training, checkpoints and `load_model`) build
+    ``builder(cfg: ModelConfig, grid, stats, seed) -> model`` for ``cfg.name == name``.
+
+    For models defined outside the package (the tests' toy model); the model must honour the
+    `Forecaster` step contract. A command-line run loads such a module through the
+    ``NEURALOGCM_PLUGINS`` environment variable (see `neuralogcm_jax.cli`)."""
+    if name in MODEL_NAMES or name in _ALIASES:
+        raise ConfigError(f"model name {name!r} is taken by a built-in model")
+    _REGISTERED[name] = builder
+
 
 def canonical_model_name(name: str) -> str:
     """`NeuralOGCM`, `neuralogcm`, `UNet`, `unet`, ... -> the canonical lower-case name."""
+    if name in _REGISTERED:
+        return name
     key = str(name).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in MODEL_NAMES:
-        raise ConfigError(f"unknown model {name!r}; known: NeuralOGCM, {', '.join(MODEL_NAMES[1:])}")
+        known = ", ".join([*MODEL_NAMES[1:], *_REGISTERED])
+        raise ConfigError(f"unknown model {name!r}; known: NeuralOGCM, {known}")
     return key
 
 
@@ -328,6 +347,8 @@ def cast_model(model: Forecaster, dtype) -> Forecaster:
 def build_model(cfg: ModelConfig, grid: Grid, stats: Stats, *, seed: int = 0) -> Forecaster:
     """The model named by ``cfg.name`` on `grid` with normalisation `stats`."""
     name = canonical_model_name(cfg.name)
+    if name in _REGISTERED:
+        return _REGISTERED[name](cfg, grid, stats, seed)
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     if name == "neuralogcm":
         return NeuralOGCM(cfg, grid, stats, rngs=rngs)
