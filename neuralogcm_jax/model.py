@@ -49,10 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from neuralogcm_jax.calendar import next_doy
 from neuralogcm_jax.data.normalize import Stats, climatology_at
 from neuralogcm_jax.errors import ConfigError, LayoutError
 from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.layout import ChannelLayout
 from neuralogcm_jax.nn import NETWORKS, build_network
 from neuralogcm_jax.nn.baselines.convlstm import ConvLSTMConfig
 from neuralogcm_jax.nn.baselines.fourcastnet import FourCastNetConfig
@@ -62,6 +62,7 @@ from neuralogcm_jax.nn.ste import STEConfig
 from neuralogcm_jax.physics import Physics, make_physics
 from neuralogcm_jax.physics.params import default_raw, to_si
 from neuralogcm_jax.physics.stepping import PhysicsConfig
+from neuralogcm_jax.schema import FrozenDict
 
 Array = Any
 
@@ -105,6 +106,7 @@ class ModelConfig:
       physics: the physics core's settings (mode, polar filter, substepping); hybrid only.
       physics_coefficients: initial SI values of the learnable coefficients, e.g.
         ``{"nu_m": 5e4}`` (m^2/s); missing ones take the defaults of `physics/params.py`.
+        Held as a `FrozenDict`, so the config is hashable (a model keeps it as static data).
       per_level_coefficients: one value per depth level instead of a global scalar.
       corrector: the STE corrector's sizes (hybrid only).
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
@@ -115,7 +117,7 @@ class ModelConfig:
 
     name: str = "neuralogcm"
     physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
-    physics_coefficients: dict[str, float] = dataclasses.field(default_factory=dict)
+    physics_coefficients: dict[str, float] = dataclasses.field(default_factory=FrozenDict)
     per_level_coefficients: bool = False
     corrector: STEConfig = dataclasses.field(default_factory=STEConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
@@ -126,20 +128,11 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "name", canonical_model_name(self.name))
+        object.__setattr__(self, "physics_coefficients", FrozenDict(self.physics_coefficients))
         if self.dtype not in ("float32", "bfloat16", "float64"):
             raise ConfigError(
                 f"model.dtype must be 'float32', 'bfloat16' or 'float64', got {self.dtype!r}"
             )
-
-
-class _Static:
-    """Holder of static, non-array attributes (configs, grid, physics closures).
-
-    Hashed by identity, so a module's graph definition stays hashable for `jax.jit` even when a
-    config holds a dict; two different models never share a compiled function by accident."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
 
 
 class Constant(nnx.Variable):
@@ -150,17 +143,13 @@ class PhysicsParams(nnx.Module):
     """The learnable physics coefficients as raw values (``value = scale * softplus(raw)``)."""
 
     def __init__(self, physics: Physics, init_si: dict[str, float], per_level: bool, n_levels: int):
-        self._static = _Static(specs=physics.specs)
+        self.specs = FrozenDict(physics.specs)  # static graph data: hashable
         raw = default_raw(physics.specs, init_si, per_level=per_level, n_levels=n_levels)
         for name, r in raw.items():
             setattr(self, name, nnx.Param(jnp.asarray(r, dtype=jnp.float32)))
 
     def raw(self) -> dict[str, Array]:
         return {k: getattr(self, k)[...] for k in self.specs}
-
-    @property
-    def specs(self):
-        return self._static.specs
 
     def si(self, clip: bool = True) -> dict[str, Array]:
         """SI values (clipped at each coefficient's stability bound when `clip`)."""
@@ -177,7 +166,10 @@ class Forecaster(nnx.Module):
                 f"grid {grid.describe()} does not fit the statistics ({layout.n_levels} levels, "
                 f"climatology grid {stats.shape})"
             )
-        self._static = _Static(cfg=cfg, grid=grid, layout=layout)
+        # static graph data (hashable: frozen configs, the layout; the grid by identity)
+        self.cfg = cfg
+        self.grid = grid
+        self.layout = layout
         n = layout.n_ocean
         self.mean = Constant(jnp.asarray(stats.mean, jnp.float32))
         self.std = Constant(jnp.asarray(stats.std, jnp.float32))
@@ -189,18 +181,6 @@ class Forecaster(nnx.Module):
                               "float64": jnp.float64}[cfg.dtype]
 
     # -------------------------------------------------------------- interface
-    @property
-    def cfg(self) -> ModelConfig:
-        return self._static.cfg
-
-    @property
-    def grid(self) -> Grid:
-        return self._static.grid
-
-    @property
-    def layout(self) -> ChannelLayout:
-        return self._static.layout
-
     @property
     def name(self) -> str:
         return self.cfg.name
@@ -222,7 +202,8 @@ class Forecaster(nnx.Module):
     def step(self, state, forcing_next, doy, *, doy_next=None, deterministic: bool = True):
         """One day: ``[B, n_ocean, H, W]`` anomalies at `doy` -> anomalies at `doy_next`.
 
-        `doy_next` defaults to `next_doy(doy)` (see there for the one leap-year ambiguity)."""
+        `doy_next` defaults to `calendar.next_doy(doy)` (see there for the one leap-year
+        ambiguity)."""
         self.check_inputs(state, forcing_next)
         doy = jnp.asarray(doy, jnp.int32)
         doy = jnp.broadcast_to(doy, state.shape[:1])
@@ -265,23 +246,12 @@ class Forecaster(nnx.Module):
         return f * self.std[...][n:, None, None] + self.mean[...][n:, None, None]
 
 
-def next_doy(doy: Array) -> Array:
-    """Day-of-year index of the following day, without knowing the year.
-
-    Index 365 exists only in leap years (31 Dec) and is followed by 0. Index 364 is 31 Dec of a
-    common year (-> 0) or 30 Dec of a leap year (-> 365); we take 0, the common case, whose
-    climatology differs from day 365's by one day of seasonal cycle. Pass ``doy_next``
-    explicitly (the data pipeline knows the calendar) where that matters."""
-    doy = jnp.asarray(doy, jnp.int32)
-    return jnp.where(doy >= 364, 0, doy + 1)
-
-
 class NeuralOGCM(Forecaster):
     """The hybrid: sub-stepped differentiable physics plus the STE corrector, one day a step."""
 
     def __init__(self, cfg: ModelConfig, grid: Grid, stats: Stats, *, rngs: nnx.Rngs):
         super().__init__(cfg, grid, stats)
-        self._static.physics = make_physics(grid, cfg.physics)
+        self.physics = make_physics(grid, cfg.physics)  # static: closures over the grid
         self.physics_params = PhysicsParams(
             self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels
         )
@@ -289,10 +259,6 @@ class NeuralOGCM(Forecaster):
         self.corrector = build_network(
             "ste", cfg.corrector, self.layout.n_channels, n, grid.shape, rngs, self.compute_dtype
         )
-
-    @property
-    def physics(self) -> Physics:
-        return self._static.physics
 
     def physics_coefficients_si(self) -> dict[str, Array]:
         return self.physics_params.si()

@@ -16,7 +16,6 @@ processes import it too.
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from neuralogcm_jax.calendar import iso_date
 from neuralogcm_jax.constants import SECONDS_PER_DAY
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import ConfigError, DataError
@@ -264,8 +264,7 @@ def open_array_dataset(cfg) -> TrainData:
         y = years.get(split)
         if y is None:
             return [f"day {int(t)} (day of year {int(d) + 1})" for t, d in zip(time, doy)]
-        return [(datetime.date(int(y[t]), 1, 1) + datetime.timedelta(days=int(d))).isoformat()
-                for t, d in zip(time, doy)]
+        return [iso_date(y[t], d) for t, d in zip(time, doy)]
 
     return TrainData(grid, layout, stats, make, tuple(splits), array_day_names)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
 import signal
@@ -49,6 +48,7 @@ import jax
 import numpy as np
 
 from neuralogcm_jax.argtypes import nonnegative_int, positive_int
+from neuralogcm_jax.calendar import iso_date
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, StateError
 from neuralogcm_jax.grid import Grid
@@ -88,11 +88,6 @@ class TrainData:
         if self.day_names is None:
             return [f"day {int(t)} (day of year {int(d) + 1})" for t, d in zip(time, doy)]
         return self.day_names(split, time, doy)
-
-
-def _date(year: int, doy: int) -> str:
-    """``YYYY-MM-DD`` of 0-based day of year `doy` in `year`."""
-    return (datetime.date(int(year), 1, 1) + datetime.timedelta(days=int(doy))).isoformat()
 
 
 # Data formats registered from outside the package: data.root's file suffix -> opener.
@@ -138,7 +133,7 @@ def open_data(cfg: config_lib.Config) -> TrainData:
         info = droot.split(split)
         offsets, years = info.day_offsets, info.years
         files = np.searchsorted(offsets, time, side="right") - 1
-        return [_date(years[f], t - offsets[f]) for f, t in zip(files, time)]
+        return [iso_date(years[f], t - offsets[f]) for f, t in zip(files, time)]
 
     return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted), h5_day_names)
 

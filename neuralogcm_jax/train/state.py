@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from neuralogcm_jax import calendar
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.grid import Grid
@@ -38,7 +39,6 @@ from neuralogcm_jax.train.sharding import batch_sharding, replicated
 
 BATCH_KEYS = ("state", "forcing", "target", "doy", "target_doy")
 BATCH_RANKS = {"state": 4, "forcing": 5, "target": 5, "doy": 1, "target_doy": 2}
-DAYS_IN_CLIMATOLOGY = 366
 
 
 def build_forecaster(model_cfg: ModelConfig, grid: Grid, stats: Stats, *, seed: int):
@@ -106,16 +106,13 @@ def place_train_state(model_vars, tx, seed: int, mesh) -> Any:
 def day_of_year_sequence(batch: dict, k_steps: int) -> tuple[jax.Array, jax.Array]:
     """``(doy, doy_next)``, each ``[K, B]``: day-of-year index of each step's input and output.
 
-    From the loader's calendar (``target_doy [B, K]``) when present; otherwise by counting,
-    where index 364 is followed by 0 (a common year)."""
+    From the loader's calendar (``target_doy [B, K]``) when present; otherwise counted by
+    `calendar.doy_sequence` (index 364 is followed by 0, a common year)."""
     doy0 = batch["doy"].astype(jnp.int32)
     if "target_doy" in batch:
         nxt = jnp.swapaxes(batch["target_doy"][:, :k_steps].astype(jnp.int32), 0, 1)
     else:
-        seq = [doy0]
-        for _ in range(k_steps):
-            seq.append(jnp.where(seq[-1] >= 364, 0, seq[-1] + 1))
-        nxt = jnp.stack(seq[1:])
+        nxt = jnp.swapaxes(calendar.doy_sequence(doy0, k_steps)[:, 1:], 0, 1)
     cur = jnp.concatenate([doy0[None], nxt[:-1]], axis=0)
     return cur, nxt
 
