@@ -8,15 +8,15 @@ where ``state`` is ``[B, n_ocean, H, W]`` normalised anomalies at day-of-year in
 (``[B]`` int), ``forcing_next`` the ``[B, 4, H, W]`` normalised forcing of the next day, and the
 result the anomalies one day later, exactly 0 on land. One step is one day.
 
-`NeuralOGCM` (DESIGN.md decision 2) composes
+`NeuralOGCM` composes (the reasons: `docs/design.md`, "Decisions, and why")
 
     next = physical_to_anomaly(physics_day(anomaly_to_physical(state, doy)), doy + 1)
            + corrector([state, forcing_next])
 
-The physics works in SI units on the physical fields (decision 1); the corrector is a network whose
+The physics works in SI units on the physical fields; the corrector is a network whose
 last layer starts at zero, so an untrained hybrid equals pure physics bit for bit. The physics
 coefficients (``nu_m``, ``nu_t``, ...) are raw `nnx.Param` leaves under ``model.physics_params``
-(decision 4): ``value = scale * softplus(raw)``.
+with ``value = scale * softplus(raw)``.
 
 Baselines (U-Net, ConvLSTM, SimVP, FourCastNet) predict the one-day increment of the anomaly
 state: ``next = state + net([state, forcing_next])``. Predicting the increment rather than the
@@ -27,15 +27,12 @@ Normalisation statistics and masks live in the module as `Constant` variables, n
 a checkpoint carries what the model needs to run and the optimiser never touches them.
 
 Climatology: the models carry the compact climatology (``clim_harmonics``, `K` annual harmonics
-per channel and cell, see `neuralogcm_jax.data.normalize`; 96 MB at 1.5 deg where the 366-day
-table took 3.9 GB) and evaluate it for each step's day of year. The data pipeline normalises the
-training samples with the same harmonics, so a model turns its own anomalies back into physical
-fields with the climatology its data used. Against the 366-day table (the convention of earlier
-versions, in which the corrector saw anomalies from the table), one-day physical forecasts from
-the same state differ by less than 1e-2 channel std in every wet cell (measured 2.5e-3 on a
-briefly trained 6 deg hybrid; `tests/test_portable.py`), although the two climatologies differ
-by 0.2 std RMS on the demo twin: the physics sees physical fields either way, and only the
-corrector's input shifts.
+per channel and cell, see `neuralogcm_jax.data.normalize`) and evaluate it for each step's day of
+year. The data pipeline normalises the training samples with the same harmonics, so a model turns
+its own anomalies back into physical fields with the climatology its data used.
+`tests/test_portable.py` holds that one-day physical forecasts agree with those made through a
+366-day climatology table to within 1e-2 channel std in every wet cell: the physics sees physical
+fields either way, and only the corrector's input shifts.
 """
 
 from __future__ import annotations

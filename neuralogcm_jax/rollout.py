@@ -1,4 +1,4 @@
-"""The functional rollout API (DESIGN.md decision 6), for notebooks and for training.
+"""The functional rollout API, for notebooks and for training (see `docs/design.md`).
 
     traj = rollout(model, state0, forcings, steps=90, doy0=doy)      # one lax.scan
     step_fn, variables = make_step_fn(model)                          # a pure step

@@ -1,6 +1,6 @@
 """The on-disk data layout: writers, and a reader that validates a data root before training.
 
-Layout (DATA.md)::
+Layout (described in `docs/design.md`, "Data layout")::
 
     ROOT/
       train/1993.h5 ... valid/2018.h5 ... test/2020.h5   one file per year

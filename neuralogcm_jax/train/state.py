@@ -1,4 +1,4 @@
-"""The train state and the sharded train step (DESIGN.md decisions 5-7).
+"""The train state and the sharded train step (see `docs/design.md`).
 
 The model is split once into ``graphdef`` (static structure) and two plain pytrees of arrays:
 ``params`` (every `nnx.Param`, nested dicts), ``rngs`` (the model's RNG streams) and ``consts``
