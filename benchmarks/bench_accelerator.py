@@ -84,7 +84,7 @@ def _physics(rows: list[dict], res: float) -> None:
     from neuralogcm_jax.data.world import load_world
     from neuralogcm_jax.grid import GLORYS23_DEPTHS_M
     from neuralogcm_jax.physics import PhysicsConfig, make_physics
-    from neuralogcm_jax.physics_demo import realistic_grid, smooth_state
+    from neuralogcm_jax.testing import realistic_grid, smooth_state
 
     grid = realistic_grid(res, GLORYS23_DEPTHS_M)
     physics = make_physics(grid, PhysicsConfig())

@@ -52,7 +52,7 @@ def run(quick: bool) -> list[dict]:
 
     from neuralogcm_jax.grid import GLORYS23_DEPTHS_M
     from neuralogcm_jax.physics import PhysicsConfig, make_physics
-    from neuralogcm_jax.physics_demo import realistic_grid, smooth_state
+    from neuralogcm_jax.testing import realistic_grid, smooth_state
 
     res = 3.0 if quick else 1.5
     grid = realistic_grid(res, GLORYS23_DEPTHS_M)

@@ -35,7 +35,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, GridError
+from neuralogcm_jax.errors import CheckpointError, DataError, GridError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import ChannelLayout
 from neuralogcm_jax.paths import check_local, output_path
@@ -320,15 +319,6 @@ def stats_from_arrays(arrays: dict, grid: Grid, layout: ChannelLayout, where: st
 
 
 # ------------------------------------------------------------------------------ model building
-_BUILDERS: dict[str, Callable] = {}
-
-
-def register_model_builder(name: str, fn: Callable) -> None:
-    """Teach `load_model` a model that `neuralogcm_jax.model.build_model` does not know:
-    ``fn(model_config_dict, grid, stats, seed) -> model`` (the trainer's test model)."""
-    _BUILDERS[name] = fn
-
-
 def effective_model_config(meta: dict, config: dict) -> dict:
     """The model section as the model was built: stored, or (format 1) derived from the run
     config with the run's precision applied as the trainer does."""
@@ -342,16 +332,11 @@ def effective_model_config(meta: dict, config: dict) -> dict:
 
 
 def build_from_config(model_config: dict, grid: Grid, stats, *, seed: int = 0):
-    """The model described by a stored model section."""
-    name = str(model_config.get("name", ""))
-    if name in _BUILDERS:
-        return _BUILDERS[name](model_config, grid, stats, seed)
+    """The model described by a stored model section (built-in, or one registered with
+    `neuralogcm_jax.model.register_model`)."""
     from neuralogcm_jax import schema
     from neuralogcm_jax.model import ModelConfig, build_model
 
-    if name == "diffusion_toy":
-        raise ConfigError("model 'diffusion_toy' is the trainer's test model: import "
-                          "neuralogcm_jax.train.state before loading it")
     cfg = schema.from_dict(ModelConfig, model_config, "model")
     return build_model(cfg, grid, stats, seed=seed)
 

@@ -4,6 +4,11 @@ Each subcommand lives in its own module, which defines ``add_arguments(parser)``
 ``run(args) -> int``; this file only dispatches. Any `NeuralOGCMError` becomes one line on stderr
 and exit status 2; so does a bad argument, refused while parsing by the ``type=`` functions of
 `neuralogcm_jax.argtypes` before anything is computed. `main` returns the exit status.
+
+Plugins: the environment variable ``NEURALOGCM_PLUGINS`` may name modules (comma-separated) that
+`main` imports first, so that models and data formats they register
+(`neuralogcm_jax.model.register_model`, `neuralogcm_jax.train.loop.register_data_format`) are
+known to every command; the tests use it for their toy model and in-memory dataset format.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from neuralogcm_jax.errors import NeuralOGCMError
+
+PLUGINS_ENV = "NEURALOGCM_PLUGINS"
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -32,7 +40,15 @@ def _available() -> dict[str, tuple[str, str]]:
     return {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
 
 
+def load_plugins() -> None:
+    """Import the modules named in ``NEURALOGCM_PLUGINS`` (comma-separated)."""
+    for name in os.environ.get(PLUGINS_ENV, "").split(","):
+        if name.strip():
+            importlib.import_module(name.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    load_plugins()
     parser = argparse.ArgumentParser(prog="neuralogcm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}

@@ -29,7 +29,7 @@ import numpy as np
 from neuralogcm_jax.constants import EARTH_RADIUS_M, OMEGA_RAD_S
 from neuralogcm_jax.errors import GridError
 
-# The 23 GLORYS12 levels used by NeuralOGCM (m), see DATA.md.
+# The 23 GLORYS12 levels used by NeuralOGCM (m); see `docs/design.md`, "Data layout".
 GLORYS23_DEPTHS_M = (
     0.494, 2.646, 5.078, 7.930, 11.405, 15.810, 21.599, 29.445, 40.344, 55.764, 77.854,
     92.326, 109.729, 130.666, 155.851, 186.126, 222.475, 266.040, 318.127, 380.213,

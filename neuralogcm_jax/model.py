@@ -8,15 +8,15 @@ where ``state`` is ``[B, n_ocean, H, W]`` normalised anomalies at day-of-year in
 (``[B]`` int), ``forcing_next`` the ``[B, 4, H, W]`` normalised forcing of the next day, and the
 result the anomalies one day later, exactly 0 on land. One step is one day.
 
-`NeuralOGCM` (DESIGN.md decision 2) composes
+`NeuralOGCM` composes (the reasons: `docs/design.md`, "Decisions, and why")
 
     next = physical_to_anomaly(physics_day(anomaly_to_physical(state, doy)), doy + 1)
            + corrector([state, forcing_next])
 
-The physics works in SI units on the physical fields (decision 1); the corrector is a network whose
+The physics works in SI units on the physical fields; the corrector is a network whose
 last layer starts at zero, so an untrained hybrid equals pure physics bit for bit. The physics
 coefficients (``nu_m``, ``nu_t``, ...) are raw `nnx.Param` leaves under ``model.physics_params``
-(decision 4): ``value = scale * softplus(raw)``.
+with ``value = scale * softplus(raw)``.
 
 Baselines (U-Net, ConvLSTM, SimVP, FourCastNet) predict the one-day increment of the anomaly
 state: ``next = state + net([state, forcing_next])``. Predicting the increment rather than the
@@ -27,20 +27,18 @@ Normalisation statistics and masks live in the module as `Constant` variables, n
 a checkpoint carries what the model needs to run and the optimiser never touches them.
 
 Climatology: the models carry the compact climatology (``clim_harmonics``, `K` annual harmonics
-per channel and cell, see `neuralogcm_jax.data.normalize`; 96 MB at 1.5 deg where the 366-day
-table took 3.9 GB) and evaluate it for each step's day of year. The data pipeline normalises the
-training samples with the same harmonics, so a model turns its own anomalies back into physical
-fields with the climatology its data used. Against the 366-day table (the convention of earlier
-versions, in which the corrector saw anomalies from the table), one-day physical forecasts from
-the same state differ by less than 1e-2 channel std in every wet cell (measured 2.5e-3 on a
-briefly trained 6 deg hybrid; `tests/test_portable.py`), although the two climatologies differ
-by 0.2 std RMS on the demo twin: the physics sees physical fields either way, and only the
-corrector's input shifts.
+per channel and cell, see `neuralogcm_jax.data.normalize`) and evaluate it for each step's day of
+year. The data pipeline normalises the training samples with the same harmonics, so a model turns
+its own anomalies back into physical fields with the climatology its data used.
+`tests/test_portable.py` holds that one-day physical forecasts agree with those made through a
+366-day climatology table to within 1e-2 channel std in every wet cell: the physics sees physical
+fields either way, and only the corrector's input shifts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -48,10 +46,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from neuralogcm_jax.calendar import next_doy
 from neuralogcm_jax.data.normalize import Stats, climatology_at
 from neuralogcm_jax.errors import ConfigError, LayoutError
 from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.layout import ChannelLayout
 from neuralogcm_jax.nn import NETWORKS, build_network
 from neuralogcm_jax.nn.baselines.convlstm import ConvLSTMConfig
 from neuralogcm_jax.nn.baselines.fourcastnet import FourCastNetConfig
@@ -61,19 +59,38 @@ from neuralogcm_jax.nn.ste import STEConfig
 from neuralogcm_jax.physics import Physics, make_physics
 from neuralogcm_jax.physics.params import default_raw, to_si
 from neuralogcm_jax.physics.stepping import PhysicsConfig
+from neuralogcm_jax.schema import FrozenDict
 
 Array = Any
 
 MODEL_NAMES = ("neuralogcm", "unet", "convlstm", "simvp", "fourcastnet")
 _ALIASES = {"neuralogcm": "neuralogcm", "neural_ogcm": "neuralogcm", "hybrid": "neuralogcm"}
 
+# Models defined outside the package (`register_model`): name -> builder.
+_REGISTERED: dict[str, Callable] = {}
+
+
+def register_model(name: str, builder: Callable) -> None:
+    """Make `build_model` (and so training, checkpoints and `load_model`) build
+    ``builder(cfg: ModelConfig, grid, stats, seed) -> model`` for ``cfg.name == name``.
+
+    For models defined outside the package (the tests' toy model); the model must honour the
+    `Forecaster` step contract. A command-line run loads such a module through the
+    ``NEURALOGCM_PLUGINS`` environment variable (see `neuralogcm_jax.cli`)."""
+    if name in MODEL_NAMES or name in _ALIASES:
+        raise ConfigError(f"model name {name!r} is taken by a built-in model")
+    _REGISTERED[name] = builder
+
 
 def canonical_model_name(name: str) -> str:
     """`NeuralOGCM`, `neuralogcm`, `UNet`, `unet`, ... -> the canonical lower-case name."""
+    if name in _REGISTERED:
+        return name
     key = str(name).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in MODEL_NAMES:
-        raise ConfigError(f"unknown model {name!r}; known: NeuralOGCM, {', '.join(MODEL_NAMES[1:])}")
+        known = ", ".join([*MODEL_NAMES[1:], *_REGISTERED])
+        raise ConfigError(f"unknown model {name!r}; known: NeuralOGCM, {known}")
     return key
 
 
@@ -86,6 +103,7 @@ class ModelConfig:
       physics: the physics core's settings (mode, polar filter, substepping); hybrid only.
       physics_coefficients: initial SI values of the learnable coefficients, e.g.
         ``{"nu_m": 5e4}`` (m^2/s); missing ones take the defaults of `physics/params.py`.
+        Held as a `FrozenDict`, so the config is hashable (a model keeps it as static data).
       per_level_coefficients: one value per depth level instead of a global scalar.
       corrector: the STE corrector's sizes (hybrid only).
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
@@ -96,7 +114,7 @@ class ModelConfig:
 
     name: str = "neuralogcm"
     physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
-    physics_coefficients: dict[str, float] = dataclasses.field(default_factory=dict)
+    physics_coefficients: dict[str, float] = dataclasses.field(default_factory=FrozenDict)
     per_level_coefficients: bool = False
     corrector: STEConfig = dataclasses.field(default_factory=STEConfig)
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
@@ -107,20 +125,11 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "name", canonical_model_name(self.name))
+        object.__setattr__(self, "physics_coefficients", FrozenDict(self.physics_coefficients))
         if self.dtype not in ("float32", "bfloat16", "float64"):
             raise ConfigError(
                 f"model.dtype must be 'float32', 'bfloat16' or 'float64', got {self.dtype!r}"
             )
-
-
-class _Static:
-    """Holder of static, non-array attributes (configs, grid, physics closures).
-
-    Hashed by identity, so a module's graph definition stays hashable for `jax.jit` even when a
-    config holds a dict; two different models never share a compiled function by accident."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
 
 
 class Constant(nnx.Variable):
@@ -131,17 +140,13 @@ class PhysicsParams(nnx.Module):
     """The learnable physics coefficients as raw values (``value = scale * softplus(raw)``)."""
 
     def __init__(self, physics: Physics, init_si: dict[str, float], per_level: bool, n_levels: int):
-        self._static = _Static(specs=physics.specs)
+        self.specs = FrozenDict(physics.specs)  # static graph data: hashable
         raw = default_raw(physics.specs, init_si, per_level=per_level, n_levels=n_levels)
         for name, r in raw.items():
             setattr(self, name, nnx.Param(jnp.asarray(r, dtype=jnp.float32)))
 
     def raw(self) -> dict[str, Array]:
         return {k: getattr(self, k)[...] for k in self.specs}
-
-    @property
-    def specs(self):
-        return self._static.specs
 
     def si(self, clip: bool = True) -> dict[str, Array]:
         """SI values (clipped at each coefficient's stability bound when `clip`)."""
@@ -158,7 +163,10 @@ class Forecaster(nnx.Module):
                 f"grid {grid.describe()} does not fit the statistics ({layout.n_levels} levels, "
                 f"climatology grid {stats.shape})"
             )
-        self._static = _Static(cfg=cfg, grid=grid, layout=layout)
+        # static graph data (hashable: frozen configs, the layout; the grid by identity)
+        self.cfg = cfg
+        self.grid = grid
+        self.layout = layout
         n = layout.n_ocean
         self.mean = Constant(jnp.asarray(stats.mean, jnp.float32))
         self.std = Constant(jnp.asarray(stats.std, jnp.float32))
@@ -170,18 +178,6 @@ class Forecaster(nnx.Module):
                               "float64": jnp.float64}[cfg.dtype]
 
     # -------------------------------------------------------------- interface
-    @property
-    def cfg(self) -> ModelConfig:
-        return self._static.cfg
-
-    @property
-    def grid(self) -> Grid:
-        return self._static.grid
-
-    @property
-    def layout(self) -> ChannelLayout:
-        return self._static.layout
-
     @property
     def name(self) -> str:
         return self.cfg.name
@@ -203,7 +199,8 @@ class Forecaster(nnx.Module):
     def step(self, state, forcing_next, doy, *, doy_next=None, deterministic: bool = True):
         """One day: ``[B, n_ocean, H, W]`` anomalies at `doy` -> anomalies at `doy_next`.
 
-        `doy_next` defaults to `next_doy(doy)` (see there for the one leap-year ambiguity)."""
+        `doy_next` defaults to `calendar.next_doy(doy)` (see there for the one leap-year
+        ambiguity)."""
         self.check_inputs(state, forcing_next)
         doy = jnp.asarray(doy, jnp.int32)
         doy = jnp.broadcast_to(doy, state.shape[:1])
@@ -246,23 +243,12 @@ class Forecaster(nnx.Module):
         return f * self.std[...][n:, None, None] + self.mean[...][n:, None, None]
 
 
-def next_doy(doy: Array) -> Array:
-    """Day-of-year index of the following day, without knowing the year.
-
-    Index 365 exists only in leap years (31 Dec) and is followed by 0. Index 364 is 31 Dec of a
-    common year (-> 0) or 30 Dec of a leap year (-> 365); we take 0, the common case, whose
-    climatology differs from day 365's by one day of seasonal cycle. Pass ``doy_next``
-    explicitly (the data pipeline knows the calendar) where that matters."""
-    doy = jnp.asarray(doy, jnp.int32)
-    return jnp.where(doy >= 364, 0, doy + 1)
-
-
 class NeuralOGCM(Forecaster):
     """The hybrid: sub-stepped differentiable physics plus the STE corrector, one day a step."""
 
     def __init__(self, cfg: ModelConfig, grid: Grid, stats: Stats, *, rngs: nnx.Rngs):
         super().__init__(cfg, grid, stats)
-        self._static.physics = make_physics(grid, cfg.physics)
+        self.physics = make_physics(grid, cfg.physics)  # static: closures over the grid
         self.physics_params = PhysicsParams(
             self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels
         )
@@ -270,10 +256,6 @@ class NeuralOGCM(Forecaster):
         self.corrector = build_network(
             "ste", cfg.corrector, self.layout.n_channels, n, grid.shape, rngs, self.compute_dtype
         )
-
-    @property
-    def physics(self) -> Physics:
-        return self._static.physics
 
     def physics_coefficients_si(self) -> dict[str, Array]:
         return self.physics_params.si()
@@ -328,6 +310,8 @@ def cast_model(model: Forecaster, dtype) -> Forecaster:
 def build_model(cfg: ModelConfig, grid: Grid, stats: Stats, *, seed: int = 0) -> Forecaster:
     """The model named by ``cfg.name`` on `grid` with normalisation `stats`."""
     name = canonical_model_name(cfg.name)
+    if name in _REGISTERED:
+        return _REGISTERED[name](cfg, grid, stats, seed)
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
     if name == "neuralogcm":
         return NeuralOGCM(cfg, grid, stats, rngs=rngs)

@@ -1,17 +1,19 @@
-"""The functional rollout API (DESIGN.md decision 6), for notebooks and for training.
+"""The functional rollout API, for notebooks and for training (see `docs/design.md`).
 
     traj = rollout(model, state0, forcings, steps=90, doy0=doy)      # one lax.scan
     step_fn, variables = make_step_fn(model)                          # a pure step
     fn, variables = make_rollout_fn(model, steps=K, remat=True)       # pure, for jax.grad
 
 A rollout is a single `lax.scan`, so compile time does not grow with `steps` (the scan body is
-traced once); one compiled function is cached per model and input shape. Training through K steps
+traced once); one compiled function is cached per model structure (its `nnx.GraphDef`, hashable
+because the model's static data are) and input shape. Training through K steps
 wraps the scan body in `jax.checkpoint` (and the physics already rematerialises its substeps), so
 activation memory grows with K only by one stored state per step.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +22,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from neuralogcm_jax.errors import LayoutError
-from neuralogcm_jax.model import Forecaster, next_doy
+from neuralogcm_jax import calendar
+from neuralogcm_jax.model import Forecaster
 
 Array = Any
 
@@ -62,6 +65,15 @@ def make_rollout_fn(
     ``[B, S(+1), n_ocean, H, W]``. The number of steps is ``S``, the forcing's length.
     """
     graphdef, variables = nnx.split(model)
+    fn = _rollout_fn(graphdef, start_with_input=start_with_input, post_process=post_process,
+                     remat=remat, stop_gradient_every=stop_gradient_every,
+                     deterministic=deterministic)
+    return fn, variables
+
+
+def _rollout_fn(graphdef, *, start_with_input=False, post_process=None, remat=False,
+                stop_gradient_every=None, deterministic=True) -> Callable:
+    """The pure rollout of `make_rollout_fn` for the model structure `graphdef`."""
 
     def body(variables, carry, xs):
         state, k = carry
@@ -89,19 +101,7 @@ def make_rollout_fn(
             traj = jnp.concatenate([state0[:, None], traj], axis=1)
         return traj
 
-    return fn, variables
-
-
-def doy_sequence(doy0: Array, steps: int) -> Array:
-    """``[B, steps+1]`` day-of-year indices from ``doy0 [B]`` (see `model.next_doy`)."""
-    doy0 = jnp.asarray(doy0, jnp.int32)
-
-    def nxt(d, _):
-        n = next_doy(d)
-        return n, n
-
-    _, rest = jax.lax.scan(nxt, doy0, None, length=steps)
-    return jnp.concatenate([doy0[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
+    return fn
 
 
 def rollout(
@@ -148,24 +148,21 @@ def rollout(
     B = state0.shape[0]
     model.check_inputs(state0, forcings[:, 0])
     if doys is None:
-        doys = doy_sequence(jnp.broadcast_to(jnp.asarray(doy0, jnp.int32), (B,)), steps)
+        doys = calendar.doy_sequence(jnp.broadcast_to(jnp.asarray(doy0, jnp.int32), (B,)), steps)
     elif tuple(jnp.shape(doys)) != (B, steps + 1):
         raise LayoutError(f"doys have shape {tuple(jnp.shape(doys))}; expected {(B, steps + 1)}")
 
-    fn = _cached_rollout(model, start_with_input, post_process)
-    _, variables = nnx.split(model)
-    traj = fn(variables, state0, forcings, doys)
+    graphdef, variables = nnx.split(model)
+    traj = _jitted_rollout(graphdef, start_with_input, post_process)(variables, state0, forcings,
+                                                                     doys)
     return traj[0] if unbatched else traj
 
 
-def _cached_rollout(model: Forecaster, start_with_input: bool, post_process) -> Callable:
-    """One jitted rollout per (model, options); jit itself caches per input shape."""
-    cache = model._static.__dict__.setdefault("_rollout_cache", {})
-    key = (start_with_input, post_process)
-    if key not in cache:
-        fn, _ = make_rollout_fn(model, start_with_input=start_with_input, post_process=post_process)
-        cache[key] = jax.jit(fn)
-    return cache[key]
+@functools.lru_cache(maxsize=64)
+def _jitted_rollout(graphdef, start_with_input: bool, post_process) -> Callable:
+    """One jitted rollout per (model structure, options); jit itself caches per input shape."""
+    return jax.jit(_rollout_fn(graphdef, start_with_input=start_with_input,
+                               post_process=post_process))
 
 
 def load_model(checkpoint_dir, step: int | None = None, *, stats=None,

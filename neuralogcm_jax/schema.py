@@ -16,6 +16,23 @@ from typing import Any, Literal
 
 from neuralogcm_jax.errors import ConfigError
 
+class FrozenDict(dict):
+    """A dict that cannot change and hashes by its sorted items: a mapping field of a frozen,
+    hashable config (`to_dict` writes it as a plain mapping)."""
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.items())))
+
+    def _immutable(self, *args, **kwargs):
+        raise TypeError(f"{type(self).__name__} cannot be changed")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _immutable
+    __ior__ = _immutable
+
+    def __reduce__(self):
+        return (type(self), (dict(self),))
+
+
 def to_dict(obj: Any) -> Any:
     """Dataclasses -> nested dicts of plain YAML types (tuples become lists)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

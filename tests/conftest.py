@@ -1,9 +1,13 @@
-"""Test setup: float64 available, 8 faked CPU devices for sharding tests, absl flags parsed.
+"""Test setup: float64 available, 8 faked CPU devices for sharding tests, absl flags parsed,
+the tests' toy model and array dataset format registered (`tests/toy.py`), in this process and,
+through ``NEURALOGCM_PLUGINS`` and ``PYTHONPATH``, in the command-line runs of child processes.
 
 The device count must be fixed before the first JAX call, hence at import time here.
 """
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
@@ -13,6 +17,14 @@ os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+if REPO not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+os.environ["NEURALOGCM_PLUGINS"] = "tests.toy"
+import tests.toy  # noqa: E402,F401  (registers the toy model and the .npz array dataset)
 
 try:  # grain reads absl flags; pytest never parses them.
     from absl import flags

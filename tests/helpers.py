@@ -15,6 +15,7 @@ import numpy as np
 
 from neuralogcm_jax.train import state as S
 from neuralogcm_jax.train.optim import PHYSICS_KEY
+from tests.toy import DiffusionForecaster
 
 PHYSICS_PREFIX = f"{PHYSICS_KEY}."
 
@@ -143,7 +144,7 @@ def _nan_bwd(res, g):
 nan_gradient_if.defvjp(_nan_fwd, _nan_bwd)
 
 
-class NaNGradientForecaster(S.DiffusionForecaster):
+class NaNGradientForecaster(DiffusionForecaster):
     """The toy model, with a finite loss, whose gradient with respect to the raw coefficient
     `poisoned` is NaN on every batch holding a sample with day of year >= `from_doy` (and exactly
     the toy's gradient otherwise)."""

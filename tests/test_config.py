@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from neuralogcm_jax import ConfigError
+from neuralogcm_jax.model import ModelConfig
 from neuralogcm_jax.train import config as C
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -93,7 +94,6 @@ def test_seed_flags_map_onto_config_keys():
 
 
 def test_baseline_size_flags_reach_the_model_config():
-    assert C.model_config_class() is not C.StandInModelConfig
     cfg = C.config_from_args(_args(["--model", "fourcastnet", "--fourcastnet_embed_dim", "64",
                                     "--simvp_hid_s", "16"]))
     assert cfg.model.fourcastnet.embed_dim == 64 and cfg.model.simvp.hid_S == 16
@@ -117,9 +117,9 @@ def test_generic_conversion_handles_nested_dataclasses():
         C.from_dict(Outer, {"inner": {"depth": 1}}, "x")
 
 
-def test_toy_model_section_uses_the_stand_in_schema():
+def test_a_registered_model_takes_the_model_schema():
     cfg = C.load_config(None, ["model.name=diffusion_toy", "model.physics_coefficients.nu_m=3e4"])
-    assert isinstance(cfg.model, C.StandInModelConfig)
+    assert isinstance(cfg.model, ModelConfig) and cfg.model.name == "diffusion_toy"
     assert cfg.model.physics_coefficients == {"nu_m": 3e4}
 
 

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from neuralogcm_jax import ConfigError, LayoutError
+from neuralogcm_jax.calendar import doy_sequence, next_doy
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import ChannelLayout
@@ -17,7 +18,6 @@ from neuralogcm_jax.model import (
     build_model,
     canonical_model_name,
     cast_model,
-    next_doy,
 )
 from neuralogcm_jax.rollout import make_rollout_fn, make_step_fn, rollout
 
@@ -191,6 +191,16 @@ def test_bad_inputs_are_named(world):
 
 def test_next_day_of_year_wraps_at_year_end():
     np.testing.assert_array_equal(next_doy(jnp.array([0, 58, 363, 364, 365])), [1, 59, 364, 0, 0])
+    seq = doy_sequence(jnp.array([363, 365], jnp.int32), 3)
+    np.testing.assert_array_equal(seq, [[363, 364, 0, 1], [365, 0, 1, 2]])
+
+
+def test_model_config_is_hashable_and_its_coefficients_frozen():
+    a = ModelConfig(physics_coefficients={"nu_t": 1e3, "nu_m": 5e4})
+    b = ModelConfig(physics_coefficients={"nu_m": 5e4, "nu_t": 1e3})
+    assert a == b and hash(a) == hash(b)
+    with pytest.raises(TypeError):
+        a.physics_coefficients["nu_m"] = 1.0
 
 
 def test_hybrid_holds_its_physics_coefficients_as_parameters(world):

@@ -15,7 +15,7 @@ import pytest
 
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.train import checkpoint as CK
-from neuralogcm_jax.train.loop import write_array_dataset
+from tests.toy import write_array_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

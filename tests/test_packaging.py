@@ -36,8 +36,9 @@ def run(cmd, cwd, env, timeout=900):
 
 @pytest.mark.slow
 def test_the_wheel_installed_alone_trains_exports_and_loads(tmp_path):
+    from neuralogcm_jax.data import h5format
     from neuralogcm_jax.grid import Grid
-    from neuralogcm_jax.train.loop import write_array_dataset
+    from neuralogcm_jax.layout import ChannelLayout
 
     src = tmp_path / "src"
     src.mkdir()
@@ -45,7 +46,8 @@ def test_the_wheel_installed_alone_trains_exports_and_loads(tmp_path):
         shutil.copy(REPO / name, src / name)
     shutil.copytree(REPO / "neuralogcm_jax", src / "neuralogcm_jax",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "XLA_FLAGS", "NEURALOGCM_PLUGINS")}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
          str(src)], tmp_path, env)
@@ -70,10 +72,15 @@ def test_the_wheel_installed_alone_trains_exports_and_loads(tmp_path):
     empty.mkdir()
     out = run([str(bin_ / "neuralogcm"), "--help"], empty, env)
     assert "train" in out and "export" in out
+    # a one-year HDF5 data root (the package's own format: no test plugin in the venv)
     g = Grid.regular(15.0, depth=(5.0, 50.0))
+    layout = ChannelLayout(tuple(g.depth))
     rng = np.random.default_rng(0)
-    fields = rng.normal(size=(8, 13) + g.shape).astype(np.float32)
-    data = write_array_dataset(tmp_path / "d.npz", g, {"train": (fields, np.arange(8))})
+    fields = rng.normal(size=(365, 13) + g.shape).astype(np.float32)
+    data = tmp_path / "data"
+    h5format.write_year(data / "train" / "2019.h5", fields, g.lat, g.lon, g.depth)
+    clim = np.zeros((366, layout.n_ocean) + g.shape, np.float32)
+    h5format.write_stats(data, np.zeros(13, np.float32), np.ones(13, np.float32), clim)
     run([str(bin_ / "neuralogcm"), "train", "--config", "unet", "--data_root", str(data),
          "--batch_size", "1", "--epochs", "1", "--no_progress", "--out_dir", "run",
          "--set", "model.unet.base_channels=8", "--set", "model.unet.channel_mults=[1, 2]",

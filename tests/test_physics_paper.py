@@ -13,7 +13,7 @@ from neuralogcm_jax.errors import ConfigError, StateError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import Forcing, OceanState
 from neuralogcm_jax.physics import PhysicsConfig, check_state, make_physics
-from neuralogcm_jax.physics_demo import coastline_wet_mask, smooth_state
+from neuralogcm_jax.testing import coastline_wet_mask, smooth_state
 
 COEFFS = {"nu_m": 5e4, "nu_t": 1e3}
 

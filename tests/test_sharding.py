@@ -15,6 +15,7 @@ from neuralogcm_jax.train import sharding as SH
 from neuralogcm_jax.train import state as S
 from neuralogcm_jax.train.loss import loss_weights, weighted_mse
 from neuralogcm_jax.train.optim import make_optimizer, param_labels
+from tests.toy import DiffusionForecaster
 
 
 def toy_grid():
@@ -41,7 +42,7 @@ def one_step(mesh_shape, optim_overrides=(), batch=None, K=2, model=None):
     grid = toy_grid()
     layout = ChannelLayout(tuple(grid.depth))
     if model is None:
-        model = S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0))
+        model = DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0))
     graphdef, *mv = S.split_model(model)
     cfg = C.load_config(None, ["model.name=diffusion_toy", "optim.warmup_steps=0",
                                "optim.schedule=constant", *optim_overrides])
@@ -69,7 +70,7 @@ def test_sharded_step_equals_single_device_step(single_device_step, mesh_shape):
     np.testing.assert_allclose(met["grad_norm"], ref_met["grad_norm"], rtol=1e-5)
     grid = toy_grid()
     layout = ChannelLayout(tuple(grid.depth))
-    _, p0, _, _ = S.split_model(S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
+    _, p0, _, _ = S.split_model(DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
     moved = 0
     for a, b, a0 in zip(jax.tree.leaves(ts["params"]), jax.tree.leaves(ref_ts["params"]),
                         jax.tree.leaves(p0)):
@@ -140,7 +141,7 @@ def test_physics_coefficients_get_their_own_learning_rate():
     ts0 = jax.device_get(one_step((1, 1), ["optim.lr=0.0"])[0])  # only physics moves
     grid = toy_grid()
     layout = ChannelLayout(tuple(grid.depth))
-    _, p0, _, _ = S.split_model(S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
+    _, p0, _, _ = S.split_model(DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
     assert_no_step_skipped(ts0)
     assert_params_moved(p0, ts0["params"], networks=False)
     labels = param_labels(p0)
@@ -165,7 +166,7 @@ def test_a_non_finite_loss_skips_the_update_and_is_counted():
     batch = toy_batch(layout, grid)
     batch["target"][0, 0, 0, 6, 10] = np.nan
     ts, met, _ = one_step((8, 1), batch=batch)
-    _, p0, _, _ = S.split_model(S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
+    _, p0, _, _ = S.split_model(DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
     assert not np.isfinite(met["loss"]) and int(met["finite"]) == 0
     assert int(met["loss_finite"]) == 0
     assert int(ts["nonfinite"]) == 1 and int(ts["skipped"]) == 1 and int(ts["step"]) == 1
@@ -184,7 +185,7 @@ def test_the_step_names_the_parameter_group_whose_gradient_is_not_finite():
     assert int(met["finite"]) == 0 and int(ts["skipped"]) == 1
     assert met["grad_finite"] == {"corrector.bias": 1, "corrector.kernel": 1,
                                   "physics_params.nu_m": 1, "physics_params.nu_t": 0}
-    _, p0, _, _ = S.split_model(S.DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
+    _, p0, _, _ = S.split_model(DiffusionForecaster(grid, layout, rngs=nnx.Rngs(0)))
     for a, b in zip(jax.tree.leaves(ts["params"]), jax.tree.leaves(p0)):
         np.testing.assert_array_equal(a, b)
     # the same model on days before `from_doy` trains normally: the poison is exact

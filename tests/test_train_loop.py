@@ -29,9 +29,10 @@ from neuralogcm_jax.train import checkpoint as CK
 from neuralogcm_jax.train import config as C
 from neuralogcm_jax.train import sharding as SH
 from neuralogcm_jax.train import state as S
-from neuralogcm_jax.train.loop import PAUSE_ENV, STOPPED_EXIT_STATUS, write_array_dataset
+from neuralogcm_jax.train.loop import PAUSE_ENV, STOPPED_EXIT_STATUS
 from neuralogcm_jax.train.loss import loss_weights
 from neuralogcm_jax.train.optim import make_optimizer
+from tests.toy import DiffusionForecaster, write_array_dataset
 
 CHILD_DEVICES = 2
 
@@ -207,9 +208,8 @@ def test_resume_refuses_another_model_and_fresh_runs_never_overwrite(tmp_path, c
     # with train.resume = never, a run into a directory holding checkpoints is refused
     rc, err = _cli([*args, "--set", "train.resume=never"], capsys)
     assert rc == 2 and "already holds steps [1] and train.resume = never" in err
-    if C.model_config_class() is not C.StandInModelConfig:
-        rc, err = _cli(train_args(tmp_path, data, "e", "--resume", "--model", "unet"), capsys)
-        assert rc == 2 and "model 'diffusion_toy'" in err and "'unet'" in err
+    rc, err = _cli(train_args(tmp_path, data, "e", "--resume", "--model", "unet"), capsys)
+    assert rc == 2 and "model 'diffusion_toy'" in err and "'unet'" in err
     rc, err = _cli(train_args(tmp_path, data, "f", "--resume"), capsys)
     assert rc == 2 and "no checkpoint" in err
     rc, err = _cli(train_args(tmp_path, data, "g", "--set", "train.resume=required"), capsys)
@@ -240,10 +240,10 @@ def test_learned_diffusion_coefficients_move_to_the_truth():
     grid = toy_grid()
     layout = ChannelLayout(tuple(grid.depth))
     truth_si = {"nu_m": 5e4, "nu_t": 2e3}
-    truth = S.DiffusionForecaster(grid, layout, physics_coefficients=truth_si, corrector=False,
+    truth = DiffusionForecaster(grid, layout, physics_coefficients=truth_si, corrector=False,
                                   rngs=nnx.Rngs(0))
     start = {"nu_m": 3 * truth_si["nu_m"], "nu_t": truth_si["nu_t"] / 3}
-    model = S.DiffusionForecaster(grid, layout, physics_coefficients=start, corrector=False,
+    model = DiffusionForecaster(grid, layout, physics_coefficients=start, corrector=False,
                                   rngs=nnx.Rngs(0))
     rng = np.random.default_rng(1)
     wet = layout.wet_channels(grid.wet)[: layout.n_ocean]

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralogcm_jax import argtypes
+from neuralogcm_jax.calendar import year_dates
 from neuralogcm_jax.data import h5format, normalize
 from neuralogcm_jax.errors import ConfigError, DataError
 from neuralogcm_jax.grid import Grid
@@ -284,11 +285,6 @@ def vertical_weights(src_depth: np.ndarray, tgt_depth, mode: str) -> list[list[t
 
 
 # ====================================================================== conversion
-def _dates_of(year: int) -> list[np.datetime64]:
-    start = np.datetime64(f"{year}-01-01")
-    return [start + np.timedelta64(t, "D") for t in range(h5format.days_in_year(year))]
-
-
 def convert(
     glorys: list[str | os.PathLike],
     era5: list[str | os.PathLike],
@@ -322,7 +318,7 @@ def convert(
     ocean = _Source(glorys, [GLORYS_VARIABLES[v] for v in OCEAN_3D_VARIABLES + ("SSH",)], "GLORYS")
     atmos = _Source(era5, list(ERA5_VARIABLES), "ERA5")
     try:
-        all_dates = [d for y in years for d in _dates_of(y)]
+        all_dates = [d for y in years for d in year_dates(y)]
         ocean.check_dates(all_dates)
         atmos.check_dates(all_dates)
         by_grid: dict[tuple, ConservativeRegridder] = {}
@@ -346,7 +342,7 @@ def convert(
         H, W = grid.shape
         first_day = None
         for year, target in zip(years, targets):
-            dates = _dates_of(year)
+            dates = year_dates(year)
             with h5format.YearWriter(
                 target, len(dates), layout.n_channels, (H, W), grid.lat, grid.lon, layout.depths_m,
                 attrs={"source": "GLORYS12 + ERA5 via neuralogcm convert-glorys", "year": year},

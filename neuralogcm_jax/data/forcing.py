@@ -24,24 +24,20 @@ Everything is numpy float64 and deterministic from the seed.
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 
 import numpy as np
 
+from neuralogcm_jax.calendar import days_in_year, month_lengths
 from neuralogcm_jax.constants import EARTH_RADIUS_M
 from neuralogcm_jax.data.world import FNOC_FIRST_YEAR, FNOC_N_MONTHS, SURFACE_VARIABLES, World
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.layout import FORCING_VARIABLES
 
 
-def days_in_year(year: int) -> int:
-    return 366 if calendar.isleap(int(year)) else 365
-
-
 def month_centres(year: int) -> np.ndarray:
     """``[12]`` 0-based day-of-year (fractional) of the middle of each month of `year`."""
-    lengths = np.array([calendar.monthrange(int(year), m)[1] for m in range(1, 13)], dtype=float)
+    lengths = month_lengths(year).astype(float)
     starts = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
     return starts + 0.5 * lengths - 0.5  # daily means sit at day index + 0 (mid-day)
 

@@ -1,6 +1,6 @@
 """The on-disk data layout: writers, and a reader that validates a data root before training.
 
-Layout (DATA.md)::
+Layout (described in `docs/design.md`, "Data layout")::
 
     ROOT/
       train/1993.h5 ... valid/2018.h5 ... test/2020.h5   one file per year
@@ -31,7 +31,6 @@ NaN check then verifies every sampled day against it.
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import os
 import re
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralogcm_jax.calendar import days_in_year
 from neuralogcm_jax.errors import DataError, GridError
 from neuralogcm_jax.grid import GLORYS23_DEPTHS_M, Grid
 from neuralogcm_jax.layout import OCEAN_3D_VARIABLES, ChannelLayout
@@ -55,11 +55,6 @@ SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
 
 _YEAR_RE = re.compile(r"^(\d{4})\.h5$")
-
-
-def days_in_year(year: int) -> int:
-    """365, or 366 in a (proleptic Gregorian) leap year."""
-    return 366 if calendar.isleap(int(year)) else 365
 
 
 def _h5py():

@@ -1,4 +1,4 @@
-"""Normalisation statistics: mean, std and the day-of-year climatology (DESIGN.md decision 1).
+"""Normalisation statistics: mean, std and the day-of-year climatology (see `docs/design.md`).
 
 Ocean channels are normalised anomalies ``a = (x - clim(doy) - mean) / std``; forcing channels are
 ``(x - mean) / std`` on raw values. Land is 0 in anomaly space, whatever the raw value (NaN in the

@@ -354,9 +354,8 @@ class SelfAttention(nnx.Module):
     forming only its own ``heads x chunk x N`` logits and normalising after the weighted sum of
     values (one pass fewer over the weights). The result equals the one-shot softmax to round-off;
     on a CPU, where the one-shot ``heads x N x N`` logits (104 MB per sample and block at 1.5 deg)
-    do not fit in cache, it is faster: one 8-head attention over the 1800 tokens of 1.5 deg took
-    77 ms against 349 ms on one core of the 2-core CPU, and the STE forward pass fell from 0.55 s
-    to 0.32 s (`benchmarks/bench_networks.py`). None: all queries at once. ``"auto"``
+    do not fit in cache, it is faster (`benchmarks/bench_networks.py`, figures in
+    `benchmarks/BENCHMARKS.md`). None: all queries at once. ``"auto"``
     (default): 128 on a CPU backend, None on GPU/TPU. Attention-weight dropout (`attn_dropout`
     > 0, in training) always uses the one-shot path.
     """

@@ -1,4 +1,4 @@
-"""Learnable physical coefficients: raw value -> softplus -> SI units (DESIGN.md decision 4).
+"""Learnable physical coefficients: raw value -> softplus -> SI units (see `docs/design.md`).
 
 A coefficient is stored as an unconstrained raw number ``r`` and used as
 ``value = scale * softplus(r)``, so it is always positive and its gradient is well scaled
@@ -12,7 +12,7 @@ Default coefficients (paper mode) and why:
 
 * ``nu_m`` (momentum, m^2/s) = 5e4. The Munk boundary layer ``(A_h / beta)^(1/3)`` must span
   at least one 1.5 deg cell (~167 km at the equator) for a western boundary current to be
-  resolved without grid noise: DATA.md's floor is ``A_h >= 4e4``; 5e4 sits just above it. The
+  resolved without grid noise, which puts the floor at ``A_h >= 4e4``; 5e4 sits just above it. The
   explicit limit ``dt <= 1 / (2 nu (1/dx^2 + 1/dy^2))`` with the polar filter's effective
   ``dx >= 83 km`` (60 deg) gives ``dt <= 5.5e4 s``, so it does not shorten the substep.
 * ``nu_t`` (tracers, m^2/s) = 1e3, the usual eddy diffusivity of a non-eddying 1-2 deg model;

@@ -1,6 +1,6 @@
 """Time stepping of the physics: configuration, substep derivation, integrators, one-day step.
 
-One model step is one day (DESIGN.md decision 2). Inside it the physics is sub-stepped:
+One model step is one day (see `docs/design.md`). Inside it the physics is sub-stepped:
 
     substep(q) = C(dt/2) . RK(dt) . C(dt/2) (q)        (Strang splitting)
 
@@ -155,11 +155,9 @@ class PhysicsConfig:
         price of exact conservation under divergent flow. Default "flux".
       level_block: paper mode has no vertical terms, so its levels evolve independently; a day
         is integrated for blocks of at most this many levels in turn (`lax.map`), which keeps a
-        block's fields and fluxes in cache (about 12 % less time at 1.5 deg x 23 levels on a
-        2-core CPU). None: all levels at once. Results are the same up to round-off.
+        block's fields and fluxes in cache (timings: `benchmarks/BENCHMARKS.md`). None: all levels at once. Results are the same up to round-off.
         ``"auto"`` (default): 8 on a CPU backend, None on GPU/TPU, where one pass over all
-        levels is faster (on an H100 at 1.5 deg x 23 levels, 6.6 ms/day against 9.1 ms/day
-        with blocks of 8).
+        levels is faster.
     """
 
     mode: str = "paper"

@@ -172,8 +172,8 @@ def tridiagonal_solve_columns(lower: Array, diag: Array, upper: Array, rhs: Arra
     (forward elimination) and one back up (substitution), each step an elementwise operation
     on whole ``[H, W]`` levels. Without pivoting, which is stable for the diagonally dominant
     systems of `implicit_vertical_diffusion` (rows dominant in advective form, columns in flux
-    form, by the layer thickness h > 0). On CPU this is ~3x faster than LAPACK's per-column
-    ``gtsv`` (`jax.lax.linalg.tridiagonal_solve`) for 23 levels on a 1.5 deg grid, and
+    form, by the layer thickness h > 0). On CPU this is faster than LAPACK's per-column
+    ``gtsv`` (`jax.lax.linalg.tridiagonal_solve`; see `benchmarks/BENCHMARKS.md`), and
     differentiable by the scans' own reverse mode.
 
     Args:

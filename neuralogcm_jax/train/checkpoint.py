@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a training run (DESIGN.md decision 8). Never pickle.
+"""Orbax checkpoints of a training run (see `docs/design.md`). Never pickle.
 
 A checkpoint directory holds one sub-directory per saved step, each with four items:
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from neuralogcm_jax.errors import ConfigError
+from neuralogcm_jax.model import ModelConfig
 from neuralogcm_jax.paths import output_path
 
 # dataclass <-> dict conversion lives in `neuralogcm_jax.schema` (the model side reads stored
@@ -34,38 +34,6 @@ from neuralogcm_jax.paths import output_path
 from neuralogcm_jax.schema import _convert, _type_name, from_dict, to_dict  # noqa: F401
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data: shipped in the wheel
-
-
-# ---------------------------------------------------------------------------------- model
-@dataclasses.dataclass(frozen=True)
-class StandInModelConfig:
-    """The model section used until ``neuralogcm_jax.model.ModelConfig`` is importable.
-
-    Only the fields the training machinery itself reads are declared; the model module's own
-    `ModelConfig` replaces this class automatically once it exists (see `model_config_class`).
-    """
-
-    name: str = "neuralogcm"
-    """Which forecaster to build: "neuralogcm", "unet", "convlstm", "simvp", "fourcastnet", or
-    "diffusion_toy" (the minimal model of `neuralogcm_jax.train.state`, for tests)."""
-    physics_coefficients: dict[str, float] = dataclasses.field(default_factory=dict)
-    """Initial values (SI, m^2/s for nu_m/nu_t) of the learnable coefficients; {} = defaults."""
-    per_level_coefficients: bool = False
-    """One coefficient per depth level instead of one global scalar."""
-    dtype: str = "float32"
-    """Compute dtype of the networks: "float32" or "bfloat16" (parameters stay float32)."""
-
-
-def model_config_class() -> type:
-    """The model's config dataclass: ``neuralogcm_jax.model.ModelConfig`` when that module
-    exists, otherwise `StandInModelConfig`."""
-    try:
-        mod = importlib.import_module("neuralogcm_jax.model")
-    except ModuleNotFoundError as e:
-        if e.name not in ("neuralogcm_jax.model",):
-            raise
-        return StandInModelConfig
-    return getattr(mod, "ModelConfig", StandInModelConfig)
 
 
 # ---------------------------------------------------------------------------------- sections
@@ -192,28 +160,11 @@ class CheckpointConfig:
     """Metric (lower is better) deciding the kept best checkpoint; None = keep latest only."""
 
 
-TOY_MODEL_NAME = "diffusion_toy"
-
-
-def model_schema(value: Any = None) -> type:
-    """The dataclass of the ``model`` section: the stand-in for the toy model (which the model
-    module does not know), the model module's `ModelConfig` otherwise."""
-    if isinstance(value, dict) and value.get("name") == TOY_MODEL_NAME:
-        return StandInModelConfig
-    return model_config_class()
-
-
-def _model_default():
-    return model_config_class()()
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The whole run. Sections: model, data, optim, train, mesh, checkpoint."""
 
-    model: Any = dataclasses.field(
-        default_factory=_model_default, metadata={"schema": model_schema}
-    )
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)

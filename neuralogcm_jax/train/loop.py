@@ -26,9 +26,8 @@ non-finite steps is rewound to the last checkpoint; without one, or after `MAX_R
 training stops with a `StateError` naming the parameter groups whose gradients were not finite,
 the steps and the dates of their batches.
 
-Data come from an HDF5 data root (`neuralogcm_jax.data.pipeline`) or, for tests and benchmarks,
-from an in-memory "array dataset" (a ``.npz`` file written by `write_array_dataset`: normalised
-fields per split, grid coordinates and wet mask, identity statistics).
+Data come from an HDF5 data root (`neuralogcm_jax.data.pipeline`) or from a format registered
+with `register_data_format` (the tests register an in-memory ``.npz`` format).
 """
 
 from __future__ import annotations
@@ -36,13 +35,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import json
-import math
 import os
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ import jax
 import numpy as np
 
 from neuralogcm_jax.argtypes import nonnegative_int, positive_int
+from neuralogcm_jax.calendar import iso_date
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, StateError
 from neuralogcm_jax.grid import Grid
@@ -65,91 +64,6 @@ from neuralogcm_jax.train.optim import lr_schedule, make_optimizer
 PAUSE_ENV = "NEURALOGCM_PAUSE_AFTER_STEP"  # fault injection for tests: block after this step
 STOPPED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT after a checkpoint; requeue
 MAX_REWINDS = 3  # restores of the last checkpoint after non-finite runs before giving up
-
-
-# ================================================================================ array data
-def write_array_dataset(
-    path: str | os.PathLike,
-    grid: Grid,
-    splits: dict[str, tuple[np.ndarray, ...]],
-) -> Path:
-    """Write an in-memory dataset: per split ``(fields [T, C, H, W] normalised, doy [T] int)``,
-    optionally ``(fields, doy, year [T] int)`` to give the days calendar dates.
-
-    Ocean channels are anomalies, forcing channels normalised; statistics are the identity."""
-    path = Path(path)
-    arrays = {
-        "lat": grid.lat, "lon": grid.lon, "depth": grid.depth, "wet": grid.wet,
-    }
-    for name, (fields, doy, *year) in splits.items():
-        arrays[f"{name}__fields"] = np.asarray(fields, np.float32)
-        arrays[f"{name}__doy"] = np.asarray(doy, np.int32)
-        if year:
-            arrays[f"{name}__year"] = np.asarray(year[0], np.int32)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
-
-
-class ArrayLoader:
-    """Batches of K-day windows of an in-memory trajectory, laid out like the HDF5 pipeline.
-
-    Epoch ``e`` visits the windows in permutation ``(seed, e)``; process ``p`` of ``P`` takes
-    positions ``p, p + P, ...`` and batches them, dropping the remainder, so the processes' batches
-    together form the same global batches whatever ``P``."""
-
-    def __init__(self, fields, doy, *, k_steps, batch_size, seed, shuffle, shard_index,
-                 shard_count, n_ocean):
-        self.fields, self.doy = fields, doy
-        self.k, self.batch_size, self.n_ocean = k_steps, batch_size, n_ocean
-        n = fields.shape[0] - k_steps
-        if n < 1:
-            raise DataError(f"{fields.shape[0]} days cannot make one window of {k_steps + 1}")
-        order = np.random.default_rng([seed, 0]).permutation(n) if shuffle else np.arange(n)
-        self.mine = order[shard_index::shard_count]
-        self.batches_per_epoch = len(self.mine) // batch_size
-        if self.batches_per_epoch < 1:
-            raise ConfigError(
-                f"{n} windows over {shard_count} process(es) cannot fill one batch of {batch_size}"
-            )
-
-    def _sample(self, t: int) -> dict:
-        f, k, n = self.fields, self.k, self.n_ocean
-        return {
-            "state": f[t, :n],
-            "forcing": f[t + 1 : t + 1 + k, n:],
-            "target": f[t + 1 : t + 1 + k, :n],
-            "doy": self.doy[t],
-            "target_doy": self.doy[t + 1 : t + 1 + k],
-            "time": np.int64(t),
-        }
-
-    def __iter__(self):
-        return _ArrayIterator(self, 0)
-
-    def restore(self, state: str):
-        return _ArrayIterator(self, int(json.loads(state)["batch"]))
-
-
-class _ArrayIterator:
-    def __init__(self, loader: ArrayLoader, batch: int):
-        self.loader, self.batch = loader, batch
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        L = self.loader
-        if self.batch >= L.batches_per_epoch:
-            raise StopIteration
-        idx = L.mine[self.batch * L.batch_size : (self.batch + 1) * L.batch_size]
-        self.batch += 1
-        samples = [L._sample(int(t)) for t in idx]
-        return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
-
-    def get_state(self) -> str:
-        return json.dumps({"batch": self.batch})
 
 
 @dataclasses.dataclass
@@ -176,9 +90,14 @@ class TrainData:
         return self.day_names(split, time, doy)
 
 
-def _date(year: int, doy: int) -> str:
-    """``YYYY-MM-DD`` of 0-based day of year `doy` in `year`."""
-    return (datetime.date(int(year), 1, 1) + datetime.timedelta(days=int(doy))).isoformat()
+# Data formats registered from outside the package: data.root's file suffix -> opener.
+_DATA_FORMATS: dict[str, Callable[[config_lib.Config], TrainData]] = {}
+
+
+def register_data_format(suffix: str, opener: Callable[[config_lib.Config], TrainData]) -> None:
+    """Make `open_data` open a ``data.root`` ending in `suffix` (e.g. ``".npz"``) with
+    ``opener(cfg) -> TrainData`` instead of reading it as an HDF5 data root."""
+    _DATA_FORMATS[suffix] = opener
 
 
 def iterator_state(it) -> str:
@@ -187,43 +106,13 @@ def iterator_state(it) -> str:
 
 
 def open_data(cfg: config_lib.Config) -> TrainData:
-    """Open and validate ``cfg.data.root`` (HDF5 root, or a ``.npz`` array dataset)."""
+    """Open and validate ``cfg.data.root`` (an HDF5 root, or a registered format)."""
     check_local(cfg.data.root, "data.root")
     root = Path(cfg.data.root)
     pi, pc = jax.process_index(), jax.process_count()
-    if root.suffix == ".npz":
-        if not root.is_file():
-            raise DataError(f"data.root {str(root)!r}: array dataset file does not exist")
-        z = np.load(root, allow_pickle=False)
-        grid = Grid.from_coords(z["lat"], z["lon"], z["depth"], z["wet"])
-        layout = ChannelLayout(tuple(float(d) for d in z["depth"]))
-        splits = {}
-        for key in z.files:
-            if key.endswith("__fields"):
-                name = key[: -len("__fields")]
-                splits[name] = (z[key], z[f"{name}__doy"])
-        for s in (cfg.data.train_split,):
-            if s not in splits:
-                raise DataError(f"data.root {str(root)!r}: no split {s!r}; has {sorted(splits)}")
-        for name, (f, _) in splits.items():
-            layout.check(f, channels="all", where=f"{root}:{name}")
-        years = {k[: -len("__year")]: z[k] for k in z.files if k.endswith("__year")}
-        n = layout.n_ocean
-        stats = Stats.identity(grid.wet, layout)
-
-        def make(split, k, bs, seed, shuffle):
-            f, d = splits[split]
-            return ArrayLoader(f, d, k_steps=k, batch_size=bs, seed=seed, shuffle=shuffle,
-                               shard_index=pi, shard_count=pc, n_ocean=n)
-
-        def array_day_names(split, time, doy):
-            y = years.get(split)
-            if y is None:
-                return [f"day {int(t)} (day of year {int(d) + 1})" for t, d in zip(time, doy)]
-            return [_date(y[t], d) for t, d in zip(time, doy)]
-
-        return TrainData(grid, layout, stats, make, tuple(splits), array_day_names)
-
+    opener = _DATA_FORMATS.get(root.suffix)
+    if opener is not None:
+        return opener(cfg)
     from neuralogcm_jax.data import h5format, pipeline
 
     wanted = [cfg.data.train_split]
@@ -244,7 +133,7 @@ def open_data(cfg: config_lib.Config) -> TrainData:
         info = droot.split(split)
         offsets, years = info.day_offsets, info.years
         files = np.searchsorted(offsets, time, side="right") - 1
-        return [_date(years[f], t - offsets[f]) for f, t in zip(files, time)]
+        return [iso_date(years[f], t - offsets[f]) for f, t in zip(files, time)]
 
     return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted), h5_day_names)
 
@@ -296,7 +185,7 @@ def check_config(cfg: config_lib.Config) -> None:
 def model_config_for_run(cfg: config_lib.Config):
     """The model config with the run's precision applied (bf16 -> networks in bfloat16)."""
     m = cfg.model
-    if cfg.train.precision == "bf16" and hasattr(m, "dtype"):
+    if cfg.train.precision == "bf16":
         m = dataclasses.replace(m, dtype="bfloat16")
     return m
 

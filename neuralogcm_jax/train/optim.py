@@ -1,5 +1,5 @@
 """The optimizer: AdamW with linear warmup and cosine decay, global-norm clipping, and its own
-learning rate for the physics coefficients (DESIGN.md decision 4).
+learning rate for the physics coefficients (see `docs/design.md`).
 
 Parameters are labelled by where they sit in the model: every `nnx.Param` under an attribute
 called ``physics_params`` is "physics", everything else "network". `optax.multi_transform` gives

@@ -1,4 +1,4 @@
-"""The device mesh and how arrays are laid out on it (DESIGN.md decision 7).
+"""The device mesh and how arrays are laid out on it (see `docs/design.md`).
 
 The mesh has two axes:
 

@@ -1,4 +1,4 @@
-"""The train state and the sharded train step (DESIGN.md decisions 5-7).
+"""The train state and the sharded train step (see `docs/design.md`).
 
 The model is split once into ``graphdef`` (static structure) and two plain pytrees of arrays:
 ``params`` (every `nnx.Param`, nested dicts), ``rngs`` (the model's RNG streams) and ``consts``
@@ -16,16 +16,10 @@ with K), scored against ``batch["target"]`` by the masked area-weighted MSE, ave
 days. A step whose loss or gradient norm is not finite leaves params and optimizer state
 unchanged; it is counted in ``nonfinite`` (consecutive) and ``skipped`` (total), and its metrics
 say which parameter groups (`param_group`) had non-finite gradients.
-
-Also here: `DiffusionForecaster`, the smallest model that honours the `Forecaster` contract
-(learnable Laplacian diffusion plus a pointwise linear corrector), used to test and benchmark the
-training machinery independently of the production networks, and `build_forecaster`, which
-builds any model named in the config.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,148 +29,21 @@ import numpy as np
 import optax
 from flax import nnx
 
-from neuralogcm_jax import checkpointing
-from neuralogcm_jax.constants import SECONDS_PER_DAY
+from neuralogcm_jax import calendar
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.layout import ChannelLayout
-from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, default_raw
+from neuralogcm_jax.model import ModelConfig, build_model
 from neuralogcm_jax.train.loss import weighted_mse
 from neuralogcm_jax.train.sharding import batch_sharding, replicated
 
-TOY_MODEL = "diffusion_toy"  # = config.TOY_MODEL_NAME
 BATCH_KEYS = ("state", "forcing", "target", "doy", "target_doy")
 BATCH_RANKS = {"state": 4, "forcing": 5, "target": 5, "doy": 1, "target_doy": 2}
-DAYS_IN_CLIMATOLOGY = 366
 
 
-# ------------------------------------------------------------------------------ toy model
-class DiffusionForecaster(nnx.Module):
-    """One daily step = Laplacian diffusion with learnable coefficients + a linear corrector.
-
-    ``next = D(state) + W [state; forcing_next]`` where D integrates ``d a / dt = nu lap(a)``
-    over one day (86400 s) with explicit sub-steps under the stability limit, ``nu = nu_m``
-    (m^2/s) for the velocity channels and ``nu_t`` for S, T and SSH, and W is a pointwise
-    (1x1) linear map of the ocean and forcing channels. The Laplacian is the flux form on the
-    grid's metric (zonal width clamped at half the meridional height so the polar rows do not
-    set the sub-step), with no flux through land faces; land stays exactly 0.
-
-    A deliberately small stand-in for the production models: the training machinery (sharding,
-    checkpoints, the physics learning rate) is tested on it.
-    """
-
-    def __init__(
-        self,
-        grid: Grid,
-        layout: ChannelLayout,
-        *,
-        physics_coefficients: dict[str, float] | None = None,
-        per_level: bool = False,
-        nu_max_m2_s: float = 2.5e5,
-        corrector: bool = True,
-        rngs: nnx.Rngs,
-    ):
-        if grid.n_levels != layout.n_levels:
-            raise ConfigError(
-                f"grid has {grid.n_levels} levels, channel layout {layout.n_levels}"
-            )
-        self.grid = grid
-        self.layout = layout
-        specs = PAPER_COEFFICIENTS
-        raw = default_raw(specs, physics_coefficients, per_level, layout.n_levels)
-        self.physics_params = nnx.Dict({k: nnx.Param(jnp.asarray(v)) for k, v in raw.items()})
-        self.nu_max = float(nu_max_m2_s)
-        c_in = layout.n_ocean + layout.n_forcing
-        self.corrector = (
-            nnx.Linear(c_in, layout.n_ocean, kernel_init=nnx.initializers.normal(1e-3), rngs=rngs)
-            if corrector
-            else None
-        )
-        wet = layout.wet_channels(grid.wet)[: layout.n_ocean]
-        self._wet = wet
-        self._fmx = wet & np.roll(wet, -1, axis=-1)
-        self._fmy = wet[:, 1:] & wet[:, :-1]  # face between rows j and j+1
-        self._dx = np.maximum(grid.dx, 0.5 * grid.dy)  # [H]
-        inv = 2.0 * (1.0 / self._dx.min() ** 2 + 1.0 / grid.dy**2)
-        # explicit diffusion is stable for dt <= 1 / (2 nu (1/dx^2 + 1/dy^2))
-        self.n_substeps = max(1, math.ceil(SECONDS_PER_DAY * self.nu_max * inv / 0.9))
-
-    def physics_coefficients_si(self) -> dict[str, jax.Array]:
-        """The learnable coefficients in SI units (m^2/s), unclipped."""
-        return {k: PAPER_COEFFICIENTS[k].to_si(v.get_value()) for k, v in self.physics_params.items()}
-
-    def _nu_per_channel(self, dtype) -> jax.Array:
-        si = self.physics_coefficients_si()
-        L = self.layout
-        nu_m = jnp.broadcast_to(jnp.minimum(si["nu_m"], self.nu_max), (L.n_levels,))
-        nu_t = jnp.broadcast_to(jnp.minimum(si["nu_t"], self.nu_max), (L.n_levels,))
-        # channel order S, U, V, T, SSH
-        return jnp.concatenate([nu_t, nu_m, nu_m, nu_t, nu_t[:1]]).astype(dtype)
-
-    def laplacian(self, a: jax.Array) -> jax.Array:
-        """``[..., C, H, W]`` -> flux-form Laplacian (1/m^2 times a's units), no flux into land."""
-        dt = a.dtype
-        dx = jnp.asarray(self._dx, dt)[:, None]
-        dy = jnp.asarray(self.grid.dy, dt)
-        fx = (jnp.roll(a, -1, axis=-1) - a) / dx * jnp.asarray(self._fmx, dt)
-        div_x = (fx - jnp.roll(fx, 1, axis=-1)) / dx
-        fy = (a[..., 1:, :] - a[..., :-1, :]) / dy * jnp.asarray(self._fmy, dt)
-        zero = jnp.zeros_like(fy[..., :1, :])
-        fy = jnp.concatenate([zero, fy, zero], axis=-2)
-        div_y = (fy[..., 1:, :] - fy[..., :-1, :]) / dy
-        return div_x + div_y
-
-    def step(self, state, forcing_next, doy, *, doy_next=None, deterministic: bool = True):
-        """``[B, n_ocean, H, W]`` anomaly at day `doy`, forcing ``[B, 4, H, W]`` of day doy+1
-        -> ``[B, n_ocean, H, W]`` anomaly at day doy+1 (land exactly 0)."""
-        del doy, doy_next, deterministic
-        dtype = state.dtype
-        nu = self._nu_per_channel(dtype)[:, None, None]
-        h = jnp.asarray(SECONDS_PER_DAY / self.n_substeps, dtype)
-        wet = jnp.asarray(self._wet, dtype)
-
-        def sub(_, a):
-            return a + h * nu * self.laplacian(a)
-
-        out = jax.lax.fori_loop(0, self.n_substeps, sub, state * wet)
-        if self.corrector is not None:
-            x = jnp.concatenate([state, forcing_next.astype(dtype)], axis=-3)
-            x = jnp.moveaxis(x, -3, -1)
-            out = out + jnp.moveaxis(self.corrector(x), -1, -3).astype(dtype)
-        return out * wet
-
-
-def build_forecaster(model_cfg, grid: Grid, stats: Stats | None, *, seed: int):
-    """The model named ``model_cfg.name``: the toy here, anything else from
-    ``neuralogcm_jax.model.build_model``."""
-    if model_cfg.name == TOY_MODEL:
-        layout = stats.layout if stats is not None else ChannelLayout.with_levels(grid.n_levels)
-        return DiffusionForecaster(
-            grid,
-            layout,
-            physics_coefficients=dict(getattr(model_cfg, "physics_coefficients", {}) or {}),
-            per_level=bool(getattr(model_cfg, "per_level_coefficients", False)),
-            rngs=nnx.Rngs(seed),
-        )
-    try:
-        from neuralogcm_jax.model import build_model
-    except ImportError as e:
-        raise ConfigError(
-            f"model.name = {model_cfg.name!r} needs neuralogcm_jax.model.build_model ({e}); "
-            f"only {TOY_MODEL!r} is built without it"
-        ) from e
+def build_forecaster(model_cfg: ModelConfig, grid: Grid, stats: Stats, *, seed: int):
+    """The model named ``model_cfg.name`` (`neuralogcm_jax.model.build_model`)."""
     return build_model(model_cfg, grid, stats, seed=seed)
-
-
-def _build_toy_from_stored(model_config: dict, grid: Grid, stats: Stats, seed: int):
-    from neuralogcm_jax.train.config import StandInModelConfig, from_dict
-
-    return build_forecaster(from_dict(StandInModelConfig, model_config, "model"), grid, stats,
-                            seed=seed)
-
-
-checkpointing.register_model_builder(TOY_MODEL, _build_toy_from_stored)
 
 
 # ------------------------------------------------------------------------------ train state
@@ -239,16 +106,13 @@ def place_train_state(model_vars, tx, seed: int, mesh) -> Any:
 def day_of_year_sequence(batch: dict, k_steps: int) -> tuple[jax.Array, jax.Array]:
     """``(doy, doy_next)``, each ``[K, B]``: day-of-year index of each step's input and output.
 
-    From the loader's calendar (``target_doy [B, K]``) when present; otherwise by counting,
-    where index 364 is followed by 0 (a common year)."""
+    From the loader's calendar (``target_doy [B, K]``) when present; otherwise counted by
+    `calendar.doy_sequence` (index 364 is followed by 0, a common year)."""
     doy0 = batch["doy"].astype(jnp.int32)
     if "target_doy" in batch:
         nxt = jnp.swapaxes(batch["target_doy"][:, :k_steps].astype(jnp.int32), 0, 1)
     else:
-        seq = [doy0]
-        for _ in range(k_steps):
-            seq.append(jnp.where(seq[-1] >= 364, 0, seq[-1] + 1))
-        nxt = jnp.stack(seq[1:])
+        nxt = jnp.swapaxes(calendar.doy_sequence(doy0, k_steps)[:, 1:], 0, 1)
     cur = jnp.concatenate([doy0[None], nxt[:-1]], axis=0)
     return cur, nxt
 

@@ -16,10 +16,9 @@ kernels follow SimVP's defaults; N_T = 4 (SimVP uses 8 on Moving MNIST) is ours,
 forward pass near a second on a laptop CPU. Every conv is periodic in longitude, so the network
 commutes with rolls by multiples of the total stride ``2**n_down``.
 
-Cost note: XLA's CPU backend differentiates grouped convolutions slowly (measured at 1.5 deg on a
-2-core CPU: forward about 7 s, forward + backward about 150 s, against 3.6 s for a U-Net of half
-the parameters); on CPU, ``groups=1`` trades 8x more branch FLOPs for dense-convolution kernels.
-(Not measured on accelerators.)
+Cost note: XLA's CPU backend differentiates grouped convolutions slowly (figures in
+`benchmarks/BENCHMARKS.md`); on CPU, ``groups=1`` trades 8x more branch FLOPs for
+dense-convolution kernels.
 """
 
 from __future__ import annotations
