@@ -18,12 +18,15 @@ def _divergent_state(g):
     return OceanState(u, v, T, T * 0 + 35.0, jnp.zeros(g.shape))
 
 
-def test_advective_form_keeps_a_uniform_tracer_uniform_under_divergent_flow():
+@pytest.mark.parametrize("transfer", ["joint", "split"])
+def test_advective_form_keeps_a_uniform_tracer_uniform_under_divergent_flow(transfer):
+    """Also in the polar caps (12 deg: rows poleward of 60 deg filtered), with either filter
+    transfer: div(U) goes through the same filter as the fluxes of q."""
     g = Grid.regular(12.0, depth=[5.0])
     st = _divergent_state(g)
     out = {}
     for mode in ("flux", "advective"):
-        ph = make_physics(g, PhysicsConfig(tracer_advection=mode))
+        ph = make_physics(g, PhysicsConfig(tracer_advection=mode, polar_filter_transfer=transfer))
         c = {k: jnp.asarray(s.default) for k, s in ph.specs.items()}
         out[mode] = ph.day_step(c, st, None)
     # flux form: -T div(U) piles heat where the flow converges ...
@@ -38,6 +41,28 @@ def test_advective_form_keeps_a_uniform_tracer_uniform_under_divergent_flow():
 def test_unknown_tracer_advection_is_named():
     with pytest.raises(ConfigError, match="tracer_advection.*'upwind'"):
         PhysicsConfig(tracer_advection="upwind")
+    with pytest.raises(ConfigError, match="momentum_advection.*'upwind'"):
+        PhysicsConfig(momentum_advection="upwind")
+    with pytest.raises(ConfigError, match="pressure_gradient.*'geostrophic'"):
+        PhysicsConfig(pressure_gradient="geostrophic")
+    with pytest.raises(ConfigError, match="physics.eos.*'unesco'"):
+        PhysicsConfig(eos="unesco")
+
+
+def test_advective_momentum_keeps_a_uniform_current_uniform_under_divergent_flow():
+    """Momentum in advective form: a uniform eastward current on a (zonally uniform) f = 0
+    plane with a divergent meridional flow keeps u uniform to round-off over a day (u . grad u
+    = v du/dy = 0); in flux form, -div(u U) changes it where v converges."""
+    g = Grid.cartesian(6, 12, 100e3, 100e3, depth=[10.0], f0=0.0, periodic_x=True)
+    y = (np.arange(12) + 0.5) / 12
+    v = jnp.asarray(np.broadcast_to((0.2 * np.sin(2 * np.pi * y))[None, :, None], (1, 12, 6)))
+    st = OceanState(jnp.full((1, 12, 6), 0.3), v, jnp.full((1, 12, 6), 15.0),
+                    jnp.full((1, 12, 6), 35.0), jnp.zeros((12, 6)))
+    c = {"nu_m": 1e-6, "nu_t": 1e-6}
+    out = {m: make_physics(g, PhysicsConfig(momentum_advection=m)).day_step(c, st, None)
+           for m in ("flux", "advective")}
+    np.testing.assert_allclose(np.asarray(out["advective"].u), 0.3, atol=1e-12)
+    assert float(jnp.abs(out["flux"].u - 0.3).max()) > 1e-3
 
 
 @pytest.mark.parametrize("tracer_advection", ["flux", "advective"])

@@ -197,8 +197,10 @@ def _physics_for(world: World, truth: TruthSpec):
         config = PhysicsConfig(mode="primitive", primitive=PrimitiveTerms())
     else:
         # The paper-mode truth interleaves its surface closure with the physics every
-        # `piece_s` seconds (see `make_truth_step`), so the physics steps that long.
-        config = PhysicsConfig(step_s=truth.piece_s)
+        # `piece_s` seconds (see `make_truth_step`), so the physics steps that long. It runs the
+        # seed's paper form (no pressure gradient, flux-form advection, corrected in `piece`),
+        # pinned so that the dataset does not change with the model's physics defaults.
+        config = PhysicsConfig.seed_paper(step_s=truth.piece_s)
     physics = make_physics(world.grid, config)
     coeffs = dict(truth.coefficients)
     missing = sorted(set(physics.specs) - set(coeffs))

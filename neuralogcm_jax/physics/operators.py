@@ -437,10 +437,19 @@ class Operators:
         fyd = -nu * d_f * (self.face_len_y / self.dy)
         return fya + fyd
 
-    def self_advection_diffusion(self, q: Array, nu: Array) -> Array:
+    def self_advection_diffusion(
+        self, q: Array, nu: Array, advective: Array | None = None
+    ) -> Array:
         """Tendency ``-div(q U) + div(nu grad q)`` of a stack ``q [..., C, L, H, W]`` carried by
         its own first two channels, ``U = (q[..., 0, :, :, :], q[..., 1, :, :, :])`` (u east and
         v north, m/s); `nu` (m^2/s) broadcastable to ``[C, L, 1, 1]``.
+
+        `advective`: None, or a 0/1 factor per channel ``[C, 1, 1, 1]``; the channels marked 1
+        get ``+ q div(U)`` as well, i.e. the advective form ``-U . grad q`` (a uniform field stays
+        uniform under divergent flow; content is then no longer conserved exactly). ``div(U)`` is
+        the divergence of the very face velocities that carry the fluxes, through the same polar
+        filter, so that for ``q = 1`` the two parts cancel to round-off; it costs one more flux
+        channel, not a second advection pass.
 
         The same fluxes, polar filter and divergence as `advection_diffusion` (equal to
         round-off), arranged for speed: one padded copy of `q` (`with_halo`) from which every
@@ -452,10 +461,15 @@ class Operators:
         h, w = q.shape[-2], q.shape[-1]
         qp = with_halo(q)
         fx = self._zonal_fluxes_padded(qp, nu, 0, h)  # faces -1 .. W-1
+        fx_vol = None if advective is None else self._zonal_volume_flux_padded(qp, 0, h)
+        n = q.shape[-4]
         if self.has_polar_filter:
             nt, nb = self.n_filter_top, self.n_filter_bottom
             if self.joint_filter:  # one transfer for the sum: the cap rows of `fx` itself
                 caps = jnp.concatenate([fx[..., :nt, 1:], fx[..., h - nb :, 1:]], axis=-2)
+                if fx_vol is not None:  # the volume flux in the same transform
+                    caps = jnp.concatenate([caps, jnp.concatenate(
+                        [fx_vol[..., :nt, 1:], fx_vol[..., h - nb :, 1:]], axis=-2)], axis=-4)
                 spec = jnp.fft.rfft(caps, axis=-1) * self.filter_diff
             else:
                 caps = [self._zonal_fluxes_padded(qp, nu, r0, r1, separate=True)
@@ -464,6 +478,10 @@ class Operators:
                 fxd = jnp.concatenate([c[1][..., 1:] for c in caps], axis=-2)
                 spec = (jnp.fft.rfft(fxa, axis=-1) * self.filter_adv
                         + jnp.fft.rfft(fxd, axis=-1) * self.filter_diff)
+                if fx_vol is not None:
+                    vol = [fx_vol[..., r0:r1, 1:] for r0, r1 in ((0, nt), (h - nb, h)) if r1 > r0]
+                    spec_vol = jnp.fft.rfft(jnp.concatenate(vol, axis=-2), axis=-1)
+                    spec = jnp.concatenate([spec, spec_vol * self.filter_adv], axis=-4)
             mask_caps = jnp.concatenate([self.mask_x[:, :nt], self.mask_x[:, h - nb :]], axis=-2)
             filt = jnp.fft.irfft(spec, n=w, axis=-1).astype(fx.dtype) * mask_caps
             filt = jnp.concatenate([filt[..., w - 1 :], filt], axis=-1)  # face -1 is face W-1
@@ -471,6 +489,14 @@ class Operators:
             # assembled by concatenation, which XLA would fuse into the divergence as a per-element
             # branch; this also keeps `fx` an array, so it is not recomputed per use.
             zero = (0,) * (fx.ndim - 2)
+            if fx_vol is not None:
+                filt, filt_vol = filt[..., :n, :, :, :], filt[..., n:, :, :, :]
+                if nt:
+                    fx_vol = jax.lax.dynamic_update_slice(fx_vol, filt_vol[..., :nt, :],
+                                                          zero + (0, 0))
+                if nb:
+                    fx_vol = jax.lax.dynamic_update_slice(fx_vol, filt_vol[..., nt:, :],
+                                                          zero + (h - nb, 0))
             if nt:
                 fx = jax.lax.dynamic_update_slice(fx, filt[..., :nt, :], zero + (0, 0))
             if nb:
@@ -483,7 +509,29 @@ class Operators:
         fy = jax.lax.dynamic_update_slice(fy, wall, zero + (0, 0))
         fy = jax.lax.dynamic_update_slice(fy, wall, zero + (h, 0))
         out = (fx[..., 1:] - fx[..., :-1]) + (fy[..., 1:, :] - fy[..., :-1, :])
-        return -out * self.inv_area
+        if advective is None:
+            return -out * self.inv_area
+        # div(U) * area of the same face velocities (through the same filter), [..., 1, L, H, W]
+        fy_vol = self._row_volume_flux_padded(qp)
+        div_u = (fx_vol[..., 1:] - fx_vol[..., :-1]) + (fy_vol[..., 1:, :] - fy_vol[..., :-1, :])
+        return (q * (div_u * advective) - out) * self.inv_area
+
+    def _zonal_volume_flux_padded(self, qp: Array, r0: int, r1: int) -> Array:
+        """``u_east * dy`` (m^2/s) through the east faces of cells ``-1 .. W-1`` of rows
+        ``r0 .. r1-1``, ``[..., 1, L, r1-r0, W+1]``: the face velocity of `_zonal_fluxes_padded`
+        (the mean of the two cells, zero through closed faces)."""
+        w = qp.shape[-1] - 2 * HALO
+        u = qp[..., 0:1, :, HALO + r0 : HALO + r1, :]
+        return (0.5 * (u[..., HALO - 1 : HALO + w] + u[..., HALO : HALO + w + 1])
+                * self.mask_x_halo[:, r0:r1, 1 : 2 + w] * self.dy)
+
+    def _row_volume_flux_padded(self, qp: Array) -> Array:
+        """``w_row * face length`` (m^2/s) through the row faces ``0 .. H``,
+        ``[..., 1, L, H+1, W]``: the face velocity of `_row_fluxes_padded`."""
+        h, w = qp.shape[-2] - 2 * HALO, qp.shape[-1] - 2 * HALO
+        v = qp[..., 1:2, :, :, HALO : HALO + w]
+        v_face = v[..., HALO - 1 : HALO + h, :] + v[..., HALO : HALO + 1 + h, :]
+        return 0.5 * (self.y_sign * v_face) * self.mask_y_halo[:, 2 : 3 + h] * self.face_len_y
 
     # ------------------------------------------------------------------ integrals
     def total(self, q: Array) -> Array:

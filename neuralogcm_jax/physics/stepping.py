@@ -4,8 +4,11 @@ One model step is one day (see `docs/design.md`). Inside it the physics is sub-s
 
     substep(q) = C(dt/2) . RK(dt) . C(dt/2) (q)        (Strang splitting)
 
-where ``C`` is the exact Coriolis rotation and ``RK`` an explicit strong-stability-preserving
-Runge-Kutta method on the explicit terms (advection, metric terms, diffusion), chosen by
+where ``C`` is the exact Coriolis rotation (in balanced paper mode, the default, the exact
+solution of Coriolis plus the day's fixed pressure-gradient acceleration: a rotation about the
+geostrophic velocity, `equations.coriolis_pressure_step`) and ``RK`` an explicit
+strong-stability-preserving Runge-Kutta method on the explicit terms (advection, metric terms,
+diffusion), chosen by
 `PhysicsConfig.integrator` (`INTEGRATORS`): SSP-RK(4,3) by default (four stages, third order,
 SSP coefficient 2: every stage is a forward Euler step of ``dt/2``), or the three-stage Shu-Osher
 SSP-RK3 (SSP coefficient 1). The splitting is second order; both methods are third order and keep
@@ -62,7 +65,8 @@ embedded world at 1.5 deg after 5 days, the velocity differs from a 40-substep r
 2.8e-4 at 2160 s; temperature by 9e-4, 2e-4 and 5e-5.
 
 The half Coriolis steps of consecutive substeps are merged (`repeat_strang`): a day is
-``C(dt/2) . (RK(dt) . C(dt)) ^ n . C(-dt/2)``, equal to ``substep ^ n`` up to round-off.
+``C(dt/2) . (RK(dt) . C(dt)) ^ n . C(-dt/2)``, equal to ``substep ^ n`` up to round-off (``C`` is
+the exact flow of a linear equation with constant forcing, so ``C(a) C(b) = C(a + b)``).
 """
 
 from __future__ import annotations
@@ -80,8 +84,10 @@ from neuralogcm_jax.constants import SECONDS_PER_DAY
 from neuralogcm_jax.errors import ConfigError, StateError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import Forcing, OceanState
+from neuralogcm_jax.physics.eos import EOS_NAMES, make_eos
 from neuralogcm_jax.physics.equations import (
     PaperEquation,
+    pressure_gradient_acceleration,
     stack_prognostic,
     unstack_prognostic,
 )
@@ -147,12 +153,35 @@ class PhysicsConfig:
         Default True.
       step_s: length (s) of one model step. Default 86400 (one day).
       primitive: primitive-mode settings (used only when ``mode == "primitive"``). Default None.
-      tracer_advection: ``"flux"`` advects T and S as ``-div(q U)`` (conserves content exactly);
-        ``"advective"`` as ``-div(q U) + q div(U)`` (= ``-U . grad q`` in the continuum), which
-        has no spurious source where the horizontal flow converges. Paper mode has no vertical
-        velocity to balance horizontal divergence (Ekman, or data velocities), so flux form piles
-        tracer up in convergence zones; the advective form keeps a uniform field uniform, at the
-        price of exact conservation under divergent flow. Default "flux".
+      tracer_advection: paper mode only. ``"flux"`` advects T and S as ``-div(q U)`` (conserves
+        content exactly); ``"advective"`` as ``-div(q U) + q div(U)`` (= ``-U . grad q`` in the
+        continuum), which has no spurious source where the horizontal flow converges. Paper mode
+        has no vertical velocity to balance horizontal divergence (Ekman, or data velocities),
+        so flux form piles tracer up in convergence zones; the advective form keeps a uniform
+        field uniform, at the price of exact conservation under divergent flow (under
+        non-divergent flow the added term vanishes and content is again conserved; on a real
+        velocity field it drifts). Default "advective" (the seed's was "flux"; on the demo twin's
+        test year the flux form's 1-day paper-convention RMSE is 1.20 against 0.80,
+        `benchmarks/BENCHMARKS.md` section physics_skill). With the pressure gradient on, the
+        flux form's spurious tracer also drives currents: on a 3 deg world under 1.5 m/s
+        divergent jets, T rose from 33 to 45 degC and speeds passed the CFL bound in 27 days
+        (`tests/test_physics_paper.py`). Primitive mode, which has a vertical velocity, always
+        advects tracers in flux form.
+      momentum_advection: paper mode only; the same choice for u and v: ``"advective"``
+        (``-U . grad u``, as primitive mode) or ``"flux"`` (``-div(u U)``, the seed's).
+        Default "advective".
+      pressure_gradient: paper mode only. ``"hydrostatic"`` (balanced paper mode): the momentum
+        equations gain ``-(1/rho0) grad p`` of the hydrostatic pressure of the state's own SSH
+        and density, ``p(z) = rho0 g eta + g int_0^z rho'(T, S) dz`` (`eos`), integrated
+        exactly together with Coriolis (`equations.coriolis_pressure_step`), so that
+        geostrophically balanced flow is a fixed point of the day step. Paper mode has no
+        continuity equation: SSH is not prognostic and is held fixed over the day, and the
+        pressure gradient is evaluated once, from the state at the start of the day, and held
+        fixed over its substeps (see `make_paper_physics`). ``"none"``: no pressure gradient,
+        the seed's paper form (Coriolis rotates every current, balanced or not). Default
+        "hydrostatic".
+      eos: equation of state of paper mode's hydrostatic pressure, ``"teos10"`` or ``"linear"``
+        (`eos.EOS_NAMES`); primitive mode uses `PrimitiveTerms.eos`. Default "teos10".
       level_block: paper mode has no vertical terms, so its levels evolve independently; a day
         is integrated for blocks of at most this many levels in turn (`lax.map`), which keeps a
         block's fields and fluxes in cache (timings: `benchmarks/BENCHMARKS.md`). None: all levels at once. Results are the same up to round-off.
@@ -171,14 +200,25 @@ class PhysicsConfig:
     remat_substeps: bool = True
     step_s: float = SECONDS_PER_DAY
     primitive: Any = None
-    tracer_advection: str = "flux"
+    tracer_advection: str = "advective"
     level_block: int | str | None = "auto"
+    momentum_advection: str = "advective"
+    pressure_gradient: str = "hydrostatic"
+    eos: str = "teos10"
 
     def __post_init__(self):
-        if self.tracer_advection not in ("flux", "advective"):
+        for name in ("tracer_advection", "momentum_advection"):
+            if getattr(self, name) not in ("flux", "advective"):
+                raise ConfigError(
+                    f"physics.{name} must be 'flux' or 'advective', got {getattr(self, name)!r}"
+                )
+        if self.pressure_gradient not in ("hydrostatic", "none"):
             raise ConfigError(
-                f"physics.tracer_advection must be 'flux' or 'advective', got {self.tracer_advection!r}"
+                f"physics.pressure_gradient must be 'hydrostatic' or 'none', "
+                f"got {self.pressure_gradient!r}"
             )
+        if self.eos not in EOS_NAMES:
+            raise ConfigError(f"physics.eos must be one of {list(EOS_NAMES)}, got {self.eos!r}")
         if self.polar_filter_transfer not in ("split", "joint"):
             raise ConfigError(
                 f"physics.polar_filter_transfer must be 'split' or 'joint', "
@@ -207,6 +247,13 @@ class PhysicsConfig:
             )
         if int(self.min_substeps) < 1:
             raise ConfigError(f"physics.min_substeps must be >= 1, got {self.min_substeps}")
+
+    @classmethod
+    def seed_paper(cls, **overrides) -> PhysicsConfig:
+        """The seed's paper form: no pressure gradient, flux-form advection of momentum and
+        tracers (what the demo twin's paper-mode truth runs); `overrides` set other fields."""
+        kw = dict(pressure_gradient="none", tracer_advection="flux", momentum_advection="flux")
+        return cls(**{**kw, **overrides})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -525,6 +572,8 @@ def _map_level_blocks(
     level_fields = {k: blocks(getattr(eq.ops, k), 0) for k in Operators.LEVEL_FIELDS}
     coeffs = {k: getattr(eq, k) for k in ("nu_m", "nu_t")}
     per_level = {k: blocks(v, 0) for k, v in coeffs.items() if jnp.ndim(v) > 0}
+    if eq.pg is not None:  # [..., 2, L, H, W]; padded with zero force on the land levels
+        per_level["pg"] = blocks(eq.pg, -3)
 
     def one(xs):
         q_block, fields, nus = xs
@@ -541,6 +590,7 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
     """The paper-mode physics of `grid` (see `neuralogcm_jax.physics.equations`)."""
     specs = dict(PAPER_COEFFICIENTS)
     method, plan = choose_integrator(grid, config, specs)
+    eos = make_eos(config.eos)
     dt, n = plan.dt_s, plan.n_substeps
     cache: dict[Any, Operators] = {}
 
@@ -565,8 +615,28 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
         # Land may hold NaN (raw data); it must never reach a flux, so it is zeroed here and the
         # original land values are put back at the end.
         q = jnp.where(wet, q_in, jnp.zeros((), dtype))
+        pg = None
+        if config.pressure_gradient == "hydrostatic":
+            # Evaluated once, from the state at the start of the day, and held fixed over the
+            # substeps: SSH is not prognostic here (no continuity), and the density changes by
+            # horizontal advection and diffusion only, slowly against a day (no gravity waves:
+            # nothing in paper mode turns divergence into pressure). Held fixed, it leaves the
+            # levels independent within the day (the level blocks below), costs one equation of
+            # state a day instead of one per substep, and makes the exact step exact.
+            ssh = jnp.where(wet[0], jnp.asarray(state.ssh).astype(dtype), jnp.zeros((), dtype))
+
+            def pressure(T, S, eta):
+                return pressure_gradient_acceleration(ops, T, S, eta, grid.depth, eos)
+
+            if config.remat_substeps:
+                # Recomputed in the backward pass: otherwise a rollout keeps every day's
+                # intermediates of the 75-term TEOS-10 polynomial, which doubled the memory of a
+                # 10-day gradient at 1.5 deg x 23 levels (1.5 -> 3.0 GB).
+                pressure = jax.checkpoint(pressure)
+            pg = pressure(q[2], q[3], ssh)
         eq = PaperEquation.from_coefficients(
-            ops, coeffs_si, specs, advective_tracers=config.tracer_advection == "advective"
+            ops, coeffs_si, specs, advective_tracers=config.tracer_advection == "advective",
+            advective_momentum=config.momentum_advection == "advective", pg=pg,
         )
 
         def integrate_levels(eq_block: PaperEquation, q_block: Array) -> Array:
