@@ -40,6 +40,8 @@ from neuralogcm_jax.train.state import _rollout_loss
 STD = {"T": 0.58, "S": 0.32, "U": 0.15, "V": 0.11, "SSH": 0.064}
 FORCING_MEAN = [-0.05, 0.19, 277.98, 100966.0]
 FORCING_STD = [5.39, 4.63, 21.55, 1307.0]
+PHYSICS_OPTIONS = ("tracer_advection", "momentum_advection", "pressure_gradient", "integrator",
+                   "polar_filter_transfer")
 
 
 def smooth_noise(rng, shape, passes=4):
@@ -92,12 +94,9 @@ def make_case(case: dict):
         "target": target.astype(np.float32),
         "doy": np.array([100], np.int32),
     }
-    physics = PhysicsConfig(
-        mode=case["mode"],
-        tracer_advection=case.get("tracer_advection", "flux"),
-        integrator=case.get("integrator", "auto"),
-        polar_filter_transfer=case.get("polar_filter_transfer", "joint"),
-    )
+    # the case's physics options; the rest keep PhysicsConfig's defaults
+    options = {k: case[k] for k in PHYSICS_OPTIONS if k in case}
+    physics = PhysicsConfig(mode=case["mode"], **options)
     corrector = STEConfig(hid_channels=16, n_conv_blocks=2, n_down=1, n_attention_blocks=1,
                           num_heads=2, norm_groups=4, drop_path=0.0)
     cfg = dict(name="neuralogcm", physics=physics, corrector=corrector,

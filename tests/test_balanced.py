@@ -193,7 +193,7 @@ def test_tracer_content_is_conserved_in_flux_form_and_only_nearly_in_advective_f
     relative (telescoping fluxes); the advective form (the default) adds ``q div(U)``, which is
     not a flux divergence, so its content drifts (measurably, > 1e-11, yet < 1e-3). Both
     polar-filter transfers."""
-    from neuralogcm_jax.physics_demo import coastline_wet_mask, smooth_state
+    from neuralogcm_jax.testing import coastline_wet_mask, smooth_state
 
     g = Grid.regular(3.0, depth=[10.0, 100.0])
     g = g.with_wet(coastline_wet_mask(Grid.regular(3.0, depth=[10.0])))
