@@ -31,75 +31,57 @@ def _float(text: str) -> float:
     return v
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (counts: days, steps, leads, batch and chunk sizes, epochs)."""
-    v = _int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return v
+def _checked(parse, ok, rule: str, name: str, doc: str):
+    """A ``type=`` function: `parse` the text, then refuse a value for which `ok` is false
+    (``must be RULE, got 'TEXT'``)."""
+
+    def check(text: str):
+        v = parse(text)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
+        return v
+
+    check.__name__, check.__doc__ = name, doc
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (indices, seeds)."""
-    v = _int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return v
-
-
-def seed(text: str) -> int:
-    """A random seed: an integer in 0 .. 2**32 - 1."""
-    v = _int(text)
-    if not 0 <= v < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an integer in 0 .. 2**32 - 1, got {text!r}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (resolutions, coefficients)."""
-    v = _float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return v
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0 (learning rates)."""
-    v = _float(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return v
+positive_int = _checked(_int, lambda v: v >= 1, "an integer >= 1", "positive_int",
+                        "An integer >= 1 (counts: days, steps, leads, batch and chunk sizes, epochs).")
+nonnegative_int = _checked(_int, lambda v: v >= 0, "an integer >= 0", "nonnegative_int",
+                           "An integer >= 0 (indices, seeds).")
+seed = _checked(_int, lambda v: 0 <= v < 2**32, "an integer in 0 .. 2**32 - 1", "seed",
+                "A random seed: an integer in 0 .. 2**32 - 1.")
+positive_float = _checked(_float, lambda v: v > 0, "a number > 0", "positive_float",
+                          "A finite number > 0 (resolutions, coefficients).")
+nonnegative_float = _checked(_float, lambda v: v >= 0, "a number >= 0", "nonnegative_float",
+                             "A finite number >= 0 (learning rates).")
 
 
 def int_range(lo: int, hi: int):
     """An integer in ``lo .. hi``."""
+    return _checked(_int, lambda v: lo <= v <= hi, f"an integer in {lo} .. {hi}",
+                    f"int_{lo}_to_{hi}", f"An integer in {lo} .. {hi}.")
 
-    def parse(text: str) -> int:
-        v = _int(text)
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must be an integer in {lo} .. {hi}, got {text!r}")
-        return v
 
-    parse.__name__ = f"int_{lo}_to_{hi}"
-    return parse
+def _existing(text: str, want_dir: bool) -> str:
+    p = Path(text)
+    if (p.is_dir() if want_dir else p.is_file()):
+        return text
+    if want_dir:
+        why = "is a file, not a folder" if p.exists() else "does not exist"
+    else:
+        why = "is a folder, not a file" if p.is_dir() else "does not exist"
+    raise argparse.ArgumentTypeError(f"{text!r} {why}")
 
 
 def existing_file(text: str) -> str:
     """The path of an existing file."""
-    p = Path(text)
-    if not p.is_file():
-        why = "is a folder, not a file" if p.is_dir() else "does not exist"
-        raise argparse.ArgumentTypeError(f"{text!r} {why}")
-    return text
+    return _existing(text, want_dir=False)
 
 
 def existing_dir(text: str) -> str:
     """The path of an existing folder."""
-    p = Path(text)
-    if not p.is_dir():
-        why = "is a file, not a folder" if p.exists() else "does not exist"
-        raise argparse.ArgumentTypeError(f"{text!r} {why}")
-    return text
+    return _existing(text, want_dir=True)
 
 
 def split_name(text: str) -> str:

@@ -1,4 +1,4 @@
-"""`neuralogcm demo`: the main job on the embedded default world, end to end.
+"""The demo (`neuralogcm demo`, `run_demo`): the main job on the embedded default world, end to end.
 
 1. build the demo twin dataset (`make-data --preset demo`: 6 deg x 4 levels, 3 training years,
    one validation and one held-out test year) unless it is already there;
@@ -12,42 +12,45 @@ Every stage shows progress; re-running reuses a finished dataset (``--fresh`` re
 
 from __future__ import annotations
 
-import argparse
+import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from neuralogcm_jax.argtypes import model_name, positive_int, seed
-from neuralogcm_jax.errors import StateError
+from neuralogcm_jax.data.h5format import open_dataset
+from neuralogcm_jax.data.twin import generate_dataset
+from neuralogcm_jax.errors import DataError, StateError
+from neuralogcm_jax.eval.evaluate import run_evaluation
+from neuralogcm_jax.rollout import load_model
+from neuralogcm_jax.train import config as config_lib
+from neuralogcm_jax.train.loop import check_config, train
 
-def _stage(msg: str) -> None:
-    print(f"\n=== {msg}", flush=True)
+
+def _note(msg: str, progress: bool) -> None:
+    """A progress message (beside the tqdm bars, shown only with `progress`)."""
+    if progress:
+        tqdm.write(msg)
 
 
-def _dataset(out: Path, fresh: bool, seed: int) -> Path:
-    from neuralogcm_jax.data.h5format import open_dataset
-    from neuralogcm_jax.data.twin import generate_dataset
-    from neuralogcm_jax.errors import DataError
-
+def _dataset(out: Path, fresh: bool, seed: int, progress: bool) -> Path:
     root = out / "data"
     if root.exists() and not fresh:
         try:
             open_dataset(root)
-            print(f"reusing the dataset in {root}")
+            _note(f"reusing the dataset in {root}", progress)
             return root
         except DataError as e:
-            print(f"rebuilding the dataset ({e})")
-    return generate_dataset(root, "demo", seed=seed, overwrite=True, progress=True)
+            _note(f"rebuilding the dataset ({e})", progress)
+    return generate_dataset(root, "demo", seed=seed, overwrite=True, progress=progress)
 
 
 def _config(name: str, root: Path, run_dir: Path, overrides: list[str]):
     """The training config of model `name`: configs/demo.yaml <- the run's keys <- `overrides`,
     value-checked (`ConfigError` naming the key)."""
-    from neuralogcm_jax.train import config as config_lib
-    from neuralogcm_jax.train.loop import check_config
-
     cfg = config_lib.load_config(
         config_lib.CONFIG_DIR / "demo.yaml",
         [f"model.name={name}", f"data.root={root}", f"train.out_dir={run_dir}", *overrides],
@@ -56,15 +59,14 @@ def _config(name: str, root: Path, run_dir: Path, overrides: list[str]):
     return cfg
 
 
-def _train(name: str, root: Path, run_dir: Path, overrides: list[str]):
-    from neuralogcm_jax.train.loop import train
-
+def _train(name: str, root: Path, run_dir: Path, overrides: list[str], progress: bool):
     cfg = _config(name, root, run_dir, overrides)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    res = train(cfg, progress=True)
-    print(f"{name}: {res.step} steps ({res.skipped} skipped) in {time.perf_counter() - t0:.0f} s")
+    res = train(cfg, progress=progress)
+    _note(f"{name}: {res.step} steps ({res.skipped} skipped) in {time.perf_counter() - t0:.0f} s",
+          progress)
     if res.skipped:
         # The demo is the main job and CI runs it: a model trained with skipped updates is not
         # the model the report would describe, so the demo fails instead of reporting on it.
@@ -143,43 +145,36 @@ def verdict_lines(results: dict, meta: dict, hybrid: str = "neuralogcm") -> list
     return lines
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="demo_output", help="output folder")
-    p.add_argument("--seed", type=seed, default=0, help="dataset and training seed")
-    p.add_argument("--baseline", type=model_name, default="unet",
-                   help="the baseline trained beside NeuralOGCM")
-    p.add_argument("--fresh", action="store_true", help="rebuild the dataset too")
-    p.add_argument("--max_lead", type=positive_int, default=90, help="evaluation lead (days)")
-    p.add_argument("--init_every", type=positive_int, default=15,
-                   help="days between initial dates")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training config key for both models")
-
-
-def run(args: argparse.Namespace) -> int:
-    from neuralogcm_jax.eval.evaluate import run_evaluation
-    from neuralogcm_jax.rollout import load_model
-
-    t_start = time.perf_counter()
-    out = Path(args.out)
-    names = ("neuralogcm", args.baseline)
-    overrides = [f"train.seed={args.seed}", *args.set]
-    for name in names:  # a bad --set or --baseline fails now, not after the dataset is built
+def run_demo(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    baseline: str = "unet",
+    fresh: bool = False,
+    max_lead: int = 90,
+    init_every: int = 15,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> dict:
+    """The demo's four stages into `out`; returns `run_evaluation`'s result (``results``,
+    ``files``, ``meta``). `overrides`: training config ``KEY=VALUE`` for both models; they and
+    `baseline` are checked before the dataset is built."""
+    out = Path(out)
+    names = ("neuralogcm", baseline)
+    overrides = [f"train.seed={seed}", *overrides]
+    for name in names:  # a bad override or baseline fails now, not after the dataset is built
         _config(name, out / "data", out / "runs" / name, overrides)
     out.mkdir(parents=True, exist_ok=True)
-    _stage("1/4 demo twin dataset")
-    root = _dataset(out, args.fresh, args.seed)
+    _note("\n=== 1/4 demo twin dataset", progress)
+    root = _dataset(out, fresh, seed, progress)
     runs = {}
     for i, name in enumerate(names):
-        _stage(f"{2 + i}/4 training {name}")
-        runs[name] = _train(name, root, out / "runs" / name, overrides)
-    _stage("4/4 evaluation on the held-out test year")
+        _note(f"\n=== {2 + i}/4 training {name}", progress)
+        runs[name] = _train(name, root, out / "runs" / name, overrides, progress)
+    _note("\n=== 4/4 evaluation on the held-out test year", progress)
     models = {name: load_model(run / "checkpoints") for name, run in runs.items()}
-    res = run_evaluation(
-        models, root, out, split="test", max_lead=args.max_lead, init_every=args.init_every, batch=8,
+    return run_evaluation(
+        models, root, out, split="test", max_lead=max_lead, init_every=init_every, batch=8,
         training_logs={name: run / "metrics.jsonl" for name, run in runs.items()},
         report_sections=verdict_lines,
     )
-    print("\n".join(verdict_lines(res["results"], res["meta"])))
-    print(f"report: {out / 'report.md'}  ({time.perf_counter() - t_start:.0f} s in all)")
-    return 0

@@ -38,3 +38,26 @@ def check_local(path: Any, what: str) -> None:
             f"maps and must be a local or mounted folder (copy the data to local disk, or mount "
             f"the bucket, e.g. with gcsfuse)"
         )
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: shipped in the wheel
+
+
+def packaged_configs() -> list[str]:
+    """Names of the training configs shipped with the package (``--config NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(value: str | os.PathLike) -> Path:
+    """A ``--config`` value -> a YAML file: an existing path, else a packaged config's name
+    (``neuralogcm`` or ``neuralogcm.yaml``). ConfigError naming both if neither exists."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    name = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if path.parent == Path(".") and (CONFIG_DIR / f"{name}.yaml").is_file():
+        return CONFIG_DIR / f"{name}.yaml"
+    raise ConfigError(
+        f"config {str(value)!r} is neither a file nor a packaged config "
+        f"(packaged: {', '.join(packaged_configs())})"
+    )

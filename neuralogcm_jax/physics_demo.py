@@ -1,4 +1,4 @@
-"""`neuralogcm physics-demo`: run the paper-mode physics core alone on a realistic ocean.
+"""Run the paper-mode physics core alone on a realistic ocean (`neuralogcm physics-demo`).
 
 Starts from a smooth state (zonal jets up to 1.5 m/s over the embedded world's climatological T
 and S, or an idealised meridional gradient) on a realistic land mask (the embedded world when
@@ -10,16 +10,19 @@ their drift).
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import pathlib
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
-from neuralogcm_jax import argtypes
 from neuralogcm_jax.grid import GLORYS23_DEPTHS_M, Grid
 from neuralogcm_jax.layout import OceanState
+from neuralogcm_jax.physics import PhysicsConfig, check_state, make_physics
 from neuralogcm_jax.testing import embedded_world, realistic_grid, smooth_state
 
 
@@ -37,38 +40,29 @@ def diagnostics(state: OceanState, grid: Grid) -> dict[str, float]:
     }
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output directory (created)")
-    p.add_argument("--days", type=argtypes.positive_int, default=30,
-                   help="days to run (default 30)")
-    p.add_argument("--resolution", type=argtypes.positive_float, default=1.5,
-                   help="grid spacing, deg (default 1.5)")
-    p.add_argument("--levels", type=argtypes.int_range(1, len(GLORYS23_DEPTHS_M)), default=23,
-                   help="depth levels, 1..23 (default 23)")
-    p.add_argument("--nu-m", type=argtypes.positive_float, default=None,
-                   help="momentum viscosity, m^2/s")
-    p.add_argument("--nu-t", type=argtypes.positive_float, default=None,
-                   help="tracer diffusivity, m^2/s")
-
-
-def run(args: argparse.Namespace) -> int:
-    import jax
-    import jax.numpy as jnp
-    from tqdm import tqdm
-
-    from neuralogcm_jax.physics import PhysicsConfig, check_state, make_physics
-
-    out = pathlib.Path(args.out)
+def run_physics_demo(
+    out: str | os.PathLike,
+    days: int = 30,
+    resolution: float = 1.5,
+    levels: int = 23,
+    nu_m: float | None = None,
+    nu_t: float | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run `days` days on `levels` levels at `resolution` degrees (default coefficients, or the
+    momentum viscosity `nu_m` and tracer diffusivity `nu_t` in m^2/s); write ``diagnostics.json``
+    and ``sst_speed.png`` into `out` (created) and return the diagnostics' summary."""
+    out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    grid = realistic_grid(args.resolution, GLORYS23_DEPTHS_M[: args.levels])
+    grid = realistic_grid(resolution, GLORYS23_DEPTHS_M[:levels])
     physics = make_physics(grid, PhysicsConfig())
     coeffs = {k: jnp.float32(s.default) for k, s in physics.specs.items()}
-    if args.nu_m is not None:
-        coeffs["nu_m"] = jnp.float32(args.nu_m)
-    if args.nu_t is not None:
-        coeffs["nu_t"] = jnp.float32(args.nu_t)
+    if nu_m is not None:
+        coeffs["nu_m"] = jnp.float32(nu_m)
+    if nu_t is not None:
+        coeffs["nu_t"] = jnp.float32(nu_t)
     state = smooth_state(grid)
-    world = embedded_world(args.resolution, GLORYS23_DEPTHS_M[: args.levels])
+    world = embedded_world(resolution, GLORYS23_DEPTHS_M[:levels])
     if world is not None:  # climatological T and S under the smooth jets
         clim = world.initial_state(np.float32)
         state = state._replace(T=clim.T, S=clim.S)
@@ -77,11 +71,12 @@ def run(args: argparse.Namespace) -> int:
     step = jax.jit(physics.day_step)
     history = [dict(day=0, **diagnostics(state, grid))]
     t0 = time.perf_counter()
-    for day in tqdm(range(1, args.days + 1), desc="physics days", unit="day"):
+    for day in tqdm(range(1, days + 1), desc="physics days", unit="day",
+                    disable=not progress):
         state = step(coeffs, state, None)
         history.append(dict(day=day, **diagnostics(state, grid)))
     wall = time.perf_counter() - t0
-    check_state(jax.device_get(state), grid, where=f"state after {args.days} days")
+    check_state(jax.device_get(state), grid, where=f"state after {days} days")
     summary = {
         "grid": grid.describe(),
         "n_substeps_per_day": physics.n_substeps,
@@ -93,13 +88,12 @@ def run(args: argparse.Namespace) -> int:
         "days": history,
     }
     (out / "diagnostics.json").write_text(json.dumps(summary, indent=2))
-    _plot(state, grid, out / "sst_speed.png", args.days)
-    print(f"wrote {out / 'diagnostics.json'} and {out / 'sst_speed.png'}")
-    return 0
+    _plot(state, grid, out / "sst_speed.png", days)
+    return summary
 
 
 def _plot(state: OceanState, grid: Grid, path: pathlib.Path, days: int) -> None:
-    import matplotlib
+    import matplotlib  # optional dependency (the `plot` extra): imported only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -3,6 +3,10 @@ ends in one clear error naming it, exit status 2, no traceback."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from test_h5 import make_root
 
@@ -126,3 +130,33 @@ def test_demo_checks_its_training_overrides_before_building_the_dataset(tmp_path
     err = _refused(["demo", "--out", str(out), "--set", "optim.learnig_rate=1"], capsys)
     assert "optim.learnig_rate" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [None, *cli.COMMANDS])
+def test_help_imports_no_jax(command):
+    """`neuralogcm --help` and `neuralogcm CMD --help` print their help without importing JAX
+    (the dispatcher imports only the chosen command's module, which imports the library late)."""
+    argv = ["--help"] if command is None else [command, "--help"]
+    code = (
+        "import sys\n"
+        "from neuralogcm_jax.cli import main\n"
+        "try:\n"
+        f"    rc = main({argv!r})\n"
+        "except SystemExit as e:\n"
+        "    rc = e.code\n"
+        "assert rc in (0, None), rc\n"
+        "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)[:5]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != cli.PLUGINS_ENV}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "usage: neuralogcm" in p.stdout
+
+
+def test_python_m_cli_runs_the_dispatcher():
+    env = {k: v for k, v in os.environ.items() if k != cli.PLUGINS_ENV}
+    p = subprocess.run([sys.executable, "-m", "neuralogcm_jax.cli", "--help"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert all(name in p.stdout for name in cli.COMMANDS)

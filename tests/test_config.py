@@ -9,6 +9,7 @@ import yaml
 
 from neuralogcm_jax import ConfigError
 from neuralogcm_jax.model import ModelConfig
+from neuralogcm_jax.cli.train import add_config_arguments, config_from_args
 from neuralogcm_jax.train import config as C
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -18,7 +19,7 @@ TRAIN_CONFIGS = [p for p in CONFIGS if p.stem in
 
 def _args(argv):
     p = argparse.ArgumentParser()
-    C.add_config_arguments(p)
+    add_config_arguments(p)
     return p.parse_args(argv)
 
 
@@ -82,7 +83,7 @@ def test_missing_and_malformed_files_are_config_errors(tmp_path):
 
 
 def test_seed_flags_map_onto_config_keys():
-    cfg = C.config_from_args(_args(
+    cfg = config_from_args(_args(
         ["--model", "unet", "--data_root", "/data/x", "--batch_size", "3", "--epochs", "7",
          "--lr", "0.002", "--set", "optim.warmup_steps=5"]))
     assert cfg.model.name == "unet"
@@ -94,7 +95,7 @@ def test_seed_flags_map_onto_config_keys():
 
 
 def test_baseline_size_flags_reach_the_model_config():
-    cfg = C.config_from_args(_args(["--model", "fourcastnet", "--fourcastnet_embed_dim", "64",
+    cfg = config_from_args(_args(["--model", "fourcastnet", "--fourcastnet_embed_dim", "64",
                                     "--simvp_hid_s", "16"]))
     assert cfg.model.fourcastnet.embed_dim == 64 and cfg.model.simvp.hid_S == 16
 
@@ -127,14 +128,14 @@ def test_config_is_found_by_packaged_name_and_by_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: names resolve inside the package
     assert C.CONFIG_DIR.parent.name == "neuralogcm_jax"
     assert {"neuralogcm", "unet", "demo"} <= set(C.packaged_configs())
-    by_name = C.config_from_args(_args(["--config", "demo"]))
+    by_name = config_from_args(_args(["--config", "demo"]))
     assert by_name.train.out_dir == "runs/demo"
-    assert C.config_from_args(_args(["--config", "demo.yaml"])) == by_name
+    assert config_from_args(_args(["--config", "demo.yaml"])) == by_name
     own = tmp_path / "mine.yaml"
     own.write_text("train:\n  out_dir: runs/mine\n")
-    assert C.config_from_args(_args(["--config", str(own)])).train.out_dir == "runs/mine"
+    assert config_from_args(_args(["--config", str(own)])).train.out_dir == "runs/mine"
     (tmp_path / "demo.yaml").write_text("train:\n  out_dir: runs/local\n")
-    assert C.config_from_args(_args(["--config", "demo.yaml"])).train.out_dir == "runs/local"
+    assert config_from_args(_args(["--config", "demo.yaml"])).train.out_dir == "runs/local"
     with pytest.raises(ConfigError, match=r"config 'nosuch' is neither a file nor a packaged "
                                           r"config \(packaged: .*neuralogcm"):
         C.resolve_config_path("nosuch")

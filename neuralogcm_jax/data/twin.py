@@ -35,19 +35,16 @@ currents) cannot blow up normalised errors.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from neuralogcm_jax import argtypes
 from neuralogcm_jax.constants import GRAVITY_M_S2, RHO0_KG_M3, RHO_AIR_KG_M3, SECONDS_PER_DAY
 from neuralogcm_jax.data.forcing import ForcingSynthesizer, NoiseSpec, days_in_year
 from neuralogcm_jax.data.world import World, load_world
@@ -626,24 +623,3 @@ def _readme(spec: DatasetSpec, seed: int, physics, world: World, elapsed_s: floa
         "",
     ]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------ CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                   help="demo: 6 deg x 4 levels, 4 years; twin: 1.5 deg x 23 levels, 11 years")
-    p.add_argument("--out", required=True, help="output directory (must be empty or absent)")
-    p.add_argument("--seed", type=argtypes.seed, default=0, help="random seed (forcing noise)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--mode", choices=["primitive", "paper"], default=None,
-                   help="physics of the truth (default: the preset's)")
-
-
-def run(args: argparse.Namespace) -> int:
-    spec = PRESETS[args.preset]
-    if args.mode is not None:
-        spec = dataclasses.replace(spec, truth=dataclasses.replace(spec.truth, mode=args.mode))
-    t0 = time.perf_counter()
-    out = generate_dataset(args.out, spec, args.seed, overwrite=args.overwrite)
-    print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return 0

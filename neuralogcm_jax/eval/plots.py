@@ -29,6 +29,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close `fig`; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 def plot_skill(out: Path, results: dict[str, dict], layout: ChannelLayout) -> list[Path]:
     """rmse_vs_lead.png and acc_vs_lead.png (surface variables) and paper_rmse_vs_lead.png."""
     plt = _plt()
@@ -48,10 +56,7 @@ def plot_skill(out: Path, results: dict[str, dict], layout: ChannelLayout) -> li
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel(ylabel)
         axes[0, -1].legend(fontsize=8)
-        fig.tight_layout()
-        p = out / fname
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
+        p = _save(fig, out / fname, 110)
         paths.append(p)
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in results.items():
@@ -63,10 +68,7 @@ def plot_skill(out: Path, results: dict[str, dict], layout: ChannelLayout) -> li
     ax.set_title("Paper convention")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = out / "paper_rmse_vs_lead.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = _save(fig, out / "paper_rmse_vs_lead.png", 110)
     return paths + [p]
 
 
@@ -119,10 +121,7 @@ def plot_maps(out: Path, trajectories: dict[str, np.ndarray], truth: np.ndarray,
             ax.set_xticks([])
             ax.set_yticks([])
         fig.suptitle(f"{label} ({UNITS[var]}): truth vs forecast vs error")
-        fig.tight_layout()
-        p = out / f"maps_{label}.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
+        p = _save(fig, out / f"maps_{label}.png", 100)
         paths.append(p)
     return paths
 
@@ -161,8 +160,5 @@ def plot_training(out: Path, logs: dict[str, Path]) -> list[Path]:
     if any_coef:
         ax_c.legend(fontsize=8)
     ax_c.grid(alpha=0.3)
-    fig.tight_layout()
-    p = out / "training.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = _save(fig, out / "training.png", 110)
     return [p]

@@ -82,6 +82,13 @@ def check_grid_shape(grid_shape: Sequence[int], total_stride: int, name: str) ->
     return h, w
 
 
+def check_at_least_one(cfg, keys: Sequence[str]) -> None:
+    """A network config's counts: ConfigError naming ``ConfigType.key`` when one is below 1."""
+    for key in keys:
+        if int(getattr(cfg, key)) < 1:
+            raise ConfigError(f"{type(cfg).__name__}.{key} must be >= 1, got {getattr(cfg, key)!r}")
+
+
 def check_channels(in_channels: int, out_channels: int, name: str) -> None:
     """Raise ConfigError unless both channel counts are positive integers."""
     for key, val in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -504,3 +511,59 @@ class AttentionBlock(nnx.Module):
         t = t + self.drop_path(self.attn(self.norm1(t), deterministic=deterministic), deterministic=deterministic)
         t = t + self.drop_path(self.mlp(self.norm2(t), deterministic=deterministic), deterministic=deterministic)
         return t.reshape(b, h, w, c)
+
+
+class GridNetwork(nnx.Module):
+    """Base of the STE and the baselines: ``[B, C_in, H, W] -> [B, C_out, H, W]`` on the grid.
+
+    The shared constructor ``(cfg, in_channels, out_channels, grid_shape, *, rngs, dtype)`` puts
+    in the default config when `cfg` is None, checks its type, the channel counts and the grid
+    against the total stride, then calls the subclass's ``build(cfg, rngs=..., dtype=...)``.
+    Subclasses name, as class keywords, `label` (the name in messages), `config_type` and
+    `stride` (cfg -> total stride; absent: no row padding and no ``total_stride`` attribute).
+    Constructor: `cfg` (``config_type()`` when None), `in_channels`, `out_channels`,
+    ``grid_shape=(H, W)``, `rngs`, compute `dtype` (parameters stay float32)."""
+
+    label: str = "network"
+    config_type: type = object
+
+    def __init_subclass__(cls, *, label: str, config_type: type, stride=None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.label, cls.config_type = label, config_type
+        cls.stride = staticmethod(stride or (lambda cfg: None))
+
+    def __init__(
+        self,
+        cfg,
+        in_channels: int,
+        out_channels: int,
+        grid_shape: tuple[int, int],
+        *,
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        cfg = self.config_type() if cfg is None else cfg
+        if not isinstance(cfg, self.config_type):
+            raise ConfigError(f"{self.label}: cfg must be a {self.config_type.__name__} "
+                              f"(or None), got {type(cfg).__name__}")
+        check_channels(in_channels, out_channels, self.label)
+        stride = self.stride(cfg)
+        if stride is not None:
+            self.total_stride = stride
+        self.grid_shape = check_grid_shape(grid_shape, 1 if stride is None else stride, self.label)
+        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
+        self.build(cfg, rngs=rngs, dtype=dtype)
+
+    def build(self, cfg, *, rngs: nnx.Rngs, dtype: Dtype) -> None:
+        raise NotImplementedError
+
+    def to_padded(self, x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
+        """Checked input ``[B, C_in, H, W]`` -> (``[B, H', W, C_in]`` in the compute dtype, rows
+        reflect-padded to the total stride; the row pads)."""
+        check_input(x, self.in_channels, self.grid_shape, self.label)
+        return pad_rows_to_multiple(nchw_to_nhwc(x.astype(self.dtype)), self.total_stride)
+
+    @staticmethod
+    def from_padded(y: jax.Array, pads: tuple[int, int]) -> jax.Array:
+        """``[B, H', W, C]`` -> ``[B, C, H, W]`` with the row pads cropped."""
+        return nhwc_to_nchw(crop_rows(y, pads))

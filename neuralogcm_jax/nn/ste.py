@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -47,14 +46,9 @@ from neuralogcm_jax.nn.layers import (
     ConvDecoder,
     ConvEncoder,
     Dtype,
+    GridNetwork,
     PeriodicConv,
-    check_channels,
-    check_grid_shape,
-    check_input,
-    crop_rows,
-    nchw_to_nhwc,
-    nhwc_to_nchw,
-    pad_rows_to_multiple,
+    check_at_least_one,
 )
 
 
@@ -88,9 +82,7 @@ class STEConfig:
     norm_groups: int = 8
 
     def __post_init__(self):
-        for key in ("hid_channels", "n_conv_blocks", "num_heads", "norm_groups", "n_attention_blocks"):
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"STEConfig.{key} must be >= 1, got {getattr(self, key)!r}")
+        check_at_least_one(self, ("hid_channels", "n_conv_blocks", "num_heads", "norm_groups", "n_attention_blocks"))
         if self.hid_channels % self.num_heads:
             raise ConfigError(
                 f"STEConfig.hid_channels={self.hid_channels} must be a multiple of "
@@ -108,7 +100,8 @@ class STEConfig:
             raise ConfigError(f"STEConfig.mlp_ratio must be > 0, got {self.mlp_ratio!r}")
 
 
-class STE(nnx.Module):
+class STE(GridNetwork, label="STE", config_type=STEConfig,
+          stride=lambda cfg: 2**cfg.n_down):
     """STE corrector: ``[B, C_in, H, W] -> [B, C_out, H, W]``, exactly zero until trained.
 
     Args:
@@ -121,23 +114,8 @@ class STE(nnx.Module):
       dtype: compute dtype (float32, or bfloat16 for mixed precision); parameters stay float32.
     """
 
-    def __init__(
-        self,
-        cfg: STEConfig | None,
-        in_channels: int,
-        out_channels: int,
-        grid_shape: tuple[int, int],
-        *,
-        rngs: nnx.Rngs,
-        dtype: Dtype = jnp.float32,
-    ):
-        cfg = STEConfig() if cfg is None else cfg
-        if not isinstance(cfg, STEConfig):
-            raise ConfigError(f"STE: cfg must be an STEConfig, got {type(cfg).__name__}")
-        check_channels(in_channels, out_channels, "STE")
-        self.total_stride = 2**cfg.n_down
-        self.grid_shape = check_grid_shape(grid_shape, self.total_stride, "STE")
-        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
+    def build(self, cfg: STEConfig, *, rngs: nnx.Rngs, dtype: Dtype) -> None:
+        in_channels, out_channels = self.in_channels, self.out_channels
         self.encoder = ConvEncoder(
             in_channels, cfg.hid_channels, cfg.n_conv_blocks, cfg.n_down,
             groups=cfg.norm_groups, rngs=rngs, dtype=dtype,
@@ -165,15 +143,14 @@ class STE(nnx.Module):
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array, tuple[int, int]]:
         """``[B, C_in, H, W]`` -> (latent ``[B, h, w, hid]``, skip ``[B, H', W, hid]``, row pads)."""
-        check_input(x, self.in_channels, self.grid_shape, "STE")
-        x, pads = pad_rows_to_multiple(nchw_to_nhwc(x.astype(self.dtype)), self.total_stride)
+        x, pads = self.to_padded(x)
         latent, skip = self.encoder(x)
         return latent, skip, pads
 
     def decode(self, latent: jax.Array, skip: jax.Array, pads: tuple[int, int]) -> jax.Array:
         """Latent ``[B, h, w, hid]`` + skip -> output ``[B, C_out, H, W]`` (head included)."""
         y = self.head(self.decoder(latent, skip))
-        return nhwc_to_nchw(crop_rows(y, pads))
+        return self.from_padded(y, pads)
 
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """Corrector tendency ``[B, C_out, H, W]`` (in the compute dtype) of input ``[B, C_in, H, W]``."""

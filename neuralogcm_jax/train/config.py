@@ -6,7 +6,8 @@ A run's configuration is built in three layers, later ones winning:
 2. a YAML file, nested like the dataclasses: a path, or the name of a config shipped with the
    package (``neuralogcm``, ``unet``, ``demo``, ...: ``neuralogcm_jax/configs/NAME.yaml``);
 3. ``--set a.b.c=value`` overrides (the value is parsed as a YAML scalar, so ``1e-4``, ``true``,
-   ``[1, 2]`` and ``null`` mean what they say) and the short flags of `add_arguments`.
+   ``[1, 2]`` and ``null`` mean what they say); ``neuralogcm train``'s short flags become such
+   overrides (`neuralogcm_jax.cli.train`).
 
 An unknown key or a value of the wrong type raises `ConfigError` naming the full dotted key
 (``optim.lr``, ``model.physics_coefficients.nu_m``). The conversion dataclass <-> dict is generic
@@ -17,7 +18,6 @@ and inside every checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from pathlib import Path
@@ -27,13 +27,17 @@ import yaml
 
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.model import ModelConfig
-from neuralogcm_jax.paths import output_path
+from neuralogcm_jax.paths import (  # noqa: F401  (the config-file lookup, re-exported)
+    CONFIG_DIR,
+    output_path,
+    packaged_configs,
+    resolve_config_path,
+)
 
 # dataclass <-> dict conversion lives in `neuralogcm_jax.schema` (the model side reads stored
 # configs without importing the trainer); re-exported here.
 from neuralogcm_jax.schema import _convert, _type_name, from_dict, to_dict  # noqa: F401
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data: shipped in the wheel
 
 
 # ---------------------------------------------------------------------------------- sections
@@ -247,26 +251,6 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def packaged_configs() -> list[str]:
-    """Names of the configs shipped with the package (``--config NAME``)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-
-
-def resolve_config_path(value: str | os.PathLike) -> Path:
-    """A ``--config`` value -> a YAML file: an existing path, else a packaged config's name
-    (``neuralogcm`` or ``neuralogcm.yaml``). ConfigError naming both if neither exists."""
-    path = Path(value)
-    if path.is_file():
-        return path
-    name = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
-    if path.parent == Path(".") and (CONFIG_DIR / f"{name}.yaml").is_file():
-        return CONFIG_DIR / f"{name}.yaml"
-    raise ConfigError(
-        f"config {str(value)!r} is neither a file nor a packaged config "
-        f"(packaged: {', '.join(packaged_configs())})"
-    )
-
-
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -302,70 +286,3 @@ def write_config(cfg: Config, directory: str | os.PathLike) -> Path:
     tmp.write_text(dump_yaml(cfg))
     tmp.replace(out)
     return out
-
-
-# ---------------------------------------------------------------------------------- CLI
-# Short flags of the original training script -> dotted keys.
-FLAG_KEYS = {
-    "model": "model.name",
-    "data_root": "data.root",
-    "batch_size": "data.batch_size",
-    "epochs": "train.epochs",
-    "lr": "optim.lr",
-    "fourcastnet_embed_dim": "model.fourcastnet.embed_dim",
-    "simvp_hid_s": "model.simvp.hid_S",
-    "out_dir": "train.out_dir",
-}
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config``, repeated ``--set k=v`` and the short flags of `FLAG_KEYS` (counts must be
-    >= 1 and ``--config`` an existing file or a packaged config's name, checked while parsing)."""
-    from neuralogcm_jax.argtypes import nonnegative_float, positive_int
-
-    def config_ref(text: str) -> str:
-        if Path(text).is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
-        try:
-            resolve_config_path(text)
-        except ConfigError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        return text
-
-    parser.add_argument(
-        "--config", type=config_ref,
-        help="a YAML file, or the name of a packaged config: "
-        + ", ".join(packaged_configs()) + " (default: the one named by --model)",
-    )
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key, e.g. --set optim.lr=1e-4 (repeatable)",
-    )
-    parser.add_argument("--model", help="model name (model.name)")
-    parser.add_argument("--data_root", help="dataset root (data.root)")
-    parser.add_argument("--batch_size", type=positive_int,
-                        help="samples per device (data.batch_size)")
-    parser.add_argument("--epochs", type=positive_int, help="training epochs (train.epochs)")
-    parser.add_argument("--lr", type=nonnegative_float,
-                        help="peak network learning rate (optim.lr)")
-    parser.add_argument("--fourcastnet_embed_dim", type=positive_int,
-                        help="model.fourcastnet.embed_dim")
-    parser.add_argument("--simvp_hid_s", type=positive_int, help="model.simvp.hid_S")
-    parser.add_argument("--out_dir", help="run directory (train.out_dir)")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The resolved `Config` of parsed CLI arguments (YAML <- flags <- --set)."""
-    path = getattr(args, "config", None)
-    model = getattr(args, "model", None)
-    if path is not None:
-        path = resolve_config_path(path)
-    elif model is not None and (CONFIG_DIR / f"{model}.yaml").is_file():
-        path = CONFIG_DIR / f"{model}.yaml"
-    overrides = []
-    for flag, key in FLAG_KEYS.items():
-        v = getattr(args, flag, None)
-        if v is not None:
-            overrides.append(f"{key}={yaml.safe_dump(v).strip().removesuffix('...').strip()}")
-    overrides += list(getattr(args, "overrides", []) or [])
-    return load_config(path, overrides)

@@ -11,14 +11,12 @@ from nothing but that folder. Nothing is written into the source checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 import numpy as np
 
 from neuralogcm_jax import checkpointing
-from neuralogcm_jax.argtypes import nonnegative_int
 from neuralogcm_jax.checkpointing import EXPORT_FORMAT_VERSION, load_model  # noqa: F401
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.grid import Grid
@@ -50,19 +48,3 @@ def export(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike,
     params = nnx.to_pure_dict(nnx.state(loaded.model, nnx.Param))
     return checkpointing.write_export(out_dir, meta=meta, config=loaded.config, grid=loaded.grid,
                                       stats=loaded.stats, params=params)
-
-
-# ---------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint directory")
-    parser.add_argument("--out", required=True, help="directory to create")
-    parser.add_argument("--step", type=nonnegative_int, help="step to export (default: latest)")
-    parser.add_argument("--data_root", help="only for checkpoints of format 1: the run's data")
-
-
-def run(args: argparse.Namespace) -> int:
-    if not Path(args.checkpoint).is_dir():
-        raise ConfigError(f"--checkpoint {args.checkpoint!r} is not a directory")
-    out = export(args.checkpoint, args.out, args.step, data_root=args.data_root)
-    print(f"neuralogcm export: wrote {out}")
-    return 0

@@ -32,7 +32,6 @@ with `register_data_format` (the tests register an in-memory ``.npz`` format).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -47,7 +46,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from neuralogcm_jax.argtypes import nonnegative_int, positive_int
 from neuralogcm_jax.calendar import iso_date
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, StateError
@@ -630,53 +628,3 @@ def _progress(total, initial, epoch, k, enabled):
 
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch} K={k}", unit="step",
                 disable=not enabled, dynamic_ncols=True, leave=False)
-
-
-# ================================================================================ CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config_lib.add_config_arguments(parser)
-    parser.add_argument(
-        "--resume", nargs="?", const="", default=None, metavar="CHECKPOINT_DIR",
-        help="require a checkpoint to continue from (of checkpoint.dir, or of CHECKPOINT_DIR); "
-        "same as --set train.resume=required. Without it, train.resume (default auto) "
-        "resumes when the checkpoint directory holds a checkpoint",
-    )
-    parser.add_argument("--coordinator", help="host:port of process 0 (multi-process runs)")
-    parser.add_argument("--num_processes", type=positive_int, help="number of processes in the job")
-    parser.add_argument("--process_id", type=nonnegative_int, help="this process's index")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    from neuralogcm_jax.train.distributed import initialize_distributed
-
-    # before anything touches a JAX backend (the CPU collectives must be chosen first)
-    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    cfg = config_lib.config_from_args(args)
-    if args.resume is not None:
-        cfg = config_lib.replace(cfg, **{"train.resume": "required"})
-        if args.resume:
-            cfg = config_lib.replace(cfg, **{"checkpoint.dir": args.resume})
-    res = train(cfg, progress=not args.no_progress)
-    if jax.process_index() == 0:
-        loss = res.metrics.get("loss")
-        print(
-            f"neuralogcm train: step {res.step}"
-            + (f", loss {loss:.5g}" if loss is not None else "")
-            + (f", val_loss {res.metrics['val_loss']:.5g}" if "val_loss" in res.metrics else "")
-            + f", {res.skipped} skipped step{'' if res.skipped == 1 else 's'}"
-            + f"; checkpoints in {cfg.checkpoint_dir}",
-            flush=True,
-        )
-    return STOPPED_EXIT_STATUS if res.stopped_by_signal else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m neuralogcm_jax.train.loop ...`` (the same as ``neuralogcm train``)."""
-    from neuralogcm_jax.cli import main as cli_main
-
-    return cli_main(["train", *(argv if argv is not None else __import__("sys").argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

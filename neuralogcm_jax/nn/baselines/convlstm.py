@@ -33,14 +33,9 @@ from neuralogcm_jax.nn.layers import (
     ConvDecoder,
     ConvEncoder,
     Dtype,
+    GridNetwork,
     PeriodicConv,
-    check_channels,
-    check_grid_shape,
-    check_input,
-    crop_rows,
-    nchw_to_nhwc,
-    nhwc_to_nchw,
-    pad_rows_to_multiple,
+    check_at_least_one,
 )
 
 
@@ -68,9 +63,7 @@ class ConvLSTMConfig:
     norm_groups: int = 8
 
     def __post_init__(self):
-        for key in ("hid_channels", "n_conv_blocks", "num_layers", "n_iterations", "norm_groups"):
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"ConvLSTMConfig.{key} must be >= 1, got {getattr(self, key)!r}")
+        check_at_least_one(self, ("hid_channels", "n_conv_blocks", "num_layers", "n_iterations", "norm_groups"))
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"ConvLSTMConfig.kernel_size must be odd and >= 1, got {self.kernel_size}")
         if self.n_down < 0 or self.n_conv_blocks < 2 * self.n_down:
@@ -116,30 +109,14 @@ class ConvLSTMCell(nnx.Module):
         return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-class ConvLSTM(nnx.Module):
+class ConvLSTM(GridNetwork, label="ConvLSTM", config_type=ConvLSTMConfig,
+               stride=lambda cfg: 2**cfg.n_down):
     """ConvLSTM baseline ``[B, C_in, H, W] -> [B, C_out, H, W]`` (see the module docstring).
 
-    Args: as every network here: ``cfg`` (``ConvLSTMConfig()`` when None), ``in_channels``,
-    ``out_channels``, ``grid_shape=(H, W)``, ``rngs``, compute ``dtype`` (params float32).
-    """
+    Constructor arguments: those of `GridNetwork`."""
 
-    def __init__(
-        self,
-        cfg: ConvLSTMConfig | None,
-        in_channels: int,
-        out_channels: int,
-        grid_shape: tuple[int, int],
-        *,
-        rngs: nnx.Rngs,
-        dtype: Dtype = jnp.float32,
-    ):
-        cfg = ConvLSTMConfig() if cfg is None else cfg
-        if not isinstance(cfg, ConvLSTMConfig):
-            raise ConfigError(f"ConvLSTM: cfg must be a ConvLSTMConfig, got {type(cfg).__name__}")
-        check_channels(in_channels, out_channels, "ConvLSTM")
-        self.total_stride = 2**cfg.n_down
-        self.grid_shape = check_grid_shape(grid_shape, self.total_stride, "ConvLSTM")
-        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
+    def build(self, cfg: ConvLSTMConfig, *, rngs: nnx.Rngs, dtype: Dtype) -> None:
+        in_channels, out_channels = self.in_channels, self.out_channels
         self.n_iterations = cfg.n_iterations
         hid = cfg.hid_channels
         self.encoder = ConvEncoder(
@@ -157,8 +134,7 @@ class ConvLSTM(nnx.Module):
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """Next-state (or tendency) channels ``[B, C_out, H, W]`` of input ``[B, C_in, H, W]``."""
         del deterministic  # no dropout in this network
-        check_input(x, self.in_channels, self.grid_shape, "ConvLSTM")
-        x, pads = pad_rows_to_multiple(nchw_to_nhwc(x.astype(self.dtype)), self.total_stride)
+        x, pads = self.to_padded(x)
         latent, skip = self.encoder(x)
         states = [None] * len(self.cells)
         for _ in range(self.n_iterations):
@@ -167,4 +143,4 @@ class ConvLSTM(nnx.Module):
                 states[k] = cell(inp, states[k])
                 inp = states[k][0]
         y = self.decoder(states[-1][0], skip)
-        return nhwc_to_nchw(crop_rows(self.head(y), pads))
+        return self.from_padded(self.head(y), pads)

@@ -42,9 +42,9 @@ from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.nn.layers import (
     DropPath,
     Dtype,
+    GridNetwork,
     Mlp,
-    check_channels,
-    check_grid_shape,
+    check_at_least_one,
     check_input,
     nchw_to_nhwc,
     nhwc_to_nchw,
@@ -81,9 +81,7 @@ class FourCastNetConfig:
     drop_path: float = 0.0
 
     def __post_init__(self):
-        for key in ("patch_size", "embed_dim", "depth", "num_blocks", "spectral_hidden_factor"):
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"FourCastNetConfig.{key} must be >= 1, got {getattr(self, key)!r}")
+        check_at_least_one(self, ("patch_size", "embed_dim", "depth", "num_blocks", "spectral_hidden_factor"))
         if self.embed_dim % self.num_blocks:
             raise ConfigError(
                 f"FourCastNetConfig.embed_dim={self.embed_dim} must be a multiple of num_blocks={self.num_blocks}"
@@ -159,30 +157,13 @@ class AFNOBlock(nnx.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), deterministic=deterministic), deterministic=deterministic)
 
 
-class FourCastNet(nnx.Module):
+class FourCastNet(GridNetwork, label="FourCastNet", config_type=FourCastNetConfig):
     """AFNO baseline ``[B, C_in, H, W] -> [B, C_out, H, W]`` (see the module docstring).
 
-    Args: as every network here: ``cfg`` (``FourCastNetConfig()`` when None), ``in_channels``,
-    ``out_channels``, ``grid_shape=(H, W)`` (sets the position embedding's size),
-    ``rngs``, compute ``dtype`` (params float32).
-    """
+    Constructor arguments: those of `GridNetwork`."""
 
-    def __init__(
-        self,
-        cfg: FourCastNetConfig | None,
-        in_channels: int,
-        out_channels: int,
-        grid_shape: tuple[int, int],
-        *,
-        rngs: nnx.Rngs,
-        dtype: Dtype = jnp.float32,
-    ):
-        cfg = FourCastNetConfig() if cfg is None else cfg
-        if not isinstance(cfg, FourCastNetConfig):
-            raise ConfigError(f"FourCastNet: cfg must be a FourCastNetConfig, got {type(cfg).__name__}")
-        check_channels(in_channels, out_channels, "FourCastNet")
-        self.grid_shape = check_grid_shape(grid_shape, 1, "FourCastNet")
-        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
+    def build(self, cfg: FourCastNetConfig, *, rngs: nnx.Rngs, dtype: Dtype) -> None:
+        in_channels, out_channels = self.in_channels, self.out_channels
         p = self.patch = cfg.patch_size
         h, w = self.grid_shape
         self.row_pads = rows_to_pad(h, p)

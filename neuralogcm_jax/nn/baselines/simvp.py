@@ -34,15 +34,10 @@ from neuralogcm_jax.nn.layers import (
     ConvDecoder,
     ConvEncoder,
     Dtype,
+    GridNetwork,
     PeriodicConv,
-    check_channels,
-    check_grid_shape,
-    check_input,
-    crop_rows,
-    nchw_to_nhwc,
-    nhwc_to_nchw,
+    check_at_least_one,
     norm_groups,
-    pad_rows_to_multiple,
 )
 
 
@@ -73,9 +68,7 @@ class SimVPConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "incep_kernels", tuple(int(k) for k in self.incep_kernels))
-        for key in ("hid_S", "hid_T", "N_S", "groups", "norm_groups"):
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"SimVPConfig.{key} must be >= 1, got {getattr(self, key)!r}")
+        check_at_least_one(self, ("hid_S", "hid_T", "N_S", "groups", "norm_groups"))
         if self.N_T < 2:
             raise ConfigError(f"SimVPConfig.N_T must be >= 2, got {self.N_T}")
         if self.hid_T < 2:
@@ -138,30 +131,14 @@ class InceptionTranslator(nnx.Module):
         return x
 
 
-class SimVP(nnx.Module):
+class SimVP(GridNetwork, label="SimVP", config_type=SimVPConfig,
+            stride=lambda cfg: 2**cfg.n_down):
     """SimVP baseline ``[B, C_in, H, W] -> [B, C_out, H, W]`` (see the module docstring).
 
-    Args: as every network here: ``cfg`` (``SimVPConfig()`` when None), ``in_channels``,
-    ``out_channels``, ``grid_shape=(H, W)``, ``rngs``, compute ``dtype`` (params float32).
-    """
+    Constructor arguments: those of `GridNetwork`."""
 
-    def __init__(
-        self,
-        cfg: SimVPConfig | None,
-        in_channels: int,
-        out_channels: int,
-        grid_shape: tuple[int, int],
-        *,
-        rngs: nnx.Rngs,
-        dtype: Dtype = jnp.float32,
-    ):
-        cfg = SimVPConfig() if cfg is None else cfg
-        if not isinstance(cfg, SimVPConfig):
-            raise ConfigError(f"SimVP: cfg must be a SimVPConfig, got {type(cfg).__name__}")
-        check_channels(in_channels, out_channels, "SimVP")
-        self.total_stride = 2**cfg.n_down
-        self.grid_shape = check_grid_shape(grid_shape, self.total_stride, "SimVP")
-        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
+    def build(self, cfg: SimVPConfig, *, rngs: nnx.Rngs, dtype: Dtype) -> None:
+        in_channels, out_channels = self.in_channels, self.out_channels
         self.encoder = ConvEncoder(in_channels, cfg.hid_S, cfg.N_S, cfg.n_down, groups=cfg.norm_groups, rngs=rngs, dtype=dtype)
         self.translator = InceptionTranslator(
             cfg.hid_S, cfg.hid_T, cfg.N_T, cfg.incep_kernels, cfg.groups, rngs=rngs, dtype=dtype
@@ -172,8 +149,7 @@ class SimVP(nnx.Module):
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """Next-state (or tendency) channels ``[B, C_out, H, W]`` of input ``[B, C_in, H, W]``."""
         del deterministic  # no dropout in this network
-        check_input(x, self.in_channels, self.grid_shape, "SimVP")
-        x, pads = pad_rows_to_multiple(nchw_to_nhwc(x.astype(self.dtype)), self.total_stride)
+        x, pads = self.to_padded(x)
         latent, skip = self.encoder(x)
         y = self.decoder(self.translator(latent), skip)
-        return nhwc_to_nchw(crop_rows(self.readout(y), pads))
+        return self.from_padded(self.readout(y), pads)

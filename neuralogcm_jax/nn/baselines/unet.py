@@ -25,14 +25,8 @@ from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.nn.layers import (
     ConvSC,
     Dtype,
+    GridNetwork,
     PeriodicConv,
-    check_channels,
-    check_grid_shape,
-    check_input,
-    crop_rows,
-    nchw_to_nhwc,
-    nhwc_to_nchw,
-    pad_rows_to_multiple,
 )
 
 
@@ -83,30 +77,14 @@ class DoubleConv(nnx.Module):
         return self.b(self.a(x))
 
 
-class UNet(nnx.Module):
+class UNet(GridNetwork, label="UNet", config_type=UNetConfig,
+           stride=lambda cfg: 2 ** (len(cfg.channel_mults) - 1)):
     """U-Net baseline ``[B, C_in, H, W] -> [B, C_out, H, W]`` (see the module docstring).
 
-    Args: as every network here: ``cfg`` (``UNetConfig()`` when None), ``in_channels``,
-    ``out_channels``, ``grid_shape=(H, W)``, ``rngs``, compute ``dtype`` (params float32).
-    """
+    Constructor arguments: those of `GridNetwork`."""
 
-    def __init__(
-        self,
-        cfg: UNetConfig | None,
-        in_channels: int,
-        out_channels: int,
-        grid_shape: tuple[int, int],
-        *,
-        rngs: nnx.Rngs,
-        dtype: Dtype = jnp.float32,
-    ):
-        cfg = UNetConfig() if cfg is None else cfg
-        if not isinstance(cfg, UNetConfig):
-            raise ConfigError(f"UNet: cfg must be a UNetConfig, got {type(cfg).__name__}")
-        check_channels(in_channels, out_channels, "UNet")
-        self.total_stride = 2 ** (len(cfg.channel_mults) - 1)
-        self.grid_shape = check_grid_shape(grid_shape, self.total_stride, "UNet")
-        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
+    def build(self, cfg: UNetConfig, *, rngs: nnx.Rngs, dtype: Dtype) -> None:
+        in_channels, out_channels = self.in_channels, self.out_channels
         widths = [cfg.base_channels * m for m in cfg.channel_mults]
         g = cfg.norm_groups
         self.down = nnx.List(
@@ -127,8 +105,7 @@ class UNet(nnx.Module):
 
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """Next-state (or tendency) channels ``[B, C_out, H, W]`` of input ``[B, C_in, H, W]``."""
-        check_input(x, self.in_channels, self.grid_shape, "UNet")
-        x, pads = pad_rows_to_multiple(nchw_to_nhwc(x.astype(self.dtype)), self.total_stride)
+        x, pads = self.to_padded(x)
         skips = []
         for i, level in enumerate(self.down):
             x = level(x if i == 0 else max_pool_2x2(x))
@@ -136,4 +113,4 @@ class UNet(nnx.Module):
         x = self.drop(skips.pop(), deterministic=deterministic)
         for i in reversed(range(len(self.up))):
             x = self.merge[i](jnp.concatenate([self.up[i](x), skips[i]], axis=-1))
-        return nhwc_to_nchw(crop_rows(self.head(x), pads))
+        return self.from_padded(self.head(x), pads)

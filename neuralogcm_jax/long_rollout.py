@@ -1,19 +1,19 @@
-"""`neuralogcm rollout`: a long free-running rollout, checked for stability and drift.
+"""A long free-running rollout, checked for stability and drift (`neuralogcm rollout`).
 
-From day `--start` of a split, the model runs for `--days` days driven by that split's recorded
+From day `start` of a split, the model runs for `days` days driven by that split's recorded
 forcing, repeated year after year when the run is longer than the split (day of year kept in step
 with the calendar of the forcing). Every day it records, in physical units over wet cells:
 global (volume-weighted) mean T and S, SST range, max |u|, |v| and |SSH|. The run is
 physically bounded when T stays within [-2.5, 35] degC, |u|, |v| < 3 m/s and |SSH| < 3 m.
 
-Outputs in ``--out``: ``rollout_diagnostics.csv`` (one row a day), ``rollout_summary.json`` (bounds,
+`write_outputs` writes into a folder: ``rollout_diagnostics.csv`` (one row a day), ``rollout_summary.json`` (bounds,
 first violation, drift of global mean T and S per year from a linear fit) and
-``rollout_diagnostics.png``. Exit status 1 when the run leaves the bounds or turns non-finite.
+``rollout_diagnostics.png``. The command exits with status 1 when the run leaves the bounds or
+turns non-finite.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from neuralogcm_jax import argtypes
+from neuralogcm_jax.checkpointing import read_config
+from neuralogcm_jax.rollout import rollout
 
 BOUNDS = {"T_min": -2.5, "T_max": 35.0, "speed_max": 3.0, "ssh_max": 3.0}
 
@@ -66,8 +67,6 @@ def violation(row: dict) -> str | None:
 def long_rollout(model, data, days: int, start: int = 0, chunk: int = 30, progress: bool = True):
     """Run `days` days from day `start` of `data` (an `eval.evaluate.SplitData`), in chunks of
     `chunk` days (each one compiled `lax.scan`). Returns (rows, first violation or None)."""
-    from neuralogcm_jax.rollout import rollout
-
     T = data.n_days
     state = jnp.asarray(data.state[start])[None]
     rows: list[dict] = []
@@ -105,6 +104,17 @@ def drift_per_year(rows: list[dict], key: str) -> float:
     return float(np.polyfit(t, y, 1)[0] * 365.25)
 
 
+def summarize(model_name: str, rows: list[dict], bad: dict | None, days_asked: int) -> dict:
+    """The run's summary (``rollout_summary.json``): bounds, first violation, drift, last day."""
+    return {
+        "model": model_name, "days_run": len(rows), "days_asked": days_asked, "bounds": BOUNDS,
+        "bounded": bad is None, "first_violation": bad,
+        "drift_T_degC_per_year": drift_per_year(rows, "T_mean"),
+        "drift_S_psu_per_year": drift_per_year(rows, "S_mean"),
+        "final": rows[-1],
+    }
+
+
 def write_outputs(out: Path, rows: list[dict], summary: dict) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     p_csv = out / "rollout_diagnostics.csv"
@@ -114,7 +124,7 @@ def write_outputs(out: Path, rows: list[dict], summary: dict) -> list[Path]:
         w.writerows(rows)
     p_json = out / "rollout_summary.json"
     p_json.write_text(json.dumps(summary, indent=1))
-    import matplotlib
+    import matplotlib  # optional dependency (the `plot` extra): imported only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -141,50 +151,4 @@ def write_outputs(out: Path, rows: list[dict], summary: dict) -> list[Path]:
 def data_root_of(path) -> str:
     """The data root a checkpoint (or export folder) was trained on, from its stored config
     (as given to the trainer: a relative path is relative to the trainer's directory)."""
-    from neuralogcm_jax.checkpointing import read_config
-
     return str((read_config(path).get("data") or {}).get("root", "data"))
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=argtypes.existing_dir, required=True,
-                   help="checkpoint or export folder")
-    p.add_argument("--data_root", type=argtypes.existing_dir,
-                   help="data root (default: the one the model was trained on)")
-    p.add_argument("--split", type=argtypes.split_name, default="test")
-    p.add_argument("--days", type=argtypes.positive_int, default=3650)
-    p.add_argument("--start", type=argtypes.nonnegative_int, default=0,
-                   help="initial day index in the split")
-    p.add_argument("--chunk", type=argtypes.positive_int, default=30,
-                   help="days per compiled scan")
-    p.add_argument("--out", required=True)
-
-
-def run(args: argparse.Namespace) -> int:
-    from neuralogcm_jax.data.h5format import open_dataset
-    from neuralogcm_jax.errors import ConfigError
-    from neuralogcm_jax.eval.evaluate import check_compatible, load_split
-    from neuralogcm_jax.rollout import load_model
-
-    root = args.data_root or data_root_of(args.checkpoint)
-    n_days = open_dataset(root, splits=[args.split]).split(args.split).n_days
-    if args.start >= n_days:
-        raise ConfigError(
-            f"--start {args.start} is outside split {args.split!r} of {str(root)!r} "
-            f"(days 0 .. {n_days - 1})"
-        )
-    model = load_model(args.checkpoint)
-    data = load_split(root, args.split)
-    check_compatible(model, data, f"data root {str(root)!r}")
-    rows, bad = long_rollout(model, data, args.days, args.start, args.chunk)
-    summary = {
-        "model": model.name, "days_run": len(rows), "days_asked": args.days, "bounds": BOUNDS,
-        "bounded": bad is None, "first_violation": bad,
-        "drift_T_degC_per_year": drift_per_year(rows, "T_mean"),
-        "drift_S_psu_per_year": drift_per_year(rows, "S_mean"),
-        "final": rows[-1],
-    }
-    write_outputs(Path(args.out), rows, summary)
-    print(json.dumps({k: summary[k] for k in ("days_run", "bounded", "first_violation",
-                                              "drift_T_degC_per_year", "drift_S_psu_per_year")}))
-    return 0 if bad is None else 1
