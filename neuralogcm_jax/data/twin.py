@@ -697,6 +697,104 @@ def generate_dataset(
     return out
 
 
+def generate_self_twin(
+    out: str | os.PathLike,
+    coefficients: dict[str, float],
+    *,
+    resolution_deg: float = 12.0,
+    n_levels: int = 2,
+    years: Sequence[int] = (1983, 1984),
+    physics_config=None,
+    seed: int = 0,
+    speed_m_s: float = 0.3,
+    overwrite: bool = False,
+) -> Path:
+    """A dataset made by the model's OWN paper physics with the given `coefficients` (no
+    closures, no restoring, no forcing), for coefficient-recovery tests: the first year is the
+    training split, the second (if any) the validation split.
+
+    The stored ocean channels are the instantaneous states at the end of each day (what the
+    model's one-day step predicts), starting from Levitus T/S at rest plus a smooth random flow
+    of RMS speed `speed_m_s` (seeded) on the embedded world at `resolution_deg`; the forcing
+    channels hold the world's monthly climatology (the paper physics ignores them)."""
+    import jax
+    import jax.numpy as jnp
+
+    from neuralogcm_jax.data import h5format
+    from neuralogcm_jax.physics import PhysicsConfig, make_physics
+
+    out = Path(out)
+    _prepare_out(out, overwrite)
+    world = load_world(resolution_deg, n_levels)
+    g = world.grid
+    physics = make_physics(g, physics_config or PhysicsConfig())
+    coeffs = {k: jnp.asarray(float(coefficients[k]), jnp.float32) for k in physics.specs}
+    layout = ChannelLayout.with_levels(n_levels)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E1F]))
+    lat = np.deg2rad(g.lat)[:, None]
+    lon = np.deg2rad(g.lon)[None, :]
+    flow = []
+    for _ in range(2):  # smooth: a few low zonal and meridional wavenumbers
+        f = sum(rng.standard_normal() * np.cos(m * lon + rng.uniform(0, 2 * np.pi))
+                * np.cos(lat) ** 2 * np.cos(n * lat + rng.uniform(0, np.pi))
+                for m in (1, 2, 3) for n in (1, 2, 3))
+        flow.append(np.broadcast_to(f, g.wet.shape) * g.wet)
+    rms = np.sqrt(np.mean(np.square(flow)[:, g.wet]))
+    s0 = world.initial_state()
+    state = s0._replace(u=(speed_m_s / rms * flow[0]).astype(np.float32),
+                        v=(speed_m_s / rms * flow[1]).astype(np.float32))
+    state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), state)
+    run = jax.jit(lambda s: physics.integrate(coeffs, s, None, 1, trajectory=False))
+    wet_ch = layout.wet_channels(g.wet)
+    n_oc = layout.n_ocean
+    files = []
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for i, year in enumerate(years):
+            n = days_in_year(year)
+            fields = np.empty((n, layout.n_channels) + g.shape, np.float32)
+            from neuralogcm_jax.data.forcing import climatological_daily
+            from neuralogcm_jax.data.world import SURFACE_VARIABLES
+            from neuralogcm_jax.layout import FORCING_VARIABLES
+
+            clim = climatological_daily(world, year)
+            for c, name in enumerate(FORCING_VARIABLES):
+                fields[:, n_oc + c] = clim[:, SURFACE_VARIABLES.index(name)]
+            for t in range(n):
+                state = run(state)
+                fields[t, :n_oc] = layout.from_state(jax.tree.map(np.asarray, state))
+            if not np.isfinite(fields[:, :n_oc][:, wet_ch[:n_oc]]).all():
+                raise DataError(f"self twin became non-finite in {year}")
+            fields[:, ~wet_ch] = np.nan
+            split = "train" if i == 0 else "valid"
+            path = tmp / split / f"{year}.h5"
+            h5format.write_year(path, fields, g.lat, g.lon, g.depth,
+                                attrs={"source": "neuralogcm_jax self twin", "seed": int(seed)})
+            files.append((year, split, path))
+        mean, std, clim = compute_stats([(y, p) for y, sp, p in files if sp == "train"], layout,
+                                        g.wet)
+        h5format.write_stats(tmp, mean, std, clim)
+        h5format.write_land_mask(tmp, wet_ch, g.lat, g.lon)
+        (tmp / "README.md").write_text(
+            "# Self twin (neuralogcm_jax.data.twin.generate_self_twin)\n\n"
+            f"The model's own paper physics ({physics.n_substeps} substeps of "
+            f"{physics.dt_substep_s:.0f} s a day, tracer advection "
+            f"{physics.config.tracer_advection}) with coefficients "
+            + ", ".join(f"{k} = {float(v):g}" for k, v in coefficients.items())
+            + f" on {g.describe()} ({resolution_deg:g} deg); no closures, restoring or forcing; "
+            f"Levitus T/S plus a smooth random flow of RMS {speed_m_s:g} m/s (seed {seed}); "
+            "instantaneous end-of-day states. Years: "
+            + ", ".join(f"{y} ({sp})" for y, sp, _ in files) + ".\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def _readme(spec: DatasetSpec, seed: int, truth: Truth, timing: dict) -> str:
     t = spec.truth
     physics, world, g = truth.physics, truth.world, truth.grid
