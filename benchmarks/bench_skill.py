@@ -95,13 +95,15 @@ class SkillPlan:
     free_run_days: int = 365
 
 
-# The full benchmark: every model gets 500 optimizer steps of batch 2 per device (all devices,
-# demo.yaml's mesh; one on the 2-core CPU), 200 at K = 1, 200 at K = 2 and 100 at K = 4 days
-# (the demo config's learning rates and warmup).
+# The full benchmark: every model gets 240 optimizer steps of batch 2 per device (all devices,
+# demo.yaml's mesh; one on the 2-core CPU), 120 at K = 1, 60 at K = 2 and 60 at K = 4 days
+# (480 model-days per sample; the demo config's learning rates and warmup). Sized to the
+# 90-minute budget from measured step times (BENCHMARKS.md, section skill): a K-day step of all
+# five models costs ~17 s x K at load 5-9 on the 2-core CPU, SimVP half of it.
 FULL = SkillPlan(
     train_overrides=(
-        "data.batch_size=2", "train.epochs=5",
-        "train.steps_per_epoch=100", "train.curriculum=[[0, 1], [2, 2], [4, 4]]",
+        "data.batch_size=2", "train.epochs=4",
+        "train.steps_per_epoch=60", "train.curriculum=[[0, 1], [2, 2], [3, 4]]",
         "train.seed=0", "checkpoint.save_every=100000", "checkpoint.keep=1",
         "data.val_max_batches=8", "train.log_every=10",
     ),
