@@ -5,6 +5,9 @@ rows have ``name``, ``value``, ``unit`` and ``notes``. Each module's results rep
 section of ``benchmarks/BENCHMARKS.md`` (between ``<!-- bench:NAME -->`` markers), so modules can
 be re-run one at a time without touching the others. Every section records the machine (CPU model
 and cores from ``lscpu``, JAX backend and devices), the date and the command.
+
+Modules in `ON_REQUEST` (the skill benchmark: trains five models, about 90 minutes on a 2-core
+CPU) run only when named, e.g. ``python -m benchmarks.run skill`` (``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ HEADER = (
     " module, each rewritten only when that module runs. Numbers are from the machine named in the"
     " section; compare like with like.\n"
 )
+
+
+ON_REQUEST = ("skill",)
 
 
 def discover() -> list[str]:
@@ -96,12 +102,13 @@ def update(text: str, name: str, section: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help=f"modules to run (default all: {', '.join(discover())})")
+    parser.add_argument("names", nargs="*", help=f"modules to run (default all but {', '.join(ON_REQUEST)}: "
+                        f"{', '.join(n for n in discover() if n not in ON_REQUEST)})")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
     args = parser.parse_args(argv)
     known = discover()
-    names = args.names or known
+    names = args.names or [n for n in known if n not in ON_REQUEST]
     unknown = sorted(set(names) - set(known))
     if unknown:
         print(f"benchmarks.run: unknown benchmark(s) {unknown}; known: {known}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The demo (`neuralogcm demo`, `run_demo`): the main job on the embedded default world, end to end.
 
-1. build the demo twin dataset (`make-data --preset demo`: 6 deg x 4 levels, 3 training years,
-   one validation and one held-out test year) unless it is already there;
+1. build the demo twin dataset (`make-data --preset demo`: 6 deg x 23 levels coarse-grained from
+   a 3 deg primitive-equation truth, 2 training years, one validation and one held-out test
+   year) unless it is already there;
 2. train NeuralOGCM (physics + STE corrector) and one baseline (U-Net) briefly (configs/demo.yaml);
 3. evaluate both, with persistence, climatology and pure physics as references, on the test year;
 4. write ``OUT/report.md`` with its plots and a verdict at every lead: where NeuralOGCM beats the

@@ -66,21 +66,27 @@ def _overlap(src_lo, src_hi, tgt_lo, tgt_hi) -> np.ndarray:
     return np.maximum(hi - lo, 0.0)
 
 
+def _sparse(a: np.ndarray):
+    """`a` as a scipy CSR matrix, or the dense array itself where scipy (an optional dependency,
+    needed only for large grids) is not installed: `ConservativeRegridder` works with either."""
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is in the test extra
+        return a
+    return sp.csr_matrix(a)
+
+
 def lat_overlap_matrix(src_lat: np.ndarray, tgt_lat: np.ndarray):
     """Sparse ``[H_tgt, H_src]``: overlap of cells in ``sin(lat)`` (area per unit longitude)."""
-    import scipy.sparse as sp
-
     se = np.sin(np.deg2rad(cell_edges(src_lat, clip_lat=True)))
     te = np.sin(np.deg2rad(cell_edges(tgt_lat, clip_lat=True)))
     a = _overlap(np.minimum(se[:-1], se[1:]), np.maximum(se[:-1], se[1:]),
                  np.minimum(te[:-1], te[1:]), np.maximum(te[:-1], te[1:]))
-    return sp.csr_matrix(a)
+    return _sparse(a)
 
 
 def lon_overlap_matrix(src_lon: np.ndarray, tgt_lon: np.ndarray):
     """Sparse ``[W_tgt, W_src]``: overlap of cells in degrees of longitude, periodic in 360."""
-    import scipy.sparse as sp
-
     se = cell_edges(src_lon)
     te = cell_edges(tgt_lon)
     if np.any(np.diff(se) <= 0) or np.any(np.diff(te) <= 0):
@@ -90,7 +96,7 @@ def lon_overlap_matrix(src_lon: np.ndarray, tgt_lon: np.ndarray):
     shift = np.floor((se[0] - te[0]) / 360.0) * 360.0
     lo, hi = se[:-1] - shift, se[1:] - shift
     a = sum(_overlap(lo + k, hi + k, te[:-1], te[1:]) for k in (-360.0, 0.0, 360.0))
-    return sp.csr_matrix(a)
+    return _sparse(a)
 
 
 class ConservativeRegridder:
