@@ -33,9 +33,10 @@ from neuralogcm_jax.layout import ChannelLayout
 
 PKG = Path(neuralogcm_jax.__file__).parent
 
-# One training year at 6 deg x 2 levels with six-hour truth pieces: the cheapest real data root.
+# One training year at 6 deg x 2 levels, paper-mode truth in six-hour substeps: the cheapest
+# real data root.
 TWIN = DatasetSpec(resolution_deg=6.0, n_levels=2, train_years=(1984,), valid_years=(),
-                   test_years=(), spinup_days=3, truth=TruthSpec(piece_s=21600.0))
+                   test_years=(), spinup_days=3, truth=TruthSpec(mode="paper", substep_s=21600.0))
 HYBRID = [
     "--model", "neuralogcm", "--batch_size", "1", "--epochs", "1", "--no_progress",
     "--set", "model.corrector.hid_channels=8", "--set", "model.corrector.n_conv_blocks=2",
