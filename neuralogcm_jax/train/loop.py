@@ -570,8 +570,14 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
             if cfg.data.val_max_batches is not None and i >= cfg.data.val_max_batches:
                 break
             gbatch = sh.shard_batch(st.model_inputs(batch), mesh, gb)
-            losses.append(eval_steps[k](ts, gbatch))
-        return float(np.mean(jax.device_get(losses))) if losses else None
+            # Fetch each batch's loss before dispatching the next batch, as the train loop
+            # does. Queuing all eval steps (each ends in a cross-process all-reduce) hung
+            # 2-process CPU runs for good: in both processes at 0% CPU, the Python thread sat in
+            # the next dispatch, one device's execution waited in a gloo all-reduce and the
+            # client's other execute threads were blocked on queued later steps, so the
+            # all-reduce's partner never ran.
+            losses.append(float(jax.device_get(eval_steps[k](ts, gbatch))))
+        return float(np.mean(losses)) if losses else None
 
     # ---------------------------------------------------------------- the loop
     pause_at = int(os.environ.get(PAUSE_ENV, "0") or 0)
