@@ -41,17 +41,24 @@ import json
 import math
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import numpy as np
 
 from neuralogcm_jax.argtypes import nonnegative_int, positive_int
 from neuralogcm_jax.data.normalize import Stats
-from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, StateError
+from neuralogcm_jax.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NeuralOGCMError,
+    StateError,
+)
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import ChannelLayout
 from neuralogcm_jax.paths import check_local, output_path
@@ -797,12 +804,17 @@ def run(args: argparse.Namespace) -> int:
 
     # before anything touches a JAX backend (the CPU collectives must be chosen first)
     initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    cfg = config_lib.config_from_args(args)
-    if args.resume is not None:
-        cfg = config_lib.replace(cfg, **{"train.resume": "required"})
-        if args.resume:
-            cfg = config_lib.replace(cfg, **{"checkpoint.dir": args.resume})
-    res = train(cfg, progress=not args.no_progress)
+    try:
+        cfg = config_lib.config_from_args(args)
+        if args.resume is not None:
+            cfg = config_lib.replace(cfg, **{"train.resume": "required"})
+            if args.resume:
+                cfg = config_lib.replace(cfg, **{"checkpoint.dir": args.resume})
+        res = train(cfg, progress=not args.no_progress)
+    except BaseException as e:
+        if jax.process_count() > 1:
+            _exit_now(e)
+        raise
     if jax.process_index() == 0:
         loss = res.metrics.get("loss")
         print(
@@ -814,6 +826,34 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     return STOPPED_EXIT_STATUS if res.stopped_by_signal else 0
+
+
+def _exit_now(e: BaseException) -> NoReturn:
+    """Report `e` and end this process of a multi-process run at once, with the status the CLI
+    would give (2 for a `NeuralOGCMError`, 130 for Ctrl-C, 1 otherwise).
+
+    A normal exit runs JAX's distributed shutdown, a barrier that waits up to 5 minutes for the
+    other processes, while they wait, blocked in their next collective, for this one: a failure
+    in one process hung the whole job. Exiting without the barrier lets the launcher (or the
+    others' heartbeat check, `distributed.initialize_distributed`) see the failure now."""
+    import traceback
+
+    if isinstance(e, NeuralOGCMError):
+        print(f"neuralogcm train: error: {e}", file=sys.stderr)
+        status = 2
+    elif isinstance(e, KeyboardInterrupt):
+        print("neuralogcm train: interrupted", file=sys.stderr)
+        status = 130
+    elif isinstance(e, SystemExit):
+        status = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    else:
+        traceback.print_exception(e)
+        status = 1
+    print(f"neuralogcm train: process {jax.process_index()} of {jax.process_count()} exits "
+          f"with status {status} without waiting for the others", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def main(argv: list[str] | None = None) -> int:
