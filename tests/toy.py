@@ -211,6 +211,10 @@ class ArrayLoader:
     def restore(self, state: str):
         return _ArrayIterator(self, int(json.loads(state)["batch"]))
 
+    def iterator_after(self, batches: int):
+        """Past the first `batches` batches of this shard (see `pipeline.Loader.iterator_after`)."""
+        return _ArrayIterator(self, int(batches))
+
 
 class _ArrayIterator:
     def __init__(self, loader: ArrayLoader, batch: int):

@@ -10,12 +10,16 @@ named by ``--model``) <- the short flags of `FLAG_KEYS` <- ``--set KEY=VALUE`` o
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
 from neuralogcm_jax.argtypes import nonnegative_float, nonnegative_int, positive_int
-from neuralogcm_jax.errors import ConfigError
+from neuralogcm_jax.errors import ConfigError, NeuralOGCMError
 from neuralogcm_jax.paths import CONFIG_DIR, packaged_configs, resolve_config_path
 
 # Short flags of the original training script -> dotted keys.
@@ -112,12 +116,17 @@ def run(args: argparse.Namespace) -> int:
 
     # before anything touches a JAX backend (the CPU collectives must be chosen first)
     initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    cfg = config_from_args(args)
-    if args.resume is not None:
-        cfg = config_lib.replace(cfg, **{"train.resume": "required"})
-        if args.resume:
-            cfg = config_lib.replace(cfg, **{"checkpoint.dir": args.resume})
-    res = train(cfg, progress=not args.no_progress)
+    try:
+        cfg = config_from_args(args)
+        if args.resume is not None:
+            cfg = config_lib.replace(cfg, **{"train.resume": "required"})
+            if args.resume:
+                cfg = config_lib.replace(cfg, **{"checkpoint.dir": args.resume})
+        res = train(cfg, progress=not args.no_progress)
+    except BaseException as e:
+        if jax.process_count() > 1:
+            _exit_now(e, jax.process_index(), jax.process_count())
+        raise
     if jax.process_index() == 0:
         loss = res.metrics.get("loss")
         print(
@@ -129,3 +138,29 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     return STOPPED_EXIT_STATUS if res.stopped_by_signal else 0
+
+
+def _exit_now(e: BaseException, index: int, count: int) -> NoReturn:
+    """Report `e` and end this process of a multi-process run at once, with the status the CLI
+    would give (2 for a `NeuralOGCMError`, 130 for Ctrl-C, 1 otherwise).
+
+    A normal exit runs JAX's distributed shutdown, a barrier that waits up to 5 minutes for the
+    other processes, while they wait, blocked in their next collective, for this one: a failure
+    in one process hung the whole job. Exiting without the barrier lets the launcher (or the
+    others' heartbeat check, `train.distributed.initialize_distributed`) see the failure now."""
+    if isinstance(e, NeuralOGCMError):
+        print(f"neuralogcm train: error: {e}", file=sys.stderr)
+        status = 2
+    elif isinstance(e, KeyboardInterrupt):
+        print("neuralogcm train: interrupted", file=sys.stderr)
+        status = 130
+    elif isinstance(e, SystemExit):
+        status = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    else:
+        traceback.print_exception(e)
+        status = 1
+    print(f"neuralogcm train: process {index} of {count} exits with status {status} without "
+          "waiting for the others", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 
 import numpy as np
@@ -104,9 +105,38 @@ class Loader:
         return iter(self.data_loader)
 
     def restore(self, state: str | bytes):
-        """A fresh iterator positioned where the one whose `iterator_state` was taken stood."""
+        """A fresh iterator positioned where the one whose `iterator_state` was taken stood.
+
+        Only for the iterator of this very shard: a state holds the last sampler position its
+        own process read, so another shard restored from it would re-read a sample (and a
+        checkpoint of a multi-process run stores process 0's). See `iterator_after`."""
         it = iter(self.data_loader)
         set_iterator_state(it, state)
+        return it
+
+    def iterator_after(self, batches: int):
+        """A fresh iterator past the first `batches` batches of this shard, for any shard.
+
+        When every shard has taken `batches` batches, the sampler positions below
+        ``batches * batch_size * shard_count`` have been read, whatever process read them; so
+        this position depends only on the number of samples used, not on which process's
+        iterator state a checkpoint holds, and a run can resume on another number of
+        processes. Without worker processes grain's state is set to it directly; with workers
+        (whose state is per worker) the batches are read and dropped."""
+        it = iter(self.data_loader)
+        if batches <= 0:
+            return it
+        state = json.loads(iterator_state(it))
+        if int(state.get("worker_count", 0)) == 0:
+            records = batches * self.batch_size  # of this shard
+            # grain sets the shard's next record to (last_seen + P - p) // P
+            state["last_seen_indices"] = {
+                "0": (records - 1) * self.shard_count + self.shard_index
+            }
+            set_iterator_state(it, json.dumps(state))
+            return it
+        for _ in range(batches):
+            next(it)
         return it
 
 

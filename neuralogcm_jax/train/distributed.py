@@ -11,6 +11,13 @@
 
 On CPU, cross-process collectives go through gloo (`jax_cpu_collectives_implementation`), which
 must be set before the backend starts; `initialize_distributed` does it.
+
+A process that dies leaves the others blocked in their next collective (gloo does not notice a
+closed peer there). JAX's coordination service ends them (abort, status 134) once the dead
+process has missed its heartbeats for ``heartbeat_timeout_seconds``: JAX's default 100 s,
+``NEURALOGCM_HEARTBEAT_TIMEOUT_S`` or `heartbeat_timeout_s` to change it. When process 0, which
+hosts the service, dies, the others end within seconds. ``launch/local_multiprocess.sh`` sets
+30 s and, sooner, stops the others itself when one exits with an error.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ ENV_COORDINATOR = "NEURALOGCM_COORDINATOR"
 ENV_NUM_PROCESSES = "NEURALOGCM_NUM_PROCESSES"
 ENV_PROCESS_ID = "NEURALOGCM_PROCESS_ID"
 ENV_AUTO = "NEURALOGCM_DISTRIBUTED_AUTO"  # "1": call jax.distributed.initialize() without args
+ENV_HEARTBEAT = "NEURALOGCM_HEARTBEAT_TIMEOUT_S"  # seconds before a silent process counts as dead
 
 _initialized = False
 
@@ -52,6 +60,7 @@ def initialize_distributed(
     local_device_ids: list[int] | None = None,
     cpu_collectives: str = "gloo",
     auto_detect: bool | None = None,
+    heartbeat_timeout_s: int | None = None,
 ) -> bool:
     """Join the job's processes into one JAX runtime. Returns True if it did (False when this is
     a single-process run and nothing was asked).
@@ -59,7 +68,9 @@ def initialize_distributed(
     Explicit arguments win over the ``NEURALOGCM_*`` environment variables; with neither,
     SLURM/TPU environments are auto-detected (`auto_detect` None: when SLURM says there are
     several tasks or ``NEURALOGCM_DISTRIBUTED_AUTO=1``; True: always call
-    ``jax.distributed.initialize()`` without arguments)."""
+    ``jax.distributed.initialize()`` without arguments). `heartbeat_timeout_s` (or
+    ``NEURALOGCM_HEARTBEAT_TIMEOUT_S``; None: JAX's default, 100 s): how long a process may
+    be silent before the coordination service declares it dead and terminates the others."""
     global _initialized
     if _initialized:
         return True
@@ -99,6 +110,14 @@ def initialize_distributed(
     kwargs = {}
     if local_device_ids is not None:
         kwargs["local_device_ids"] = local_device_ids
+    if heartbeat_timeout_s is None:
+        heartbeat_timeout_s = _int_env(ENV_HEARTBEAT)
+    if heartbeat_timeout_s is not None:
+        if heartbeat_timeout_s < 1:
+            raise ConfigError(
+                f"heartbeat timeout {heartbeat_timeout_s} s ({ENV_HEARTBEAT}): must be >= 1"
+            )
+        kwargs["heartbeat_timeout_seconds"] = int(heartbeat_timeout_s)
     if explicit:
         jax.distributed.initialize(
             coordinator_address=coordinator,

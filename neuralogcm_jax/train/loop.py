@@ -457,10 +457,17 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
             if cfg.data.val_max_batches is not None and i >= cfg.data.val_max_batches:
                 break
             gbatch = sh.shard_batch(st.model_inputs(batch), mesh, gb)
-            losses.append(eval_steps[k](ts, gbatch))
-        return float(np.mean(jax.device_get(losses))) if losses else None
+            # Fetch each batch's loss before dispatching the next batch, as the train loop
+            # does. Queuing all eval steps (each ends in a cross-process all-reduce) hung
+            # 2-process CPU runs for good: in both processes at 0% CPU, the Python thread sat in
+            # the next dispatch, one device's execution waited in a gloo all-reduce and the
+            # client's other execute threads were blocked on queued later steps, so the
+            # all-reduce's partner never ran.
+            losses.append(float(jax.device_get(eval_steps[k](ts, gbatch))))
+        return float(np.mean(losses)) if losses else None
 
     # ---------------------------------------------------------------- the loop
+    run_layout = {"processes": jax.process_count(), "global_batch": gb}  # in saved positions
     pause_at = int(os.environ.get(PAUSE_ENV, "0") or 0)
     skipped_by_group = dict.fromkeys(st.param_groups(ts["params"]), 0)
     skipped_here = 0
@@ -477,8 +484,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
             # a new permutation every epoch, reproducible from (seed, epoch)
             ld = data.loader(cfg.data.train_split, k, per_process, epoch_seed(epoch),
                              cfg.data.shuffle)
-            it = ld.restore(position["iter"]) if position.get("iter") else iter(ld)
-            b = int(position["batch"])
+            it, b = _epoch_iterator(ld, position, gb)
             fn = train_step(k)
             bar = _progress(total=n, initial=b, epoch=epoch, k=k,
                             enabled=progress and main)
@@ -495,7 +501,8 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
                 b += 1
                 step += 1
                 n_log += 1
-                position = {"epoch": epoch, "batch": b, "iter": iterator_state(it), "k": k}
+                position = {"epoch": epoch, "batch": b, "iter": iterator_state(it), "k": k,
+                            "layout": run_layout}
                 nonfinite = int(met["nonfinite"])
                 if nonfinite:
                     bad = _bad_step(step, jax.device_get(met),
@@ -580,6 +587,29 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
               f"checkpoint at step {step}", flush=True)
     return RunResult(step, ts, graphdef, last, stopped, skipped=skipped_here,
                      skipped_by_group=dict(skipped_by_group))
+
+
+def _epoch_iterator(ld, position: dict, gb: int):
+    """``(iterator, batches done)`` of an epoch's loader `ld` at a saved `position`.
+
+    A checkpoint holds process 0's iterator state. That state is exact only for the process
+    that wrote it, so it is used only when a single process saved it and a single process with
+    the same global batch `gb` resumes (it also covers grain worker processes). Otherwise the
+    position is counted in samples: ``batch x global batch`` of the saving run were used this
+    epoch, and every process starts past its share of them (`iterator_after`), which resumes a
+    multi-process run, or any run on another number of processes, with the batches the
+    uninterrupted run would have read. (A resume with another global batch rounds down to a
+    whole new batch.)"""
+    b = int(position.get("batch", 0) or 0)
+    if b == 0:
+        return iter(ld), 0
+    saved = position.get("layout") or {}
+    saved_gb = int(saved.get("global_batch", gb))
+    saved_procs = int(saved.get("processes", jax.process_count()))
+    if position.get("iter") and saved_gb == gb and saved_procs == 1 == jax.process_count():
+        return ld.restore(position["iter"]), b
+    b = b * saved_gb // gb
+    return ld.iterator_after(b), b
 
 
 def _bad_step(step: int, met: dict, dates: list[str]) -> dict:

@@ -124,17 +124,35 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, global_batch: int |
     return out
 
 
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place a pytree of arrays replicated on every device of `mesh` (works multi-host:
-    every process must pass identical values)."""
-    sh = replicated(mesh)
+    every process must pass identical values).
 
-    def put(x):
-        x = np.asarray(x) if not isinstance(x, jax.Array) else x
-        if jax.process_count() == 1:
+    Typed PRNG key arrays (the models' `nnx.RngState`) cannot become NumPy arrays: they are
+    placed through their raw ``uint32`` key data and wrapped again with their own impl."""
+    sh = replicated(mesh)
+    nproc = jax.process_count()
+
+    def put_plain(x):
+        if nproc == 1:
             return jax.device_put(x, sh)
+        # every process holds the whole (identical) value; the global array is assembled from
+        # the process-local copies without any collective
         x = np.asarray(x)
         return jax.make_array_from_process_local_data(sh, x, x.shape)
+
+    def put(x):
+        if _is_key(x):
+            impl = jax.random.key_impl(x)
+            data = put_plain(jax.random.key_data(x))
+            return jax.jit(
+                lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=sh
+            )(data)
+        return put_plain(x if isinstance(x, jax.Array) else np.asarray(x))
 
     return jax.tree.map(put, tree)
 
