@@ -107,8 +107,13 @@ def checkpoint_params(ckpt_dir, step: int | None = None):
     ckpt_dir = Path(ckpt_dir)
     if step is None:
         step = CK.list_steps(ckpt_dir)[-1]
+    path = (ckpt_dir / str(step) / "state").absolute()
     with ocp.PyTreeCheckpointer() as c:
-        tree = c.restore((ckpt_dir / str(step) / "state").absolute())
+        # as host numpy arrays, not onto the saving devices (which a checkpoint written by
+        # several processes names but this process does not have)
+        meta = c.metadata(path).item_metadata.tree
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+        tree = c.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
     return step, host(tree["params"])
 
 
