@@ -8,10 +8,14 @@ looks at the end state cannot tell "trained" from "every update skipped". Every 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from neuralogcm_jax.train import state as S
 from neuralogcm_jax.train.optim import PHYSICS_KEY
@@ -164,3 +168,17 @@ class NaNGradientForecaster(DiffusionForecaster):
                            deterministic=deterministic)
         raw = self.physics_params[self.poisoned].get_value()
         return out + nan_gradient_if(raw, jax.numpy.any(doy >= self.from_doy)).astype(out.dtype)
+
+
+def run_child(cmd, *, env, cwd=None, timeout: float, what: str) -> tuple[int, str, str]:
+    """Run `cmd` in its own process group; on timeout kill the whole group and fail the test
+    naming `what`. Returns ``(returncode, stdout, stderr)``."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail(f"{what} timed out after {timeout} s")
+    return p.returncode, out, err

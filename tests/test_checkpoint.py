@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
 
@@ -12,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import assert_trained
+from helpers import run_child as run_command
 
 from neuralogcm_jax import CheckpointError
 from neuralogcm_jax.grid import Grid
@@ -61,16 +60,9 @@ def run_child(code: str, n_devices: int, timeout: float = 120.0) -> str:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}",
                JAX_PLATFORMS="cpu")
     code = "import tests.toy  # the toy model and the .npz data format\n" + textwrap.dedent(code)
-    p = subprocess.Popen([sys.executable, "-c", code], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-        pytest.fail(f"child with {n_devices} devices timed out after {timeout} s")
-    assert p.returncode == 0, f"child failed ({p.returncode}):\n{err[-3000:]}"
+    rc, out, err = run_command([sys.executable, "-c", code], env=env, timeout=timeout,
+                               what=f"child with {n_devices} devices")
+    assert rc == 0, f"child failed ({rc}):\n{err[-3000:]}"
     return out
 
 

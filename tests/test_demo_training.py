@@ -14,13 +14,16 @@ and makes this test fail.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import assert_log_has_no_skipped_step, assert_run_dir_trained, checkpoint_params
+from helpers import (
+    assert_log_has_no_skipped_step,
+    assert_run_dir_trained,
+    checkpoint_params,
+    run_child,
+)
 
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS
 from neuralogcm_jax.train.config import CONFIG_DIR
@@ -34,16 +37,8 @@ def child(args, timeout):
     """``python -m neuralogcm_jax.cli ARGS`` with x64 off; its process group killed on timeout."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
     env.update(XLA_FLAGS=os.environ.get("DEMO_TEST_XLA_FLAGS", ""), JAX_PLATFORMS="cpu")
-    p = subprocess.Popen([sys.executable, "-m", "neuralogcm_jax.cli", *args], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-        pytest.fail(f"neuralogcm {args[0]} timed out after {timeout} s")
-    return p.returncode, out, err
+    return run_child([sys.executable, "-m", "neuralogcm_jax.cli", *args], env=env,
+                     timeout=timeout, what=f"neuralogcm {args[0]}")
 
 
 @pytest.fixture(scope="module")

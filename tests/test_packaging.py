@@ -6,8 +6,6 @@ reuses this environment's installed dependencies through a path entry (no downlo
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import sysconfig
 import zipfile
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_child
 
 import neuralogcm_jax
 
@@ -22,15 +21,8 @@ REPO = Path(neuralogcm_jax.__file__).resolve().parents[1]
 
 
 def run(cmd, cwd, env, timeout=900):
-    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-        pytest.fail(f"{cmd[:3]} timed out after {timeout} s")
-    assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{out[-2000:]}\n{err[-3000:]}"
+    rc, out, err = run_child(cmd, env=env, cwd=cwd, timeout=timeout, what=str(cmd[:3]))
+    assert rc == 0, f"{cmd} failed ({rc}):\n{out[-2000:]}\n{err[-3000:]}"
     return out
 
 

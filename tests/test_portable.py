@@ -6,7 +6,6 @@ import ast
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import run_child
 
 import neuralogcm_jax
 from neuralogcm_jax import CheckpointError, checkpointing
@@ -60,15 +60,7 @@ def child(args, cwd, timeout=600, code=None):
                JAX_PLATFORMS="cpu", PYTHONPATH=str(PKG.parent))
     cmd = [sys.executable, "-c", textwrap.dedent(code)] if code else [
         sys.executable, "-m", "neuralogcm_jax.cli", *args]
-    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-        pytest.fail(f"child {cmd[2:5]} timed out after {timeout} s")
-    return p.returncode, out, err
+    return run_child(cmd, env=env, cwd=cwd, timeout=timeout, what=f"child {cmd[2:5]}")
 
 
 # ---------------------------------------------------------------------------------- fixtures

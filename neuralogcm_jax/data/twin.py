@@ -218,29 +218,24 @@ class DatasetSpec:
         raise ConfigError(f"year {year} is in no split")
 
 
+_DEMO = DatasetSpec(
+    resolution_deg=6.0,
+    n_levels=23,
+    train_years=(1983, 1984),
+    valid_years=(1985,),
+    test_years=(1986,),
+    spinup_days=90,
+    truth=TruthSpec(resolution_deg=3.0),
+)
+
 PRESETS: dict[str, DatasetSpec] = {
     # The demo grid (6 deg x 23 GLORYS levels) from a 3 deg primitive-equation truth: 2 training
     # years, one validation and one test year; minutes on a 2-core CPU (README/BENCHMARKS).
-    "demo": DatasetSpec(
-        resolution_deg=6.0,
-        n_levels=23,
-        train_years=(1983, 1984),
-        valid_years=(1985,),
-        test_years=(1986,),
-        spinup_days=90,
-        truth=TruthSpec(resolution_deg=3.0),
-    ),
+    "demo": _DEMO,
     # The skill benchmark's dataset (benchmarks/bench_skill.py): the demo grid and truth with
     # 6 training years, one validation and one held-out test year.
-    "skill": DatasetSpec(
-        resolution_deg=6.0,
-        n_levels=23,
-        train_years=tuple(range(1983, 1989)),
-        valid_years=(1989,),
-        test_years=(1990,),
-        spinup_days=180,
-        truth=TruthSpec(resolution_deg=3.0),
-    ),
+    "skill": dataclasses.replace(_DEMO, train_years=tuple(range(1983, 1989)), valid_years=(1989,),
+                                 test_years=(1990,), spinup_days=180),
     # The real resolution and levels, the eleven FNOC years (leap years 1984, 1988, 1992). A truth
     # twice as fine (0.75 deg) does not exist here: the embedded world is 1.5 deg, and it would
     # cost ~16x the 1.5 deg truth (4x the cells, half the substep). So the truth runs on the model
