@@ -9,7 +9,7 @@ import sys
 import time
 
 from neuralogcm_jax import argtypes
-from neuralogcm_jax.data.twin import PRESETS, generate_dataset
+from neuralogcm_jax.data.twin_spec import PRESETS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, like every command's library: `make-data --help` must not load JAX.
+    from neuralogcm_jax.data.twin import generate_dataset
+
     spec = PRESETS[args.preset]
     if args.mode is not None:
         res = None if args.mode == "paper" else spec.truth.resolution_deg

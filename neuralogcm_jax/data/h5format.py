@@ -430,17 +430,20 @@ def _sample_days(n_days: int, n_sample: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_days - 1, n_sample)})
 
 
+def _first_bad(bad: np.ndarray, layout: ChannelLayout) -> tuple[tuple[int, ...], int, str]:
+    """Of a mask ``[..., C, H, W]`` with a True cell: the leading indices and channel of the first
+    one, and ``"first at channel c (name), row j, column i"`` for the error message."""
+    *lead, c, j, i = (int(v) for v in np.argwhere(bad)[0])
+    return tuple(lead), c, f"first at channel {c} ({layout.channel_names[c]}), row {j}, column {i}"
+
+
 def _check_day(day: np.ndarray, wet: np.ndarray, layout: ChannelLayout, path: Path, t: int) -> None:
     """NaN in an ocean cell of an ocean channel, or anywhere in a forcing channel -> DataError."""
     bad = ~np.isfinite(day) & wet
     if bad.any():
-        c, j, i = (int(v) for v in np.argwhere(bad)[0])
-        n = int(bad.sum())
+        _, c, where = _first_bad(bad, layout)
         kind = "forcing" if c >= layout.n_ocean else "ocean"
-        raise DataError(
-            f"{path}: day {t}: non-finite value in {n} {kind} cell(s), first at channel {c} "
-            f"({layout.channel_names[c]}), row {j}, column {i}"
-        )
+        raise DataError(f"{path}: day {t}: non-finite value in {int(bad.sum())} {kind} cell(s), {where}")
 
 
 def open_dataset(
@@ -591,10 +594,10 @@ def open_dataset(
                 )
             bad = ~np.isfinite(h[:, :n]) & wet_ch[None, :n]
             if bad.any():
-                k, c, j, i = (int(v) for v in np.argwhere(bad)[0])
+                (k,), _, where = _first_bad(bad, layout)
                 raise DataError(
                     f"{root / HARMONICS_FILE}: non-finite harmonic {k} in {int(bad.sum())} ocean "
-                    f"cell(s), first at channel {c} ({layout.channel_names[c]}), row {j}, column {i}"
+                    f"cell(s), {where}"
                 )
         if clim is not None:
             ok = clim.ndim == 4 and clim.shape[0] == 366 and clim.shape[1] in (n, C)
@@ -609,11 +612,9 @@ def open_dataset(
                 day = np.asarray(clim[d, :n], dtype=np.float32)
                 bad = ~np.isfinite(day) & wet_ch[:n]
                 if bad.any():
-                    c, j, i = (int(v) for v in np.argwhere(bad)[0])
                     raise DataError(
                         f"{root / CLIM_FILE}: day of year {d}: non-finite climatology in "
-                        f"{int(bad.sum())} ocean cell(s), first at channel {c} "
-                        f"({layout.channel_names[c]}), row {j}, column {i}"
+                        f"{int(bad.sum())} ocean cell(s), {_first_bad(bad, layout)[2]}"
                     )
 
     # -- NaN in ocean cells (a sample of days, or all)

@@ -18,7 +18,8 @@ Grids whose number of rows does not divide by the total stride (e.g. 30 rows and
 handled by :func:`pad_rows_to_multiple` (reflection rows added at both ends) and cropped back
 with :func:`crop_rows` at the end of the network. The number of longitudes must divide by the
 total stride, because padding a periodic axis would break the periodicity; a grid that does not
-raises :class:`~neuralogcm_jax.errors.ConfigError`.
+raises :class:`~neuralogcm_jax.errors.ConfigError` (checked by the networks' shared constructor,
+:class:`~neuralogcm_jax.nn.network.GridNetwork`).
 
 Arrays inside the networks are channels-last ``[batch, lat, lon, channel]`` (what ``nnx.Conv``
 expects); the public network interface is channels-first ``[batch, channel, lat, lon]`` like
@@ -28,7 +29,6 @@ the data.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -59,41 +59,6 @@ def check_input(x: jax.Array, in_channels: int, grid_shape: tuple[int, int], nam
             f"{name}: expected input [batch, {in_channels}, {grid_shape[0]}, {grid_shape[1]}] "
             f"(channels-first), got shape {tuple(x.shape)}"
         )
-
-
-def check_grid_shape(grid_shape: Sequence[int], total_stride: int, name: str) -> tuple[int, int]:
-    """Validate ``grid_shape = (H, W)`` for a network whose strided layers reduce by ``total_stride``.
-
-    The longitude count ``W`` must be a multiple of ``total_stride`` (the periodic axis is never
-    padded); any ``H >= 2`` is accepted (rows are padded by reflection and cropped back).
-    """
-    try:
-        h, w = (int(v) for v in grid_shape)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{name}: grid_shape must be (lat, lon), got {grid_shape!r}") from err
-    if h < 2 or w < 2:
-        raise ConfigError(f"{name}: grid_shape {(h, w)} needs at least 2 rows and 2 longitudes")
-    if w % total_stride != 0:
-        raise ConfigError(
-            f"{name}: the number of longitudes W={w} of grid_shape {(h, w)} must be a multiple of "
-            f"the total stride {total_stride} (longitude is periodic and never padded); "
-            f"use fewer downsampling levels or another grid"
-        )
-    return h, w
-
-
-def check_at_least_one(cfg, keys: Sequence[str]) -> None:
-    """A network config's counts: ConfigError naming ``ConfigType.key`` when one is below 1."""
-    for key in keys:
-        if int(getattr(cfg, key)) < 1:
-            raise ConfigError(f"{type(cfg).__name__}.{key} must be >= 1, got {getattr(cfg, key)!r}")
-
-
-def check_channels(in_channels: int, out_channels: int, name: str) -> None:
-    """Raise ConfigError unless both channel counts are positive integers."""
-    for key, val in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-            raise ConfigError(f"{name}: {key} must be a positive integer, got {val!r}")
 
 
 def norm_groups(channels: int, preferred: int) -> int:
@@ -511,59 +476,3 @@ class AttentionBlock(nnx.Module):
         t = t + self.drop_path(self.attn(self.norm1(t), deterministic=deterministic), deterministic=deterministic)
         t = t + self.drop_path(self.mlp(self.norm2(t), deterministic=deterministic), deterministic=deterministic)
         return t.reshape(b, h, w, c)
-
-
-class GridNetwork(nnx.Module):
-    """Base of the STE and the baselines: ``[B, C_in, H, W] -> [B, C_out, H, W]`` on the grid.
-
-    The shared constructor ``(cfg, in_channels, out_channels, grid_shape, *, rngs, dtype)`` puts
-    in the default config when `cfg` is None, checks its type, the channel counts and the grid
-    against the total stride, then calls the subclass's ``build(cfg, rngs=..., dtype=...)``.
-    Subclasses name, as class keywords, `label` (the name in messages), `config_type` and
-    `stride` (cfg -> total stride; absent: no row padding and no ``total_stride`` attribute).
-    Constructor: `cfg` (``config_type()`` when None), `in_channels`, `out_channels`,
-    ``grid_shape=(H, W)``, `rngs`, compute `dtype` (parameters stay float32)."""
-
-    label: str = "network"
-    config_type: type = object
-
-    def __init_subclass__(cls, *, label: str, config_type: type, stride=None, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls.label, cls.config_type = label, config_type
-        cls.stride = staticmethod(stride or (lambda cfg: None))
-
-    def __init__(
-        self,
-        cfg,
-        in_channels: int,
-        out_channels: int,
-        grid_shape: tuple[int, int],
-        *,
-        rngs: nnx.Rngs,
-        dtype: Dtype = jnp.float32,
-    ):
-        cfg = self.config_type() if cfg is None else cfg
-        if not isinstance(cfg, self.config_type):
-            raise ConfigError(f"{self.label}: cfg must be a {self.config_type.__name__} "
-                              f"(or None), got {type(cfg).__name__}")
-        check_channels(in_channels, out_channels, self.label)
-        stride = self.stride(cfg)
-        if stride is not None:
-            self.total_stride = stride
-        self.grid_shape = check_grid_shape(grid_shape, 1 if stride is None else stride, self.label)
-        self.in_channels, self.out_channels, self.dtype = in_channels, out_channels, dtype
-        self.build(cfg, rngs=rngs, dtype=dtype)
-
-    def build(self, cfg, *, rngs: nnx.Rngs, dtype: Dtype) -> None:
-        raise NotImplementedError
-
-    def to_padded(self, x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
-        """Checked input ``[B, C_in, H, W]`` -> (``[B, H', W, C_in]`` in the compute dtype, rows
-        reflect-padded to the total stride; the row pads)."""
-        check_input(x, self.in_channels, self.grid_shape, self.label)
-        return pad_rows_to_multiple(nchw_to_nhwc(x.astype(self.dtype)), self.total_stride)
-
-    @staticmethod
-    def from_padded(y: jax.Array, pads: tuple[int, int]) -> jax.Array:
-        """``[B, H', W, C]`` -> ``[B, C, H, W]`` with the row pads cropped."""
-        return nhwc_to_nchw(crop_rows(y, pads))

@@ -40,20 +40,20 @@ import jax
 import numpy as np
 from flax import nnx
 
-from neuralogcm_jax.errors import ConfigError
-from neuralogcm_jax.nn.layers import (
-    AttentionBlock,
-    ConvDecoder,
-    ConvEncoder,
-    Dtype,
+from neuralogcm_jax.nn.layers import AttentionBlock, ConvDecoder, ConvEncoder, Dtype, PeriodicConv
+from neuralogcm_jax.nn.network import (
     GridNetwork,
-    PeriodicConv,
-    check_at_least_one,
+    NetworkConfig,
+    at_least_one,
+    encoder_plan,
+    multiple_of,
+    rates,
+    reject,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class STEConfig:
+class STEConfig(NetworkConfig):
     """Sizes of the STE corrector (all ours: the paper publishes none).
 
     Attributes:
@@ -71,6 +71,14 @@ class STEConfig:
         Default 8.
     """
 
+    rules = (
+        at_least_one("hid_channels", "n_conv_blocks", "num_heads", "norm_groups", "n_attention_blocks"),
+        multiple_of("hid_channels", "num_heads"),
+        encoder_plan("n_conv_blocks", "n_down"),
+        rates("dropout", "drop_path"),
+        reject(lambda c: c.mlp_ratio <= 0, lambda c: f"STEConfig.mlp_ratio must be > 0, got {c.mlp_ratio!r}"),
+    )
+
     hid_channels: int = 64
     n_conv_blocks: int = 4
     n_down: int = 2
@@ -80,24 +88,6 @@ class STEConfig:
     dropout: float = 0.0
     drop_path: float = 0.1
     norm_groups: int = 8
-
-    def __post_init__(self):
-        check_at_least_one(self, ("hid_channels", "n_conv_blocks", "num_heads", "norm_groups", "n_attention_blocks"))
-        if self.hid_channels % self.num_heads:
-            raise ConfigError(
-                f"STEConfig.hid_channels={self.hid_channels} must be a multiple of "
-                f"num_heads={self.num_heads}"
-            )
-        if not 0 <= self.n_down or self.n_conv_blocks < 2 * self.n_down:
-            raise ConfigError(
-                f"STEConfig needs n_conv_blocks >= 2 * n_down >= 0, got n_conv_blocks="
-                f"{self.n_conv_blocks}, n_down={self.n_down}"
-            )
-        for key in ("dropout", "drop_path"):
-            if not 0.0 <= float(getattr(self, key)) < 1.0:
-                raise ConfigError(f"STEConfig.{key} must be in [0, 1), got {getattr(self, key)!r}")
-        if self.mlp_ratio <= 0:
-            raise ConfigError(f"STEConfig.mlp_ratio must be > 0, got {self.mlp_ratio!r}")
 
 
 class STE(GridNetwork, label="STE", config_type=STEConfig,

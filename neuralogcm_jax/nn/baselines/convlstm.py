@@ -28,19 +28,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from neuralogcm_jax.errors import ConfigError
-from neuralogcm_jax.nn.layers import (
-    ConvDecoder,
-    ConvEncoder,
-    Dtype,
-    GridNetwork,
-    PeriodicConv,
-    check_at_least_one,
-)
+from neuralogcm_jax.nn.layers import ConvDecoder, ConvEncoder, Dtype, PeriodicConv
+from neuralogcm_jax.nn.network import GridNetwork, NetworkConfig, at_least_one, encoder_plan, reject
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvLSTMConfig:
+class ConvLSTMConfig(NetworkConfig):
     """Sizes of the ConvLSTM baseline.
 
     Attributes:
@@ -54,6 +47,13 @@ class ConvLSTMConfig:
       norm_groups: preferred GroupNorm group count in encoder/decoder. Default 8.
     """
 
+    rules = (
+        at_least_one("hid_channels", "n_conv_blocks", "num_layers", "n_iterations", "norm_groups"),
+        reject(lambda c: c.kernel_size < 1 or c.kernel_size % 2 == 0,
+               lambda c: f"ConvLSTMConfig.kernel_size must be odd and >= 1, got {c.kernel_size}"),
+        encoder_plan("n_conv_blocks", "n_down"),
+    )
+
     hid_channels: int = 64
     n_conv_blocks: int = 4
     n_down: int = 2
@@ -61,16 +61,6 @@ class ConvLSTMConfig:
     kernel_size: int = 5
     n_iterations: int = 1
     norm_groups: int = 8
-
-    def __post_init__(self):
-        check_at_least_one(self, ("hid_channels", "n_conv_blocks", "num_layers", "n_iterations", "norm_groups"))
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ConfigError(f"ConvLSTMConfig.kernel_size must be odd and >= 1, got {self.kernel_size}")
-        if self.n_down < 0 or self.n_conv_blocks < 2 * self.n_down:
-            raise ConfigError(
-                f"ConvLSTMConfig needs n_conv_blocks >= 2 * n_down >= 0, got n_conv_blocks="
-                f"{self.n_conv_blocks}, n_down={self.n_down}"
-            )
 
 
 class ConvLSTMCell(nnx.Module):

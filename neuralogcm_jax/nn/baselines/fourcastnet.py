@@ -38,13 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.nn.layers import (
     DropPath,
     Dtype,
-    GridNetwork,
     Mlp,
-    check_at_least_one,
     check_input,
     nchw_to_nhwc,
     nhwc_to_nchw,
@@ -52,10 +49,11 @@ from neuralogcm_jax.nn.layers import (
     pixel_shuffle,
     rows_to_pad,
 )
+from neuralogcm_jax.nn.network import GridNetwork, NetworkConfig, at_least_one, multiple_of, rates, reject
 
 
 @dataclasses.dataclass(frozen=True)
-class FourCastNetConfig:
+class FourCastNetConfig(NetworkConfig):
     """Sizes of the FourCastNet (AFNO) baseline.
 
     Attributes:
@@ -70,6 +68,15 @@ class FourCastNetConfig:
       drop_path: stochastic depth of the last block (linear from 0). Default 0.0.
     """
 
+    rules = (
+        at_least_one("patch_size", "embed_dim", "depth", "num_blocks", "spectral_hidden_factor"),
+        multiple_of("embed_dim", "num_blocks"),
+        reject(lambda c: c.mlp_ratio <= 0 or c.sparsity_threshold < 0,
+               lambda c: f"FourCastNetConfig: mlp_ratio must be > 0 and sparsity_threshold >= 0, got "
+                         f"{c.mlp_ratio}, {c.sparsity_threshold}"),
+        rates("dropout", "drop_path"),
+    )
+
     patch_size: int = 4
     embed_dim: int = 256
     depth: int = 8
@@ -79,21 +86,6 @@ class FourCastNetConfig:
     sparsity_threshold: float = 0.01
     dropout: float = 0.0
     drop_path: float = 0.0
-
-    def __post_init__(self):
-        check_at_least_one(self, ("patch_size", "embed_dim", "depth", "num_blocks", "spectral_hidden_factor"))
-        if self.embed_dim % self.num_blocks:
-            raise ConfigError(
-                f"FourCastNetConfig.embed_dim={self.embed_dim} must be a multiple of num_blocks={self.num_blocks}"
-            )
-        if self.mlp_ratio <= 0 or self.sparsity_threshold < 0:
-            raise ConfigError(
-                f"FourCastNetConfig: mlp_ratio must be > 0 and sparsity_threshold >= 0, got "
-                f"{self.mlp_ratio}, {self.sparsity_threshold}"
-            )
-        for key in ("dropout", "drop_path"):
-            if not 0.0 <= float(getattr(self, key)) < 1.0:
-                raise ConfigError(f"FourCastNetConfig.{key} must be in [0, 1), got {getattr(self, key)!r}")
 
 
 def soft_threshold(x: jax.Array, lam: float) -> jax.Array:

@@ -29,20 +29,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from neuralogcm_jax.errors import ConfigError
-from neuralogcm_jax.nn.layers import (
-    ConvDecoder,
-    ConvEncoder,
-    Dtype,
+from neuralogcm_jax.nn.layers import ConvDecoder, ConvEncoder, Dtype, PeriodicConv, norm_groups
+from neuralogcm_jax.nn.network import (
     GridNetwork,
-    PeriodicConv,
-    check_at_least_one,
-    norm_groups,
+    NetworkConfig,
+    at_least_one,
+    encoder_plan,
+    int_tuple,
+    reject,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class SimVPConfig:
+class SimVPConfig(NetworkConfig):
     """Sizes of the SimVP baseline.
 
     Attributes:
@@ -57,6 +56,16 @@ class SimVPConfig:
       norm_groups: preferred GroupNorm group count in encoder/decoder. Default 8.
     """
 
+    rules = (
+        int_tuple("incep_kernels"),
+        at_least_one("hid_S", "hid_T", "N_S", "groups", "norm_groups"),
+        reject(lambda c: c.N_T < 2, lambda c: f"SimVPConfig.N_T must be >= 2, got {c.N_T}"),
+        reject(lambda c: c.hid_T < 2, lambda c: f"SimVPConfig.hid_T must be >= 2, got {c.hid_T}"),
+        reject(lambda c: not c.incep_kernels or any(k < 1 or k % 2 == 0 for k in c.incep_kernels),
+               lambda c: f"SimVPConfig.incep_kernels must be odd sizes, got {c.incep_kernels}"),
+        encoder_plan("N_S", "n_down"),
+    )
+
     hid_S: int = 64
     hid_T: int = 256
     N_S: int = 4
@@ -65,20 +74,6 @@ class SimVPConfig:
     incep_kernels: tuple[int, ...] = (3, 5, 7, 11)
     groups: int = 8
     norm_groups: int = 8
-
-    def __post_init__(self):
-        object.__setattr__(self, "incep_kernels", tuple(int(k) for k in self.incep_kernels))
-        check_at_least_one(self, ("hid_S", "hid_T", "N_S", "groups", "norm_groups"))
-        if self.N_T < 2:
-            raise ConfigError(f"SimVPConfig.N_T must be >= 2, got {self.N_T}")
-        if self.hid_T < 2:
-            raise ConfigError(f"SimVPConfig.hid_T must be >= 2, got {self.hid_T}")
-        if not self.incep_kernels or any(k < 1 or k % 2 == 0 for k in self.incep_kernels):
-            raise ConfigError(f"SimVPConfig.incep_kernels must be odd sizes, got {self.incep_kernels}")
-        if self.n_down < 0 or self.N_S < 2 * self.n_down:
-            raise ConfigError(
-                f"SimVPConfig needs N_S >= 2 * n_down >= 0, got N_S={self.N_S}, n_down={self.n_down}"
-            )
 
 
 class GroupConvBlock(nnx.Module):

@@ -21,17 +21,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from neuralogcm_jax.errors import ConfigError
-from neuralogcm_jax.nn.layers import (
-    ConvSC,
-    Dtype,
-    GridNetwork,
-    PeriodicConv,
-)
+from neuralogcm_jax.nn.layers import ConvSC, Dtype, PeriodicConv
+from neuralogcm_jax.nn.network import GridNetwork, NetworkConfig, int_tuple, rates, reject
 
 
 @dataclasses.dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(NetworkConfig):
     """Sizes of the U-Net baseline.
 
     Attributes:
@@ -42,22 +37,20 @@ class UNetConfig:
       dropout: dropout rate at the bottleneck, active when not deterministic. Default 0.0.
     """
 
+    rules = (
+        int_tuple("channel_mults"),
+        reject(lambda c: c.base_channels < 1 or c.norm_groups < 1,
+               lambda c: f"UNetConfig: base_channels and norm_groups must be >= 1, got "
+                         f"{c.base_channels}, {c.norm_groups}"),
+        reject(lambda c: len(c.channel_mults) < 1 or min(c.channel_mults) < 1,
+               lambda c: f"UNetConfig.channel_mults must be positive, got {c.channel_mults}"),
+        rates("dropout"),
+    )
+
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 4, 8)
     norm_groups: int = 8
     dropout: float = 0.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
-        if self.base_channels < 1 or self.norm_groups < 1:
-            raise ConfigError(
-                f"UNetConfig: base_channels and norm_groups must be >= 1, got "
-                f"{self.base_channels}, {self.norm_groups}"
-            )
-        if len(self.channel_mults) < 1 or min(self.channel_mults) < 1:
-            raise ConfigError(f"UNetConfig.channel_mults must be positive, got {self.channel_mults}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
