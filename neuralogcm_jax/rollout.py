@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from neuralogcm_jax import calendar, checkpointing
 from neuralogcm_jax.errors import LayoutError
-from neuralogcm_jax import calendar
 from neuralogcm_jax.model import Forecaster
 
 Array = Any
@@ -219,6 +219,4 @@ def load_model(checkpoint_dir, step: int | None = None, *, stats=None,
                data_root=None) -> Forecaster:
     """The model stored in a training checkpoint or an export folder, rebuilt from that folder
     alone; see `neuralogcm_jax.checkpointing.load_model`."""
-    from neuralogcm_jax.checkpointing import load_model as _load
-
-    return _load(checkpoint_dir, step, stats=stats, data_root=data_root)
+    return checkpointing.load_model(checkpoint_dir, step, stats=stats, data_root=data_root)
