@@ -37,7 +37,7 @@ from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.model import ModelConfig, build_model
 from neuralogcm_jax.rollout import rollout_scan
 from neuralogcm_jax.train.loss import weighted_mse
-from neuralogcm_jax.train.sharding import batch_sharding, replicated
+from neuralogcm_jax.train.sharding import batch_sharding, replicate, replicated
 
 BATCH_KEYS = ("state", "forcing", "target", "doy", "target_doy")
 BATCH_RANKS = {"state": 4, "forcing": 5, "target": 5, "doy": 1, "target_doy": 2}
@@ -98,8 +98,6 @@ def abstract_train_state(model_vars, tx, seed: int, mesh) -> Any:
 
 def place_train_state(model_vars, tx, seed: int, mesh) -> Any:
     """A fresh train state replicated over `mesh` (identical in every process)."""
-    from neuralogcm_jax.train.sharding import replicate
-
     model_vars = replicate(model_vars, mesh)
     sh = replicated(mesh)
     return jax.jit(lambda v: init_train_state(v, tx, seed), out_shardings=sh)(model_vars)
