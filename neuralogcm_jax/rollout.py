@@ -2,13 +2,16 @@
 
     traj = rollout(model, state0, forcings, steps=90, doy0=doy)      # one lax.scan
     step_fn, variables = make_step_fn(model)                          # a pure step
-    fn, variables = make_rollout_fn(model, steps=K, remat=True)       # pure, for jax.grad
+    fn, variables = make_rollout_fn(model, remat=True)                # pure, for jax.grad
+    ys, rngs = rollout_scan(graphdef, variables, state0, forcings, doys,   # the scan itself:
+                            targets=y, per_step=loss_fn, rngs=rngs)   # what training runs
 
 A rollout is a single `lax.scan`, so compile time does not grow with `steps` (the scan body is
 traced once); one compiled function is cached per model structure (its `nnx.GraphDef`, hashable
 because the model's static data are) and input shape. Training through K steps
 wraps the scan body in `jax.checkpoint` (and the physics already rematerialises its substeps), so
-activation memory grows with K only by one stored state per step.
+activation memory grows with K only by one stored state per step. Every rollout, training's
+K-day loss included (`neuralogcm_jax.train.state`), is a call of `rollout_scan`.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from neuralogcm_jax import calendar, checkpointing
 from neuralogcm_jax.errors import LayoutError
-from neuralogcm_jax import calendar
 from neuralogcm_jax.model import Forecaster
 
 Array = Any
@@ -62,7 +65,9 @@ def make_rollout_fn(
 
     ``fn`` takes ``state0 [B, n_ocean, H, W]``, ``forcings [B, S, 4, H, W]`` (the forcing of days
     1..S) and ``doys [B, S+1]`` (day-of-year index of days 0..S) and returns
-    ``[B, S(+1), n_ocean, H, W]``. The number of steps is ``S``, the forcing's length.
+    ``[B, S(+1), n_ocean, H, W]``. The number of steps is ``S``, the forcing's length. For a
+    per-step value instead of the trajectory (a loss), or RNG streams carried through the
+    steps, see `rollout_scan`.
     """
     graphdef, variables = nnx.split(model)
     fn = _rollout_fn(graphdef, start_with_input=start_with_input, post_process=post_process,
@@ -71,31 +76,76 @@ def make_rollout_fn(
     return fn, variables
 
 
-def _rollout_fn(graphdef, *, start_with_input=False, post_process=None, remat=False,
-                stop_gradient_every=None, deterministic=True) -> Callable:
-    """The pure rollout of `make_rollout_fn` for the model structure `graphdef`."""
+def rollout_scan(
+    graphdef: nnx.GraphDef,
+    variables: nnx.State | dict | tuple,
+    state0: Array,
+    forcings: Array,
+    doys: Array,
+    *,
+    targets: Any = None,
+    per_step: Callable[[Array, Any], Any] | None = None,
+    rngs: dict | None = None,
+    post_process: Callable[[Array], Array] | None = None,
+    remat: bool = False,
+    stop_gradient_every: int | None = None,
+    deterministic: bool = True,
+) -> tuple[Any, dict | None]:
+    """The one `lax.scan` over ``model.step`` that every rollout runs: ``(ys, rngs)``.
 
-    def body(variables, carry, xs):
-        state, k = carry
-        forcing, doy, doy_next = xs
-        m = nnx.merge(graphdef, variables)
+    Args:
+      graphdef, variables: the model, as `nnx.split` gives it; `variables` may be a tuple of
+        states (the parts of a filtered split, e.g. ``(params, consts)``), merged every step.
+      state0: ``[B, n_ocean, H, W]``; forcings: ``[B, S, 4, H, W]`` (days 1..S);
+      doys: ``[B, S+1]`` day-of-year index of days 0..S.
+      targets: a pytree of ``[B, S, ...]`` arrays, handed to `per_step` one step at a time.
+      per_step: ``per_step(state, target) -> value`` of each produced state (before its cast
+        to the input's dtype) and the step's slice of `targets` (``[B, ...]``; None without
+        targets). ``ys`` then stacks these values, ``[S, ...]``, so the trajectory is not
+        kept; without it ``ys`` is the trajectory, time-major ``[S, B, n_ocean, H, W]``.
+      rngs: the model's RNG streams (`nnx.RngState`, as a pure dict of `nnx.to_pure_dict`),
+        merged into the model at each step and split out of it after the step, so a
+        non-deterministic step draws fresh numbers every day; returned advanced (None when
+        not given).
+      post_process: applied to every produced state; it feeds the next step.
+      remat: `jax.checkpoint` the scan body (training through many steps).
+      stop_gradient_every: cut the gradient through the state every n steps.
+    """
+    parts = variables if isinstance(variables, tuple) else (variables,)
+
+    def body(carry, xs):
+        state, k, r = carry
+        forcing, doy, doy_next, target = xs
+        m = nnx.merge(graphdef, *parts, *(() if r is None else (r,)))
         nxt = m.step(state, forcing, doy, doy_next=doy_next, deterministic=deterministic)
+        if r is not None:
+            _, _, r, _ = nnx.split(m, nnx.Param, nnx.RngState, ...)
+            r = nnx.to_pure_dict(r)
         if post_process is not None:
             nxt = post_process(nxt)
         if stop_gradient_every:
             cut = (k + 1) % stop_gradient_every == 0
             nxt = jnp.where(cut, jax.lax.stop_gradient(nxt), nxt)
-        return (nxt, k + 1), nxt
+        y = nxt if per_step is None else per_step(nxt, target)
+        return (nxt.astype(state.dtype), k + 1, r), y
 
     if remat:
         body = jax.checkpoint(body)
+    xs = (jnp.moveaxis(forcings, 1, 0), jnp.moveaxis(doys[:, :-1], 1, 0),
+          jnp.moveaxis(doys[:, 1:], 1, 0), jax.tree.map(lambda t: jnp.moveaxis(t, 1, 0), targets))
+    (_, _, rngs), ys = jax.lax.scan(body, (state0, jnp.int32(0), rngs), xs)
+    return ys, rngs
+
+
+def _rollout_fn(graphdef, *, start_with_input=False, post_process=None, remat=False,
+                stop_gradient_every=None, deterministic=True) -> Callable:
+    """The pure rollout of `make_rollout_fn` for the model structure `graphdef`."""
 
     def fn(variables, state0, forcings, doys):
-        xs = (jnp.moveaxis(forcings, 1, 0), jnp.moveaxis(doys[:, :-1], 1, 0),
-              jnp.moveaxis(doys[:, 1:], 1, 0))
-        (_, _), traj = jax.lax.scan(
-            lambda c, x: body(variables, c, x), (state0, jnp.int32(0)), xs
-        )
+        traj, _ = rollout_scan(graphdef, variables, state0, forcings, doys,
+                               post_process=post_process, remat=remat,
+                               stop_gradient_every=stop_gradient_every,
+                               deterministic=deterministic)
         traj = jnp.moveaxis(traj, 0, 1)
         if start_with_input:
             traj = jnp.concatenate([state0[:, None], traj], axis=1)
@@ -169,6 +219,4 @@ def load_model(checkpoint_dir, step: int | None = None, *, stats=None,
                data_root=None) -> Forecaster:
     """The model stored in a training checkpoint or an export folder, rebuilt from that folder
     alone; see `neuralogcm_jax.checkpointing.load_model`."""
-    from neuralogcm_jax.checkpointing import load_model as _load
-
-    return _load(checkpoint_dir, step, stats=stats, data_root=data_root)
+    return checkpointing.load_model(checkpoint_dir, step, stats=stats, data_root=data_root)

@@ -28,277 +28,56 @@ the steps and the dates of their batches.
 
 Data come from an HDF5 data root (`neuralogcm_jax.data.pipeline`) or from a format registered
 with `register_data_format` (the tests register an in-memory ``.npz`` format).
+
+This module is the driver, `train`; around it: `traindata` (opening the data, epoch iterators at
+a saved position), `preflight` (checks and setup before compute), `metrics_log` (metrics.jsonl,
+TensorBoard, the progress bar) and `faults` (signals, non-finite steps, rewinds). Their public
+names are importable from here too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
-import signal
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from neuralogcm_jax.calendar import iso_date
-from neuralogcm_jax.data.normalize import Stats
-from neuralogcm_jax.errors import CheckpointError, ConfigError, DataError, StateError
-from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.layout import ChannelLayout
-from neuralogcm_jax.paths import check_local, output_path
+from neuralogcm_jax.errors import ConfigError, DataError, StateError
 from neuralogcm_jax.train import checkpoint as ckpt_lib
 from neuralogcm_jax.train import config as config_lib
 from neuralogcm_jax.train import sharding as sh
 from neuralogcm_jax.train import state as st
+from neuralogcm_jax.train.faults import (  # noqa: F401  (public names re-exported)
+    MAX_REWINDS,
+    PAUSE_ENV,
+    STOPPED_EXIT_STATUS,
+    StopFlag,
+    bad_step,
+    nonfinite_detail,
+    rewind,
+)
 from neuralogcm_jax.train.loss import loss_weights
+from neuralogcm_jax.train.metrics_log import MetricsLog, progress_bar
 from neuralogcm_jax.train.optim import lr_schedule, make_optimizer
-
-PAUSE_ENV = "NEURALOGCM_PAUSE_AFTER_STEP"  # fault injection for tests: block after this step
-STOPPED_EXIT_STATUS = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT after a checkpoint; requeue
-MAX_REWINDS = 3  # restores of the last checkpoint after non-finite runs before giving up
-
-
-@dataclasses.dataclass
-class TrainData:
-    """What the loop needs from a dataset: grid, layout, stats, and loaders per split and K."""
-
-    grid: Grid
-    layout: ChannelLayout
-    stats: Stats
-    make: Any  # (split, k_steps, batch_size_per_process, seed, shuffle) -> loader
-    splits: tuple[str, ...]
-    day_names: Any = None  # (split, time [B], doy [B]) -> names of the windows' first days
-
-    def loader(self, split, k_steps, batch_size, seed, shuffle):
-        return self.make(split, k_steps, batch_size, seed, shuffle)
-
-    def batch_dates(self, split: str, batch: dict) -> list[str]:
-        """The first day of each window of a loader batch, as YYYY-MM-DD where the data have a
-        calendar (else the day index and day of year)."""
-        time = np.asarray(batch.get("time", []), np.int64).ravel()
-        doy = np.asarray(batch.get("doy", np.zeros_like(time)), np.int64).ravel()
-        if self.day_names is None:
-            return [f"day {int(t)} (day of year {int(d) + 1})" for t, d in zip(time, doy)]
-        return self.day_names(split, time, doy)
+from neuralogcm_jax.train.preflight import (  # noqa: F401  (public names re-exported)
+    check_config,
+    check_writable,
+    model_config_for_run,
+    resume_decision,
+    use_compilation_cache,
+)
+from neuralogcm_jax.train.traindata import (  # noqa: F401  (public names re-exported)
+    TrainData,
+    epoch_iterator,
+    iterator_state,
+    open_data,
+    register_data_format,
+)
 
 
-# Data formats registered from outside the package: data.root's file suffix -> opener.
-_DATA_FORMATS: dict[str, Callable[[config_lib.Config], TrainData]] = {}
-
-
-def register_data_format(suffix: str, opener: Callable[[config_lib.Config], TrainData]) -> None:
-    """Make `open_data` open a ``data.root`` ending in `suffix` (e.g. ``".npz"``) with
-    ``opener(cfg) -> TrainData`` instead of reading it as an HDF5 data root."""
-    _DATA_FORMATS[suffix] = opener
-
-
-def iterator_state(it) -> str:
-    s = it.get_state()
-    return s.decode() if isinstance(s, bytes) else str(s)
-
-
-def open_data(cfg: config_lib.Config) -> TrainData:
-    """Open and validate ``cfg.data.root`` (an HDF5 root, or a registered format)."""
-    check_local(cfg.data.root, "data.root")
-    root = Path(cfg.data.root)
-    pi, pc = jax.process_index(), jax.process_count()
-    opener = _DATA_FORMATS.get(root.suffix)
-    if opener is not None:
-        return opener(cfg)
-    from neuralogcm_jax.data import h5format, pipeline
-
-    wanted = [cfg.data.train_split]
-    if (root / cfg.data.val_split).is_dir():
-        wanted.append(cfg.data.val_split)
-    droot = h5format.open_dataset(root, splits=wanted)
-    stats = droot.load_stats()
-
-    def make(split, k, bs, seed, shuffle):
-        return pipeline.make_loader(
-            droot, split, k_steps=k, batch_size=bs, seed=seed % 2**32, shuffle=shuffle,
-            num_epochs=1, shard_index=pi, shard_count=pc, worker_count=cfg.data.worker_count,
-            read_threads=cfg.data.read_threads,
-            prefetch=cfg.data.prefetch * bs if cfg.data.prefetch else None,
-        )
-
-    def h5_day_names(split, time, doy):
-        info = droot.split(split)
-        offsets, years = info.day_offsets, info.years
-        files = np.searchsorted(offsets, time, side="right") - 1
-        return [iso_date(years[f], t - offsets[f]) for f, t in zip(files, time)]
-
-    return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted), h5_day_names)
-
-
-# ================================================================================ checks
-def check_writable(directory, what: str) -> None:
-    """`ConfigError` unless `directory` (a local path or a URL) can be created and written
-    (tested with a small file, removed again)."""
-    directory = output_path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if isinstance(directory, Path):
-            with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
-                pass
-        else:
-            probe = directory / f".write_test_{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-    except Exception as e:  # OSError locally; the store's own errors for URLs
-        raise ConfigError(f"{what} {str(directory)!r} is not writable: {e}") from e
-
-
-def check_config(cfg: config_lib.Config) -> None:
-    """Value checks the type system cannot express."""
-    t, d = cfg.train, cfg.data
-    for key, v in (("train.epochs", t.epochs), ("data.batch_size", d.batch_size),
-                   ("train.log_every", t.log_every), ("train.val_every", t.val_every),
-                   ("train.nonfinite_patience", t.nonfinite_patience),
-                   ("checkpoint.save_every", cfg.checkpoint.save_every),
-                   ("checkpoint.keep", cfg.checkpoint.keep), ("data.k_steps", d.k_steps)):
-        if v < 1:
-            raise ConfigError(f"{key} = {v}: must be >= 1")
-    for i, item in enumerate(t.curriculum):
-        if len(item) != 2 or item[0] < 0 or item[1] < 1:
-            raise ConfigError(
-                f"train.curriculum[{i}] = {item}: expected [epoch >= 0, K >= 1]"
-            )
-    for key, v in (("train.steps_per_epoch", t.steps_per_epoch), ("train.max_steps", t.max_steps),
-                   ("data.val_max_batches", d.val_max_batches)):
-        if v is not None and v < 1:
-            raise ConfigError(f"{key} = {v}: must be >= 1 or null")
-    for key, v, lo in (("data.read_threads", d.read_threads, 1),
-                       ("data.worker_count", d.worker_count, 0), ("data.prefetch", d.prefetch, 0),
-                       ("optim.warmup_steps", cfg.optim.warmup_steps, 0)):
-        if v < lo:
-            raise ConfigError(f"{key} = {v}: must be >= {lo}")
-
-
-def model_config_for_run(cfg: config_lib.Config):
-    """The model config with the run's precision applied (bf16 -> networks in bfloat16)."""
-    m = cfg.model
-    if cfg.train.precision == "bf16":
-        m = dataclasses.replace(m, dtype="bfloat16")
-    return m
-
-
-# ================================================================================ logging
-class MetricsLog:
-    """metrics.jsonl (+ TensorBoard if available), written by process 0 only."""
-
-    def __init__(self, out_dir, enabled: bool):
-        self.enabled = enabled
-        out_dir = output_path(out_dir)
-        self.path = out_dir / "metrics.jsonl"
-        self.tb = None
-        if not enabled:
-            return
-        if isinstance(self.path, Path):
-            self.file = open(self.path, "a")
-        else:  # object stores cannot append: the lines are kept and the file rewritten
-            self.file = _RewrittenFile(self.path)
-        with contextlib.suppress(Exception):
-            if not isinstance(out_dir, Path):
-                raise ImportError("tensorboardX writes gs:// only through TensorFlow")
-            from tensorboardX import SummaryWriter
-
-            self.tb = ("tbx", SummaryWriter(str(out_dir / "tensorboard")))
-        if self.tb is None:
-            with contextlib.suppress(Exception):
-                import tensorflow as tf  # noqa: F401
-
-                self.tb = ("tf", tf.summary.create_file_writer(str(out_dir / "tensorboard")))
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            step = int(record.get("step", 0))
-            kind, w = self.tb
-            scalars = []
-            for k, v in record.items():
-                if k in ("step", "epoch", "kind"):
-                    continue
-                if isinstance(v, dict):  # e.g. skipped_by_group: one scalar per entry
-                    scalars += [(f"{k}/{kk}", vv) for kk, vv in v.items()
-                                if isinstance(vv, (int, float))]
-                elif isinstance(v, (int, float)):
-                    scalars.append((k, v))
-            for k, v in scalars:
-                if kind == "tbx":
-                    w.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
-                else:
-                    import tensorflow as tf
-
-                    with w.as_default():
-                        tf.summary.scalar(f"{record.get('kind', 'train')}/{k}", v, step=step)
-
-    def close(self):
-        if self.enabled:
-            self.file.close()
-            if self.tb is not None and self.tb[0] == "tbx":
-                self.tb[1].close()
-
-
-class _RewrittenFile:
-    """Append-only text file on a store without appends: every flush rewrites it whole."""
-
-    def __init__(self, path):
-        self.path = path
-        self.text = path.read_text() if path.exists() else ""
-
-    def write(self, s: str) -> None:
-        self.text += s
-
-    def flush(self) -> None:
-        self.path.write_text(self.text)
-
-    def close(self) -> None:
-        self.flush()
-
-
-class _StopFlag:
-    """SIGTERM/SIGINT -> finish the step, checkpoint, exit 0."""
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def requested(self) -> bool:
-        """True if any process was signalled: all must stop at the same step, or the others
-        would wait forever in the next step's collectives."""
-        mine = self.signum is not None
-        if jax.process_count() == 1:
-            return mine
-        from jax.experimental import multihost_utils
-
-        return bool(np.max(multihost_utils.process_allgather(np.int32(mine))))
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-# ================================================================================ training
 @dataclasses.dataclass
 class RunResult:
     """What `train` returns: last step, final train state, and the last metrics.
@@ -314,33 +93,6 @@ class RunResult:
     stopped_by_signal: bool = False
     skipped: int = 0
     skipped_by_group: dict = dataclasses.field(default_factory=dict)
-
-
-def resume_decision(mode: str, existing: list[int], ckpt_dir) -> bool:
-    """Whether to resume, by ``train.resume`` (`mode`) and the steps already in `ckpt_dir`."""
-    if mode == "required" and not existing:
-        raise CheckpointError(
-            f"train.resume = required (or --resume): no checkpoint in {str(ckpt_dir)!r}"
-        )
-    if mode == "never" and existing:
-        raise CheckpointError(
-            f"checkpoint directory {str(ckpt_dir)!r} already holds steps {existing} and "
-            f"train.resume = never; set train.resume=auto to continue that run, or choose "
-            f"another checkpoint.dir / train.out_dir"
-        )
-    return bool(existing)
-
-
-def use_compilation_cache(directory: str | None) -> None:
-    """Point JAX's persistent compilation cache at `directory` (before the first compile)."""
-    if not directory:
-        return
-    output_path(directory).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(directory))
-    with contextlib.suppress(Exception):  # re-read the setting if a compile already ran
-        from jax.experimental.compilation_cache import compilation_cache as cc
-
-        cc.reset_cache()
 
 
 def train(cfg: config_lib.Config, *, resume: bool | None = None,
@@ -476,7 +228,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
     rewinds = 0
     stopped = False
     t_log, n_log = time.perf_counter(), 0
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while position["epoch"] < cfg.train.epochs:
             epoch = int(position["epoch"])
             k = cfg.k_at_epoch(epoch)
@@ -484,9 +236,9 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
             # a new permutation every epoch, reproducible from (seed, epoch)
             ld = data.loader(cfg.data.train_split, k, per_process, epoch_seed(epoch),
                              cfg.data.shuffle)
-            it, b = _epoch_iterator(ld, position, gb)
+            it, b = epoch_iterator(ld, position, gb)
             fn = train_step(k)
-            bar = _progress(total=n, initial=b, epoch=epoch, k=k,
+            bar = progress_bar(total=n, initial=b, epoch=epoch, k=k,
                             enabled=progress and main)
             rewound = False
             while b < n:
@@ -505,7 +257,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
                             "layout": run_layout}
                 nonfinite = int(met["nonfinite"])
                 if nonfinite:
-                    bad = _bad_step(step, jax.device_get(met),
+                    bad = bad_step(step, jax.device_get(met),
                                     data.batch_dates(cfg.data.train_split, batch))
                     bad_run = [*bad_run, bad][-nonfinite:]
                     skipped_here += 1
@@ -514,7 +266,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
                 else:
                     bad_run = []
                 if nonfinite >= cfg.train.nonfinite_patience:
-                    detail = _nonfinite_detail(bad_run)
+                    detail = nonfinite_detail(bad_run)
                     rewinds += 1
                     if rewinds > MAX_REWINDS:
                         ckpt.close()
@@ -523,7 +275,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
                             f"again after restoring the last checkpoint {MAX_REWINDS} times; "
                             f"{detail}; check the data of these days or lower optim.lr"
                         )
-                    ts, position, step = _rewind(ckpt, ts, cfg, mesh, nonfinite, step, detail)
+                    ts, position, step = rewind(ckpt, ts, cfg, mesh, nonfinite, step, detail)
                     bad_run = []
                     rewound = True
                     break
@@ -587,74 +339,3 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
               f"checkpoint at step {step}", flush=True)
     return RunResult(step, ts, graphdef, last, stopped, skipped=skipped_here,
                      skipped_by_group=dict(skipped_by_group))
-
-
-def _epoch_iterator(ld, position: dict, gb: int):
-    """``(iterator, batches done)`` of an epoch's loader `ld` at a saved `position`.
-
-    A checkpoint holds process 0's iterator state. That state is exact only for the process
-    that wrote it, so it is used only when a single process saved it and a single process with
-    the same global batch `gb` resumes (it also covers grain worker processes). Otherwise the
-    position is counted in samples: ``batch x global batch`` of the saving run were used this
-    epoch, and every process starts past its share of them (`iterator_after`), which resumes a
-    multi-process run, or any run on another number of processes, with the batches the
-    uninterrupted run would have read. (A resume with another global batch rounds down to a
-    whole new batch.)"""
-    b = int(position.get("batch", 0) or 0)
-    if b == 0:
-        return iter(ld), 0
-    saved = position.get("layout") or {}
-    saved_gb = int(saved.get("global_batch", gb))
-    saved_procs = int(saved.get("processes", jax.process_count()))
-    if position.get("iter") and saved_gb == gb and saved_procs == 1 == jax.process_count():
-        return ld.restore(position["iter"]), b
-    b = b * saved_gb // gb
-    return ld.iterator_after(b), b
-
-
-def _bad_step(step: int, met: dict, dates: list[str]) -> dict:
-    """What a skipped step's metrics say: the parameter groups with non-finite gradients."""
-    groups = sorted(g for g, ok in met["grad_finite"].items() if not int(ok))
-    return {"step": step, "groups": groups, "loss_finite": bool(int(met["loss_finite"])),
-            "dates": dates}
-
-
-def _nonfinite_detail(bad_run: list[dict]) -> str:
-    """One line on a run of skipped steps: which gradients, which steps, which days."""
-    groups = sorted({g for b in bad_run for g in b["groups"]})
-    what = (f"non-finite gradients of {', '.join(groups)}" if groups
-            else "every gradient finite but their norm overflowed")
-    bad_loss = [str(b["step"]) for b in bad_run if not b["loss_finite"]]
-    if bad_loss:
-        what += f" (non-finite loss at step {', '.join(bad_loss)})"
-    share = " (this process's share)" if jax.process_count() > 1 else ""
-    batches = "; ".join(f"step {b['step']}: {', '.join(b['dates'])}" for b in bad_run)
-    return f"{what}; first days of the batches' windows{share}: {batches}"
-
-
-def _rewind(ckpt, ts, cfg, mesh, nonfinite, step, detail=""):
-    """Restore the last checkpoint after `nonfinite` consecutive non-finite steps (`detail`:
-    `_nonfinite_detail` of them, for the error when there is no checkpoint)."""
-    ckpt.wait()
-    if ckpt.latest_step() is None:
-        raise StateError(
-            f"{nonfinite} non-finite steps in a row at step {step} and no checkpoint to restore "
-            f"(train.nonfinite_patience = {cfg.train.nonfinite_patience})"
-            + (f"; {detail}" if detail else "")
-        )
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh.replicated(mesh)), ts
-    )
-    restored, data_state, s = ckpt.restore(st.checkpoint_view(abstract))
-    ts = {**restored, "consts": ts["consts"]}
-    if jax.process_index() == 0:
-        print(f"neuralogcm train: {nonfinite} non-finite steps at step {step}; restored step {s}",
-              flush=True)
-    return ts, dict(data_state), s
-
-
-def _progress(total, initial, epoch, k, enabled):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch} K={k}", unit="step",
-                disable=not enabled, dynamic_ncols=True, leave=False)

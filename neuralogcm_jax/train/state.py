@@ -11,11 +11,12 @@ function ``(train_state, batch) -> (train_state, metrics)`` compiled once with `
 explicit in/out shardings (params replicated, batch over 'data' and longitude over 'x').
 
 Loss of one sample: a K-day rollout from ``batch["state"]`` driven by ``batch["forcing"]``, one
-`lax.scan` over the K days (each day rematerialised in the backward pass, so memory does not grow
-with K), scored against ``batch["target"]`` by the masked area-weighted MSE, averaged over the K
-days. A step whose loss or gradient norm is not finite leaves params and optimizer state
-unchanged; it is counted in ``nonfinite`` (consecutive) and ``skipped`` (total), and its metrics
-say which parameter groups (`param_group`) had non-finite gradients.
+`lax.scan` over the K days, the rollout API's (`neuralogcm_jax.rollout.rollout_scan`; each day
+rematerialised in the backward pass, so memory does not grow with K), scored against
+``batch["target"]`` by the masked area-weighted MSE, averaged over the K days. A step whose loss
+or gradient norm is not finite leaves params and optimizer state unchanged; it is counted in
+``nonfinite`` (consecutive) and ``skipped`` (total), and its metrics say which parameter groups
+(`param_group`) had non-finite gradients.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.model import ModelConfig, build_model
+from neuralogcm_jax.rollout import rollout_scan
 from neuralogcm_jax.train.loss import weighted_mse
-from neuralogcm_jax.train.sharding import batch_sharding, replicated
+from neuralogcm_jax.train.sharding import batch_sharding, replicate, replicated
 
 BATCH_KEYS = ("state", "forcing", "target", "doy", "target_doy")
 BATCH_RANKS = {"state": 4, "forcing": 5, "target": 5, "doy": 1, "target_doy": 2}
@@ -96,46 +98,32 @@ def abstract_train_state(model_vars, tx, seed: int, mesh) -> Any:
 
 def place_train_state(model_vars, tx, seed: int, mesh) -> Any:
     """A fresh train state replicated over `mesh` (identical in every process)."""
-    from neuralogcm_jax.train.sharding import replicate
-
     model_vars = replicate(model_vars, mesh)
     sh = replicated(mesh)
     return jax.jit(lambda v: init_train_state(v, tx, seed), out_shardings=sh)(model_vars)
 
 
-def day_of_year_sequence(batch: dict, k_steps: int) -> tuple[jax.Array, jax.Array]:
-    """``(doy, doy_next)``, each ``[K, B]``: day-of-year index of each step's input and output.
+def day_of_year_sequence(batch: dict, k_steps: int) -> jax.Array:
+    """``[B, K+1]``: day-of-year index of the input day and of each of the K days after it.
 
     From the loader's calendar (``target_doy [B, K]``) when present; otherwise counted by
     `calendar.doy_sequence` (index 364 is followed by 0, a common year)."""
     doy0 = batch["doy"].astype(jnp.int32)
-    if "target_doy" in batch:
-        nxt = jnp.swapaxes(batch["target_doy"][:, :k_steps].astype(jnp.int32), 0, 1)
-    else:
-        nxt = jnp.swapaxes(calendar.doy_sequence(doy0, k_steps)[:, 1:], 0, 1)
-    cur = jnp.concatenate([doy0[None], nxt[:-1]], axis=0)
-    return cur, nxt
+    if "target_doy" not in batch:
+        return calendar.doy_sequence(doy0, k_steps)
+    nxt = batch["target_doy"][:, :k_steps].astype(jnp.int32)
+    return jnp.concatenate([doy0[:, None], nxt], axis=1)
 
 
 def _rollout_loss(graphdef, params, rngs, consts, batch, weights, k_steps, deterministic, remat):
-    """Mean over K days of the weighted MSE of a K-day rollout, and the advanced RNG streams."""
-    state0 = batch["state"]
-    forcing = jnp.swapaxes(batch["forcing"][:, :k_steps], 0, 1)  # [K, B, 4, H, W]
-    target = jnp.swapaxes(batch["target"][:, :k_steps], 0, 1)  # [K, B, C, H, W]
-    doys, doys_next = day_of_year_sequence(batch, k_steps)
-
-    def day(carry, xs):
-        x, r = carry
-        f, y, d, dn = xs
-        model = nnx.merge(graphdef, params, r, consts)
-        nxt = model.step(x, f, d, doy_next=dn, deterministic=deterministic)
-        _, _, r, _ = nnx.split(model, nnx.Param, nnx.RngState, ...)
-        loss = weighted_mse(nxt, y, weights)
-        return (nxt.astype(x.dtype), nnx.to_pure_dict(r)), loss
-
-    if remat:
-        day = jax.checkpoint(day)
-    (_, rngs), losses = jax.lax.scan(day, (state0, rngs), (forcing, target, doys, doys_next))
+    """Mean over K days of the weighted MSE of a K-day rollout (`rollout.rollout_scan`, each
+    day's loss taken as it is produced), and the advanced RNG streams."""
+    losses, rngs = rollout_scan(
+        graphdef, (params, consts), batch["state"], batch["forcing"][:, :k_steps],
+        day_of_year_sequence(batch, k_steps), targets=batch["target"][:, :k_steps],
+        per_step=lambda nxt, y: weighted_mse(nxt, y, weights), rngs=rngs, remat=remat,
+        deterministic=deterministic,
+    )
     return jnp.mean(losses), rngs
 
 
