@@ -281,6 +281,31 @@ def test_a_process_that_fails_ends_the_job_within_a_minute(tmp_path):
         assert time.monotonic() - t0 < 60
 
 
+# --------------------------------------------------------------------------- d: preemption
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_path):
+    """SIGTERM to process 1 only (a pre-empted host): JAX's preemption service tells process 0,
+    both stop after the same step without a collective per step, the checkpoint of that step is
+    written, and the job exits 75 (requeue). Machinery only: the toy model."""
+    data = toy_dataset(tmp_path / "toy.npz", n_days=1500)  # ~1500 steps: it is stopped early
+    args = ["--data_root", str(data), "--model", "diffusion_toy", "--batch_size", "1",
+            "--epochs", "1", "--no_progress", "--set", f"train.out_dir={tmp_path / 'run'}",
+            "--set", "train.steps_per_epoch=100000", "--set", "train.log_every=1",
+            "--set", "checkpoint.save_every=100000"]
+    with Children(tmp_path) as ch:
+        job = launched(ch, "job", args)
+        victim = pid_of_child(job.pid, process_id=1)
+        wait_until(lambda: len(train_records_or_none(tmp_path / "run")) >= 3, 300)
+        os.kill(victim, signal.SIGTERM)
+        assert ch.wait(job, 120) == 75, tail(job)
+    log = job.log.read_text()
+    assert "agreed through JAX's preemption service" in log, log[-3000:]
+    stop_step = int(log.rsplit("checkpoint at step ", 1)[1].split()[0])
+    assert 3 <= stop_step < 1000
+    assert CK.list_steps(tmp_path / "run" / "checkpoints") == [stop_step]
+    assert max(r["step"] for r in train_records(tmp_path / "run")) <= stop_step
+
+
 # --------------------------------------------------------------------------- helpers
 def free_port() -> int:
     import socket
@@ -314,10 +339,10 @@ def pid_of_child(launcher_pid, process_id):
     pytest.fail(f"no training process {process_id} under the launcher")
 
 
-def toy_dataset(path):
+def toy_dataset(path, n_days=20):
     g = Grid.regular(15.0, depth=(5.0, 50.0))
     rng = np.random.default_rng(0)
     mask = np.concatenate([g.wet] * 4 + [g.wet[:1], np.ones((4, 12, 24), bool)])
-    fields = (rng.normal(size=(20, 13, 12, 24)) * mask).astype(np.float32)
-    return write_array_dataset(path, g, {"train": (fields, np.arange(20))})
+    fields = (rng.normal(size=(n_days, 13, 12, 24)) * mask).astype(np.float32)
+    return write_array_dataset(path, g, {"train": (fields, np.arange(n_days))})
 

@@ -1,16 +1,18 @@
 """Stops and faults of the training loop (`neuralogcm_jax.train.loop`).
 
-SIGTERM and SIGINT set a `StopFlag` that every process polls after each step (all stop at the same
-step); a non-finite step is described (`bad_step`, `nonfinite_detail`: parameter groups, steps
+SIGTERM and SIGINT stop the run after a step that every process agrees on (`StopFlag`); a non-finite step is described (`bad_step`, `nonfinite_detail`: parameter groups, steps
 and the dates of their batches) and a run of them rewinds to the last checkpoint (`rewind`).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+from collections.abc import Callable
 
 import jax
+from jax._src import distributed  # the preemption service's state (no public accessor)
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -24,28 +26,56 @@ MAX_REWINDS = 3  # restores of the last checkpoint after non-finite runs before 
 
 
 class StopFlag:
-    """SIGTERM/SIGINT -> finish the step, checkpoint, exit 0."""
+    """SIGTERM/SIGINT -> finish the step, checkpoint, exit `STOPPED_EXIT_STATUS`.
 
-    def __init__(self):
+    One process: a Python handler sets a flag that the loop reads after every step.
+    Several processes: they must all stop after the same step, or the others wait forever in
+    the next step's collectives. That agreement is JAX's preemption service, the one Orbax's
+    multi-host preemption check reads (`CheckpointManager.reached_preemption`): its notifier
+    catches SIGTERM in any process, the coordination service tells the others in the
+    background, and every process learns the same sync step (one past the furthest step any
+    had reached) from a local query; no collective runs on the steps without a stop. So SIGTERM
+    gets no Python handler there (one would replace the notifier's), and SIGINT is turned into a
+    SIGTERM to this process. Without the service (``jax_enable_preemption_service`` off), the
+    processes agree by an all-gather of their flags after every step instead.
+    """
+
+    def __init__(self, reached_preemption: Callable[[int], bool] | None = None):
         self.signum = None
         self._old = {}
+        self._multi = jax.process_count() > 1
+        self._service = (self._multi and reached_preemption is not None
+                         and getattr(distributed.global_state, "preemption_sync_manager", None) is not None)
+        self._reached = reached_preemption
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
+            signals = (signal.SIGINT,) if self._service else (signal.SIGTERM, signal.SIGINT)
+            for s in signals:
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, frame):
         self.signum = signum
+        if self._service:
+            os.kill(os.getpid(), signal.SIGTERM)  # to the preemption notifier
 
-    def requested(self) -> bool:
-        """True if any process was signalled: all must stop at the same step, or the others
-        would wait forever in the next step's collectives."""
+    def requested(self, step: int) -> bool:
+        """True when every process is to stop after `step` (call it after every step)."""
+        if not self._multi:
+            return self.signum is not None
+        if self._service:
+            return bool(self._reached(step))
         mine = self.signum is not None
-        if jax.process_count() == 1:
-            return mine
         return bool(np.max(multihost_utils.process_allgather(np.int32(mine))))
+
+    def describe(self) -> str:
+        """How the stop came, for the run's last line."""
+        if self._service:
+            return "SIGTERM or SIGINT to a process, agreed through JAX's preemption service"
+        if self.signum is not None:
+            return f"signal {signal.Signals(self.signum).name}"
+        return "a signal to another process"
 
     def __exit__(self, *exc):
         for s, h in self._old.items():

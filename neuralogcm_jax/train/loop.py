@@ -228,7 +228,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
     rewinds = 0
     stopped = False
     t_log, n_log = time.perf_counter(), 0
-    with StopFlag() as stop:
+    with StopFlag(ckpt.manager.reached_preemption) as stop:
         while position["epoch"] < cfg.train.epochs:
             epoch = int(position["epoch"])
             k = cfg.k_at_epoch(epoch)
@@ -306,9 +306,11 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
                 if pause_at and step == pause_at:
                     ckpt.wait()
                     print(f"PAUSED at step {step}", flush=True)
-                    while not stop.requested():  # a test kills or signals the process here
+                    # A test kills or signals the process here. (With several processes only
+                    # SIGKILL ends the pause: a SIGTERM's sync step is one past this one.)
+                    while not stop.requested(step):
                         time.sleep(0.1)
-                if stop.requested():
+                if stop.requested(step):
                     stopped = True
                     break
             bar.close()
@@ -335,7 +337,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
     ckpt.close()
     log.close()
     if stopped and main:
-        print(f"neuralogcm train: stopped by signal ({stop.signum or 'on another process'}); "
-              f"checkpoint at step {step}", flush=True)
+        print(f"neuralogcm train: stopped by {stop.describe()}; checkpoint at step {step}",
+              flush=True)
     return RunResult(step, ts, graphdef, last, stopped, skipped=skipped_here,
                      skipped_by_group=dict(skipped_by_group))
