@@ -61,7 +61,7 @@ def run(quick: bool) -> list[dict]:
     physics = make_physics(grid, PhysicsConfig())
     coeffs = {"nu_m": jnp.float32(5e4), "nu_t": jnp.float32(1e3)}
     state = jax.tree.map(jnp.asarray, smooth_state(grid, max_speed_m_s=1.5))
-    from neuralogcm_jax.physics.stepping import INTEGRATORS
+    from neuralogcm_jax.physics.integrators import INTEGRATORS
 
     method = INTEGRATORS[physics.integrator]
 

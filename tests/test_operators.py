@@ -11,16 +11,15 @@ from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.physics.operators import Operators, limited_increment, polar_filter_transfer
 from neuralogcm_jax.physics.params import CoefficientSpec
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS
-from neuralogcm_jax.physics.stepping import (
+from neuralogcm_jax.physics.integrators import (
     INTEGRATORS,
-    PhysicsConfig,
-    plan_substeps,
-    repeat,
     real_axis_stability_extent,
+    repeat,
     repeat_strang,
     ssp_rk3_step,
     strang_split,
 )
+from neuralogcm_jax.physics.stepping import PhysicsConfig, plan_substeps
 
 DAY = 86400.0
 
