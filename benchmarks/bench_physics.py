@@ -80,7 +80,7 @@ def run(quick: bool) -> list[dict]:
     per_day = statistics.median(times)
     n = physics.n_substeps
     cells = L * H * W
-    from neuralogcm_jax.physics.stepping import resolve_level_block
+    from neuralogcm_jax.physics.paper import resolve_level_block
 
     block = resolve_level_block(physics.config.level_block)
     n_blocks = 1 if block is None or block >= L else -(-L // block)

@@ -14,14 +14,9 @@ coefficients).
 from __future__ import annotations
 
 from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.physics.stepping import (
-    Physics,
-    PhysicsConfig,
-    SubstepPlan,
-    check_state,
-    make_paper_physics,
-    plan_substeps,
-)
+from neuralogcm_jax.physics.paper import make_paper_physics
+from neuralogcm_jax.physics.planning import SubstepPlan, plan_substeps
+from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig, check_state
 
 __all__ = [
     "Physics",

@@ -105,6 +105,8 @@ from neuralogcm_jax.physics import vertical
 from neuralogcm_jax.physics.equations import coriolis_rotation, level_coefficient
 from neuralogcm_jax.physics.operators import Operators
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
+from neuralogcm_jax.physics.planning import plan_barotropic, plan_substeps
+from neuralogcm_jax.physics.stepping import Physics, make_integrate
 
 Array = Any
 
@@ -302,8 +304,6 @@ def make_primitive_physics(grid: Grid, config: Any):
     coefficients of `PRIMITIVE_COEFFICIENTS` in SI units (scalars; ``nu_m``, ``nu_t``, ``kappa_v``,
     ``nu_v`` may also be per level ``[L]``).
     """
-    from neuralogcm_jax.physics.stepping import Physics, make_integrate, plan_substeps
-
     terms = config.primitive if config.primitive is not None else PrimitiveTerms()
     if not isinstance(terms, PrimitiveTerms):
         raise ConfigError(
@@ -323,25 +323,14 @@ def make_primitive_physics(grid: Grid, config: Any):
 
     # Barotropic subcycle: forward-backward gravity waves, c dt_bt sqrt(1/dx^2 + 1/dy^2) <= cfl,
     # with dx raised to its value at the polar-filter cutoff in the filtered rows.
+    lat_c = config.polar_filter_lat_deg
+    n_bt, dt_bt = 0, 0.0
+    if terms.free_surface:
+        n_bt, dt_bt = plan_barotropic(grid, dt, g_acc, terms.barotropic_cfl,
+                                      lat_c if terms.barotropic_polar_filter else None)
     wet = np.asarray(grid.wet, bool)
     dz = np.asarray(grid.dz, np.float64)
     col_depth = (dz[:, None, None] * wet).sum(0)
-    c_max = math.sqrt(g_acc * max(float(col_depth.max()), 1e-9))
-    dx = np.asarray(grid.dx, np.float64)
-    lat_c = config.polar_filter_lat_deg
-    if terms.barotropic_polar_filter and np.isfinite(grid.radius) and lat_c is not None and lat_c < 90:
-        dlon = np.deg2rad(abs(grid.lon[1] - grid.lon[0]))
-        dx = np.where(np.abs(grid.lat) > lat_c,
-                      np.maximum(dx, grid.radius * math.cos(math.radians(lat_c)) * dlon), dx)
-    # Meridional rate from the face length per area (larger than 1/dy in polar-cap cells).
-    fl = np.asarray(grid.face_len_y, np.float64)
-    r_y = np.maximum(fl[:-1], fl[1:]) / np.asarray(grid.area, np.float64)
-    wet_rows = wet[0].any(axis=1)
-    rate = np.sqrt(1.0 / dx**2 + r_y / grid.dy)[wet_rows] if wet_rows.any() else np.zeros(1)
-    dt_bt_max = terms.barotropic_cfl / (c_max * float(rate.max()) + 1e-30)
-    n_bt = _ceil(dt / dt_bt_max) if terms.free_surface else 0
-    dt_bt = dt / n_bt if n_bt else 0.0
-
     face_depth_x = (dz[:, None, None] * grid.face_mask_x).sum(0)
     face_depth_y = (dz[:, None, None] * grid.face_mask_y).sum(0)
     grid_sfc = grid.with_levels(grid.depth[:1], wet[:1])
