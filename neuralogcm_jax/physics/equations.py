@@ -27,7 +27,7 @@ current, balanced or not (on a day, by ``f * 86400 s``: several turns at mid-lat
 
 Paper mode has no continuity equation: SSH is not prognostic; it is held fixed over the day
 (the day step returns it unchanged), and the pressure gradient is computed once a day from the
-state at its start and held fixed over the substeps (`stepping.make_paper_physics`). The
+state at its start and held fixed over the substeps (`paper.make_paper_physics`). The
 forcing does not enter paper mode.
 
 Following the Dinosaur convention the equation is an object with *explicit terms* (advection,

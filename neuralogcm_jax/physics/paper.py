@@ -25,15 +25,15 @@ from neuralogcm_jax.physics.equations import (
     stack_prognostic,
     unstack_prognostic,
 )
-from neuralogcm_jax.physics.integrators import repeat_strang
+from neuralogcm_jax.physics.integrators import INTEGRATORS, repeat_strang
 from neuralogcm_jax.physics.operators import Operators
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS
 from neuralogcm_jax.physics.planning import choose_integrator
-from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig, make_integrate
+from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig
 
 Array = Any
 
-__all__ = ["make_paper_physics", "resolve_level_block"]
+__all__ = ["PaperPhysics", "make_paper_physics", "resolve_level_block"]
 
 
 def resolve_level_block(level_block: int | str | None) -> int | None:
@@ -83,30 +83,34 @@ def _map_level_blocks(
     return out[..., :n_levels, :, :]
 
 
-def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> Physics:
-    """The paper-mode physics of `grid` (see `neuralogcm_jax.physics.equations`)."""
-    specs = dict(PAPER_COEFFICIENTS)
-    method, plan = choose_integrator(grid, config, specs)
-    eos = make_eos(config.eos)
-    dt, n = plan.dt_s, plan.n_substeps
-    cache: dict[Any, Operators] = {}
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class PaperPhysics(Physics):
+    """Paper-mode `Physics`: each day the configured `PaperEquation`, with the pressure gradient
+    of the state at its start (balanced paper mode), stepped through `n_substeps` Strang-split
+    substeps of the method `integrator` (`integrators.INTEGRATORS`)."""
 
-    def operators(dtype) -> Operators:
+    _cache: dict[Any, Operators] = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+    def operators(self, dtype: Any) -> Operators:
         dtype = jnp.dtype(dtype)
-        if dtype not in cache:
-            cache[dtype] = Operators.from_grid(
-                grid, dtype, config.polar_filter_lat_deg,
+        if dtype not in self._cache:
+            config = self.config
+            self._cache[dtype] = Operators.from_grid(
+                self.grid, dtype, config.polar_filter_lat_deg,
                 joint_filter=config.polar_filter_transfer == "joint")
-        return cache[dtype]
+        return self._cache[dtype]
 
-    def day_step(coeffs_si: dict[str, Array], state: OceanState,
+    def day_step(self, coeffs_si: dict[str, Array], state: OceanState,
                  forcing: Forcing | None = None) -> OceanState:
         """One day of paper-mode physics; fields ``[L, H, W]`` in SI units, land kept as given."""
         del forcing  # paper mode has no surface forcing
+        config, grid = self.config, self.grid
+        method = INTEGRATORS[self.integrator]
+        dt, n = self.dt_substep_s, self.n_substeps
         dtype = jnp.result_type(state.T)
         if not jnp.issubdtype(dtype, jnp.floating):
             dtype = jnp.float32
-        ops = operators(dtype)
+        ops = self.operators(dtype)
         wet = ops.wet > 0
         q_in = stack_prognostic(state).astype(dtype)
         # Land may hold NaN (raw data); it must never reach a flux, so it is zeroed here and the
@@ -121,6 +125,7 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
             # levels independent within the day (the level blocks below), costs one equation of
             # state a day instead of one per substep, and makes the exact step exact.
             ssh = jnp.where(wet[0], jnp.asarray(state.ssh).astype(dtype), jnp.zeros((), dtype))
+            eos = make_eos(config.eos)
 
             def pressure(T, S, eta):
                 return pressure_gradient_acceleration(ops, T, S, eta, grid.depth, eos)
@@ -132,7 +137,7 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
                 pressure = jax.checkpoint(pressure)
             pg = pressure(q[2], q[3], ssh)
         eq = PaperEquation.from_coefficients(
-            ops, coeffs_si, specs, advective_tracers=config.tracer_advection == "advective",
+            ops, coeffs_si, self.specs, advective_tracers=config.tracer_advection == "advective",
             advective_momentum=config.momentum_advection == "advective", pg=pg,
         )
 
@@ -151,15 +156,11 @@ def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> P
             q = _map_level_blocks(integrate_levels, eq, q, n_blocks, size)
         return unstack_prognostic(jnp.where(wet, q, q_in), state.ssh)
 
-    return Physics(
-        specs=specs,
-        n_substeps=n,
-        dt_substep_s=dt,
-        day_step=day_step,
-        integrate=make_integrate(day_step),
-        config=config,
-        grid=grid,
-        plan=plan,
-        operators=operators,
-        integrator=method.name,
-    )
+
+def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> PaperPhysics:
+    """The paper-mode physics of `grid` (see `neuralogcm_jax.physics.equations`): the integrator
+    and substep of `planning.choose_integrator`."""
+    specs = dict(PAPER_COEFFICIENTS)
+    method, plan = choose_integrator(grid, config, specs)
+    return PaperPhysics(specs=specs, n_substeps=plan.n_substeps, dt_substep_s=plan.dt_s,
+                        config=config, grid=grid, plan=plan, integrator=method.name)

@@ -5,8 +5,9 @@ How many substeps (`plan_substeps`). Write the explicit operator's fastest rates
 * advection: ``r_adv = u_max * max_rows(1/dx_eff + r_y)``, the outflow rate of an upwind cell when
   both velocity components are ``u_max``; ``dx_eff`` is the zonal width, raised to
   ``R cos(phi_c) dlon`` poleward of the polar-filter cutoff ``phi_c`` (the filter bounds the
-  zonal modes there by that width, see `operators`); ``r_y = max(face lengths)/area`` is the
-  meridional outflow length per area (``1/dy`` except in the polar-cap cells);
+  zonal modes there by that width, see `operators`; `zonal_spacing`); ``r_y = max(face
+  lengths)/area`` is the meridional outflow length per area (``1/dy`` except in the polar-cap
+  cells; `meridional_rate`);
 * diffusion: ``r_diff = 2 nu_max * max_rows(1/dx_eff^2 + r_y/dy)``, so that ``dt <= 1/r_diff`` is
   the textbook explicit limit ``dt <= 1/(2 nu (1/dx^2 + 1/dy^2))``; ``nu_max`` is the largest
   `CoefficientSpec.max_value` of the diffusion coefficients (those in m^2/s) (the integrator clips the learned

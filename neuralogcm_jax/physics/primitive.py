@@ -67,7 +67,7 @@ internal waves of the polar rows. By default the barotropic subcycle is filtered
 way (its zonal face gradient and face transport, one symmetric operator for both, so the
 energy argument above holds row by row), and its short step follows the zonal spacing at the
 cutoff latitude rather than the smallest wet cell: ~30 times fewer short steps at 1.5 deg
-(see `PrimitiveTerms.barotropic_polar_filter`).
+(see `PrimitiveTerms.barotropic_polar_filter`; the count: `planning.plan_barotropic`).
 
 Coriolis in the subcycle is split symmetrically around the pressure kick (half rotation, kick,
 half rotation), so that geostrophic flow is an exact steady state of a short step. With the
@@ -85,6 +85,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jax
@@ -107,12 +109,15 @@ from neuralogcm_jax.physics.operators import Operators
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
 from neuralogcm_jax.physics.planning import plan_barotropic, plan_substeps
 from neuralogcm_jax.physics.integrators import repeat
-from neuralogcm_jax.physics.stepping import Physics, make_integrate
+from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig
 
 Array = Any
 
 __all__ = [
     "PRIMITIVE_COEFFICIENTS",
+    "PrimitiveEquation",
+    "PrimitiveGeometry",
+    "PrimitivePhysics",
     "PrimitiveTerms",
     "check_primitive_grid",
     "make_primitive_physics",
@@ -624,7 +629,75 @@ def _ceil(x: float) -> int:
     return max(1, int(math.ceil(x - 1e-9)))
 
 
-def make_primitive_physics(grid: Grid, config: Any):
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class PrimitivePhysics(Physics):
+    """Primitive-mode `Physics`: each day `n_substeps` split-explicit substeps of the
+    `PrimitiveEquation` (`PrimitiveEquation.split_explicit_step`).
+
+    Attributes (besides `Physics`'): `terms` (`PrimitiveTerms`), `eos` (the equation of state),
+    `n_barotropic` short steps of `dt_barotropic_s` seconds in each substep's barotropic
+    subcycle (`planning.plan_barotropic`; 0 without a free surface).
+    """
+
+    terms: PrimitiveTerms
+    eos: Any
+    n_barotropic: int
+    dt_barotropic_s: float
+    _cache: dict[Any, PrimitiveGeometry] = dataclasses.field(
+        default_factory=dict, init=False, repr=False)
+
+    @property
+    def diagnostics(self) -> Mapping[str, float | int]:
+        return MappingProxyType({**super().diagnostics, "n_barotropic": self.n_barotropic,
+                                 "dt_barotropic_s": self.dt_barotropic_s})
+
+    def geometry(self, dtype: Any) -> PrimitiveGeometry:
+        """The `PrimitiveGeometry` in `dtype`, built once per dtype."""
+        dtype = jnp.dtype(dtype)
+        if dtype not in self._cache:
+            # Built once per dtype, possibly while tracing: evaluated eagerly so that the cached
+            # arrays are constants, never tracers of one trace.
+            with jax.ensure_compile_time_eval():
+                self._cache[dtype] = PrimitiveGeometry.from_grid(
+                    self.grid, dtype, self.config.polar_filter_lat_deg,
+                    self.terms.barotropic_polar_filter)
+        return self._cache[dtype]
+
+    def operators(self, dtype: Any) -> Operators:
+        return self.geometry(dtype).ops
+
+    def day_step(self, coeffs_si: dict[str, Array], state: OceanState,
+                 forcing: Forcing | None = None) -> OceanState:
+        """One day of primitive-equation physics on ``[L, H, W]`` fields (SI units).
+
+        Land values are ignored (NaN allowed) and returned unchanged; `forcing` holds
+        ``[H, W]`` fields for the day (None: no surface fluxes).
+        """
+        dtype = jnp.result_type(state.T)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.float32
+        geo = self.geometry(dtype)
+        wetb = geo.ops.wet > 0
+        zero = jnp.zeros((), dtype)
+        s_in = OceanState(*(jnp.asarray(x).astype(dtype) for x in state))
+        s = OceanState(
+            u=jnp.where(wetb, s_in.u, zero), v=jnp.where(wetb, s_in.v, zero),
+            T=jnp.where(wetb, s_in.T, zero), S=jnp.where(wetb, s_in.S, zero),
+            ssh=jnp.where(wetb[0], s_in.ssh, zero),
+        )
+        eq = PrimitiveEquation.from_coefficients(geo, coeffs_si, self.terms, self.eos,
+                                                 self.n_barotropic, self.dt_barotropic_s,
+                                                 self.specs)
+        dt = self.dt_substep_s
+        s = repeat(lambda st: eq.split_explicit_step(st, forcing, dt), self.n_substeps,
+                   self.config.remat_substeps)(s)
+        keep = lambda new, old, m: jnp.where(m, new, old)  # noqa: E731
+        return OceanState(u=keep(s.u, s_in.u, wetb), v=keep(s.v, s_in.v, wetb),
+                          T=keep(s.T, s_in.T, wetb), S=keep(s.S, s_in.S, wetb),
+                          ssh=keep(s.ssh, s_in.ssh, wetb[0]))
+
+
+def make_primitive_physics(grid: Grid, config: PhysicsConfig) -> PrimitivePhysics:
     """The primitive-equation `Physics` of `grid`.
 
     `config` is a `PhysicsConfig` with ``mode == "primitive"``; ``config.primitive`` holds the
@@ -640,8 +713,6 @@ def make_primitive_physics(grid: Grid, config: Any):
         )
     check_primitive_grid(grid)
     specs = dict(PRIMITIVE_COEFFICIENTS)
-    eos = eos_lib.make_eos(terms.eos, terms.rho0_kg_m3)
-
     # Baroclinic substep: the paper-mode CFL plan for advection and horizontal diffusion, capped
     # at max_substep_s.
     plan = plan_substeps(grid, config, {k: specs[k] for k in ("nu_m", "nu_t")})
@@ -649,62 +720,13 @@ def make_primitive_physics(grid: Grid, config: Any):
     n_sub = max(int(config.min_substeps), _ceil(float(config.step_s) / dt_target))
     dt = float(config.step_s) / n_sub
     # Barotropic subcycle: forward-backward gravity waves at the Courant number barotropic_cfl.
-    lat_c = config.polar_filter_lat_deg
     n_bt, dt_bt = 0, 0.0
     if terms.free_surface:
+        lat_c = config.polar_filter_lat_deg if terms.barotropic_polar_filter else None
         n_bt, dt_bt = plan_barotropic(grid, dt, float(terms.gravity_m_s2), terms.barotropic_cfl,
-                                      lat_c if terms.barotropic_polar_filter else None)
-    cache: dict[Any, PrimitiveGeometry] = {}
-
-    def geometry(dtype) -> PrimitiveGeometry:
-        dtype = jnp.dtype(dtype)
-        if dtype not in cache:
-            # Built once per dtype, possibly while tracing: evaluated eagerly so that the cached
-            # arrays are constants, never tracers of one trace.
-            with jax.ensure_compile_time_eval():
-                cache[dtype] = PrimitiveGeometry.from_grid(grid, dtype, lat_c,
-                                                           terms.barotropic_polar_filter)
-        return cache[dtype]
-
-    def day_step(coeffs_si: dict[str, Array], state: OceanState,
-                 forcing: Forcing | None = None) -> OceanState:
-        """One day of primitive-equation physics on ``[L, H, W]`` fields (SI units).
-
-        Land values are ignored (NaN allowed) and returned unchanged; `forcing` holds
-        ``[H, W]`` fields for the day (None: no surface fluxes).
-        """
-        dtype = jnp.result_type(state.T)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            dtype = jnp.float32
-        geo = geometry(dtype)
-        wetb = geo.ops.wet > 0
-        zero = jnp.zeros((), dtype)
-        s_in = OceanState(*(jnp.asarray(x).astype(dtype) for x in state))
-        s = OceanState(
-            u=jnp.where(wetb, s_in.u, zero), v=jnp.where(wetb, s_in.v, zero),
-            T=jnp.where(wetb, s_in.T, zero), S=jnp.where(wetb, s_in.S, zero),
-            ssh=jnp.where(wetb[0], s_in.ssh, zero),
-        )
-        eq = PrimitiveEquation.from_coefficients(geo, coeffs_si, terms, eos, n_bt, dt_bt, specs)
-        s = repeat(lambda st: eq.split_explicit_step(st, forcing, dt), n_sub,
-                   config.remat_substeps)(s)
-        keep = lambda new, old, m: jnp.where(m, new, old)  # noqa: E731
-        return OceanState(u=keep(s.u, s_in.u, wetb), v=keep(s.v, s_in.v, wetb),
-                          T=keep(s.T, s_in.T, wetb), S=keep(s.S, s_in.S, wetb),
-                          ssh=keep(s.ssh, s_in.ssh, wetb[0]))
-
-    physics = Physics(
-        specs=specs,
-        n_substeps=n_sub,
-        dt_substep_s=dt,
-        day_step=day_step,
-        integrate=make_integrate(day_step),
-        config=config,
-        grid=grid,
-        plan=plan,
-        operators=lambda dtype: geometry(dtype).ops,
+                                      lat_c)
+    return PrimitivePhysics(
+        specs=specs, n_substeps=n_sub, dt_substep_s=dt, config=config, grid=grid, plan=plan,
+        terms=terms, eos=eos_lib.make_eos(terms.eos, terms.rho0_kg_m3),
+        n_barotropic=n_bt, dt_barotropic_s=dt_bt,
     )
-    # Diagnostics of the split-explicit free surface (not part of the shared interface).
-    object.__setattr__(physics, "n_barotropic", n_bt)
-    object.__setattr__(physics, "dt_barotropic_s", dt_bt)
-    return physics

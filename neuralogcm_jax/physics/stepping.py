@@ -10,7 +10,8 @@ Strang splitting), `planning` (how many substeps), `paper` (paper mode assembled
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -19,7 +20,7 @@ import numpy as np
 from neuralogcm_jax.constants import SECONDS_PER_DAY
 from neuralogcm_jax.errors import ConfigError, StateError
 from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.layout import OceanState
+from neuralogcm_jax.layout import Forcing, OceanState
 from neuralogcm_jax.physics.eos import EOS_NAMES
 from neuralogcm_jax.physics.integrators import INTEGRATORS
 from neuralogcm_jax.physics.operators import Operators
@@ -34,7 +35,6 @@ __all__ = [
     "Physics",
     "PhysicsConfig",
     "check_state",
-    "make_integrate",
 ]
 
 
@@ -212,45 +212,56 @@ def check_state(state: OceanState, grid: Grid, where: str = "state") -> None:
 # ---------------------------------------------------------------------- the physics object
 @dataclasses.dataclass(frozen=True, eq=False)
 class Physics:
-    """A configured physics core for one grid.
+    """A configured physics core for one grid: one model step (`day_step`) and many (`integrate`).
+
+    The shared interface of the modes; `make_physics` returns a `paper.PaperPhysics` or a
+    `primitive.PrimitivePhysics`, which implement `day_step` and `operators`. Frozen and hashed
+    by identity (``eq=False``), so a model can hold it as static data.
 
     Attributes:
       specs: the learnable coefficients of this mode (name -> `CoefficientSpec`).
       n_substeps: substeps per model step (one day).
       dt_substep_s: substep length (s).
-      day_step: ``day_step(coeffs_si, state, forcing) -> state`` one day for unbatched
-        ``[L, H, W]`` fields; coefficients (SI) scalars or per level ``[L]``; jittable.
-      integrate: ``integrate(coeffs_si, state, forcings, n_days, trajectory=False)`` repeated
-        `day_step` in one `lax.scan`; `forcings` is None or a `Forcing` with a leading day axis.
-        Returns the final state, and with `trajectory` also the states after each day
-        (leading axis ``n_days``).
-      config, grid, plan: what it was built from.
+      config, grid, plan: what it was built from (`plan`: the CFL plan of the explicit terms).
+      integrator: the explicit method of the substep (``config.integrator`` with "auto"
+        resolved); None in primitive mode, which has its own split-explicit substep.
     """
 
     specs: dict[str, CoefficientSpec]
     n_substeps: int
     dt_substep_s: float
-    day_step: Callable[..., OceanState]
-    integrate: Callable[..., Any]
     config: PhysicsConfig
     grid: Grid
     plan: SubstepPlan | None = None
-    operators: Callable[[Any], Operators] | None = None  # dtype -> Operators
-    integrator: str | None = None  # the method used (``config.integrator`` with "auto" resolved)
+    integrator: str | None = None
 
+    @property
+    def diagnostics(self) -> Mapping[str, float | int]:
+        """The derived step counts (read-only): ``n_substeps`` and ``dt_substep_s``, and what a
+        mode adds (primitive: ``n_barotropic``, ``dt_barotropic_s``)."""
+        return MappingProxyType({"n_substeps": self.n_substeps, "dt_substep_s": self.dt_substep_s})
 
-def make_integrate(day_step: Callable[..., OceanState]) -> Callable[..., Any]:
-    """`integrate(coeffs_si, state, forcings, n_days, trajectory=False)` over `day_step`."""
+    def operators(self, dtype: Any) -> Operators:
+        """The finite-volume operators of the grid in `dtype` (built once per dtype)."""
+        raise NotImplementedError
 
-    def integrate(coeffs_si, state, forcings=None, n_days: int = 1, trajectory: bool = False):
+    def day_step(self, coeffs_si: dict[str, Array], state: OceanState,
+                 forcing: Forcing | None = None) -> OceanState:
+        """One model step (one day) for unbatched ``[L, H, W]`` fields in SI units; coefficients
+        (SI) scalars or per level ``[L]``; land values returned as given; jittable."""
+        raise NotImplementedError
+
+    def integrate(self, coeffs_si: dict[str, Array], state: OceanState, forcings: Forcing | None = None,
+                  n_days: int = 1, trajectory: bool = False):
+        """`day_step` repeated `n_days` times in one `lax.scan`; `forcings` is None or a `Forcing`
+        with a leading day axis. Returns the final state, and with `trajectory` also the states
+        after each day (leading axis ``n_days``)."""
         if forcings is not None:
             forcings = jax.tree.map(lambda x: x[:n_days], forcings)
 
         def body(s, f):
-            s = day_step(coeffs_si, s, f)
+            s = self.day_step(coeffs_si, s, f)
             return s, (s if trajectory else None)
 
         final, traj = jax.lax.scan(body, state, forcings, length=n_days)
         return (final, traj) if trajectory else final
-
-    return integrate
