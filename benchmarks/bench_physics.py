@@ -61,7 +61,7 @@ def run(quick: bool) -> list[dict]:
     physics = make_physics(grid, PhysicsConfig())
     coeffs = {"nu_m": jnp.float32(5e4), "nu_t": jnp.float32(1e3)}
     state = jax.tree.map(jnp.asarray, smooth_state(grid, max_speed_m_s=1.5))
-    from neuralogcm_jax.physics.stepping import INTEGRATORS
+    from neuralogcm_jax.physics.integrators import INTEGRATORS
 
     method = INTEGRATORS[physics.integrator]
 
@@ -80,7 +80,7 @@ def run(quick: bool) -> list[dict]:
     per_day = statistics.median(times)
     n = physics.n_substeps
     cells = L * H * W
-    from neuralogcm_jax.physics.stepping import resolve_level_block
+    from neuralogcm_jax.physics.paper import resolve_level_block
 
     block = resolve_level_block(physics.config.level_block)
     n_blocks = 1 if block is None or block >= L else -(-L // block)

@@ -248,7 +248,7 @@ class NeuralOGCM(Forecaster):
 
     def __init__(self, cfg: ModelConfig, grid: Grid, stats: Stats, *, rngs: nnx.Rngs):
         super().__init__(cfg, grid, stats)
-        self.physics = make_physics(grid, cfg.physics)  # static: closures over the grid
+        self.physics = make_physics(grid, cfg.physics)  # static: hashed by identity
         self.physics_params = PhysicsParams(
             self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels
         )

@@ -17,7 +17,7 @@ import pytest
 from scipy.linalg import expm
 
 from neuralogcm_jax.physics.equations import coriolis_rotation
-from neuralogcm_jax.physics.stepping import INTEGRATORS, repeat, repeat_strang, strang_split
+from neuralogcm_jax.physics.integrators import INTEGRATORS, repeat, repeat_strang, strang_split
 
 METHODS = sorted(INTEGRATORS)
 ORDER = {"ssprk3": 3, "ssprk43": 3}  # both SSP methods are third order

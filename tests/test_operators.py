@@ -11,16 +11,16 @@ from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.physics.operators import Operators, limited_increment, polar_filter_transfer
 from neuralogcm_jax.physics.params import CoefficientSpec
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS
-from neuralogcm_jax.physics.stepping import (
+from neuralogcm_jax.physics.integrators import (
     INTEGRATORS,
-    PhysicsConfig,
-    plan_substeps,
-    repeat,
     real_axis_stability_extent,
+    repeat,
     repeat_strang,
     ssp_rk3_step,
     strang_split,
 )
+from neuralogcm_jax.physics.planning import choose_integrator, plan_substeps
+from neuralogcm_jax.physics.stepping import PhysicsConfig
 
 DAY = 86400.0
 
@@ -351,8 +351,6 @@ def test_planned_substep_is_stable_for_the_fastest_diffusive_mode_and_only_just(
 
 
 def test_auto_integrator_takes_the_fewest_tendency_evaluations():
-    from neuralogcm_jax.physics.stepping import choose_integrator
-
     for res in (1.5, 3.0, 6.0):
         g = Grid.regular(res, depth=[10.0])
         method, plan = choose_integrator(g)

@@ -248,13 +248,11 @@ def test_a_year_on_the_realistic_ocean_stays_finite_and_slow():
 
 # ----------------------------------------------------------------------------- wiring
 def test_primitive_mode_is_dispatched_to_its_module(monkeypatch):
-    import sys
-    import types
+    import neuralogcm_jax.physics as physics_pkg
 
     calls = []
-    fake = types.ModuleType("neuralogcm_jax.physics.primitive")
-    fake.make_primitive_physics = lambda grid, config: calls.append((grid, config)) or "primitive"
-    monkeypatch.setitem(sys.modules, "neuralogcm_jax.physics.primitive", fake)
+    monkeypatch.setattr(physics_pkg, "make_primitive_physics",
+                        lambda grid, config: calls.append((grid, config)) or "primitive")
     g = _gradient_grid()
     cfg = PhysicsConfig(mode="primitive")
     assert make_physics(g, cfg) == "primitive" and calls == [(g, cfg)]

@@ -27,7 +27,7 @@ current, balanced or not (on a day, by ``f * 86400 s``: several turns at mid-lat
 
 Paper mode has no continuity equation: SSH is not prognostic; it is held fixed over the day
 (the day step returns it unchanged), and the pressure gradient is computed once a day from the
-state at its start and held fixed over the substeps (`stepping.make_paper_physics`). The
+state at its start and held fixed over the substeps (`paper.make_paper_physics`). The
 forcing does not enter paper mode.
 
 Following the Dinosaur convention the equation is an object with *explicit terms* (advection,
@@ -56,7 +56,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from neuralogcm_jax.constants import GRAVITY_M_S2
+from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.layout import OceanState
+from neuralogcm_jax.physics import vertical
 from neuralogcm_jax.physics.operators import Operators
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
 
@@ -102,8 +104,6 @@ def level_coefficient(
     if x.ndim == 0:
         return x
     if x.shape != (n_levels,):
-        from neuralogcm_jax.errors import ConfigError
-
         name = spec.name if spec is not None else "coefficient"
         raise ConfigError(
             f"{name} must be a scalar or one value per level [{n_levels}], got shape {x.shape}"
@@ -263,8 +263,6 @@ def pressure_gradient_acceleration(
     to a coast the cell sees half its one-sided gradient, and land feels nothing. The zonal face
     gradient of the polar caps goes through the operators' polar filter, as in primitive mode.
     """
-    from neuralogcm_jax.physics import vertical
-
     dtype = T.dtype
     depth = jnp.asarray(depth_m, dtype)
     wet = ops.wet

@@ -27,7 +27,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from neuralogcm_jax.errors import ConfigError
 
 Array = Any
 
@@ -61,16 +65,12 @@ class CoefficientSpec:
         """Raw value giving `value` (default if None); one per level if `n_levels`."""
         v = self.default if value is None else value
         if v <= 0:
-            from neuralogcm_jax.errors import ConfigError
-
             raise ConfigError(f"coefficient {self.name} must be > 0 ({self.units}), got {v}")
         r = inverse_softplus(v / self.raw_scale).astype(np.float32)
         return r if n_levels is None else np.full((n_levels,), r, dtype=np.float32)
 
     def to_si(self, raw: Array) -> Array:
         """Raw -> SI value (unclipped)."""
-        import jax
-
         return self.raw_scale * jax.nn.softplus(raw)
 
 
@@ -86,8 +86,6 @@ PAPER_COEFFICIENTS: dict[str, CoefficientSpec] = {
 
 def to_si(raw: dict[str, Array], specs: dict[str, CoefficientSpec], clip: bool = True) -> dict:
     """Raw values -> SI values (clipped at each spec's `max_value` when `clip`)."""
-    import jax.numpy as jnp
-
     out = {}
     for name, r in raw.items():
         spec = specs[name]
@@ -106,8 +104,6 @@ def default_raw(
     values = values or {}
     unknown = set(values) - set(specs)
     if unknown:
-        from neuralogcm_jax.errors import ConfigError
-
         raise ConfigError(f"unknown physics coefficient(s) {sorted(unknown)}; known: {sorted(specs)}")
     return {
         k: s.raw_init(values.get(k), n_levels if per_level else None) for k, s in specs.items()

@@ -67,7 +67,7 @@ internal waves of the polar rows. By default the barotropic subcycle is filtered
 way (its zonal face gradient and face transport, one symmetric operator for both, so the
 energy argument above holds row by row), and its short step follows the zonal spacing at the
 cutoff latitude rather than the smallest wet cell: ~30 times fewer short steps at 1.5 deg
-(see `PrimitiveTerms.barotropic_polar_filter`).
+(see `PrimitiveTerms.barotropic_polar_filter`; the count: `planning.plan_barotropic`).
 
 Coriolis in the subcycle is split symmetrically around the pressure kick (half rotation, kick,
 half rotation), so that geostrophic flow is an exact steady state of a short step. With the
@@ -85,6 +85,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jax
@@ -105,11 +107,17 @@ from neuralogcm_jax.physics import vertical
 from neuralogcm_jax.physics.equations import coriolis_rotation, level_coefficient
 from neuralogcm_jax.physics.operators import Operators
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
+from neuralogcm_jax.physics.planning import plan_barotropic, plan_substeps
+from neuralogcm_jax.physics.integrators import repeat
+from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig
 
 Array = Any
 
 __all__ = [
     "PRIMITIVE_COEFFICIENTS",
+    "PrimitiveEquation",
+    "PrimitiveGeometry",
+    "PrimitivePhysics",
     "PrimitiveTerms",
     "check_primitive_grid",
     "make_primitive_physics",
@@ -276,8 +284,8 @@ def check_primitive_grid(grid: Grid) -> None:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class _Geometry:
-    """Per-grid constants in one dtype (see `make_primitive_physics`)."""
+class PrimitiveGeometry:
+    """Per-grid constants of primitive mode in one dtype (`from_grid`)."""
 
     ops: Operators  # the 3-D operators, [L, H, W]
     ops2d: Operators  # operators of the surface level, for the barotropic mode, [1, H, W]
@@ -288,81 +296,23 @@ class _Geometry:
     face_depth_x: Array  # [H, W] open depth of the east face (m)
     face_depth_y: Array  # [H+1, W] open depth of each row face (m)
 
-
-def _ceil(x: float) -> int:
-    return max(1, int(math.ceil(x - 1e-9)))
-
-
-def make_primitive_physics(grid: Grid, config: Any):
-    """The primitive-equation `Physics` of `grid`.
-
-    `config` is a `PhysicsConfig` with ``mode == "primitive"``; ``config.primitive`` holds the
-    `PrimitiveTerms` (None: the defaults). The returned object has the same interface as paper
-    mode: ``day_step(coeffs_si, state, forcing)`` on unbatched ``[L, H, W]`` fields with the
-    coefficients of `PRIMITIVE_COEFFICIENTS` in SI units (scalars; ``nu_m``, ``nu_t``, ``kappa_v``,
-    ``nu_v`` may also be per level ``[L]``).
-    """
-    from neuralogcm_jax.physics.stepping import Physics, make_integrate, plan_substeps
-
-    terms = config.primitive if config.primitive is not None else PrimitiveTerms()
-    if not isinstance(terms, PrimitiveTerms):
-        raise ConfigError(
-            f"physics.primitive must be a PrimitiveTerms, got {type(terms).__name__}"
-        )
-    check_primitive_grid(grid)
-    specs = dict(PRIMITIVE_COEFFICIENTS)
-    eos = eos_lib.make_eos(terms.eos, terms.rho0_kg_m3)
-    g_acc, rho0 = float(terms.gravity_m_s2), float(terms.rho0_kg_m3)
-
-    # Baroclinic substep: the paper-mode CFL plan for advection and horizontal diffusion, capped
-    # at max_substep_s.
-    plan = plan_substeps(grid, config, {k: specs[k] for k in ("nu_m", "nu_t")})
-    dt_target = min(plan.dt_s, float(terms.max_substep_s))
-    n_sub = max(int(config.min_substeps), _ceil(float(config.step_s) / dt_target))
-    dt = float(config.step_s) / n_sub
-
-    # Barotropic subcycle: forward-backward gravity waves, c dt_bt sqrt(1/dx^2 + 1/dy^2) <= cfl,
-    # with dx raised to its value at the polar-filter cutoff in the filtered rows.
-    wet = np.asarray(grid.wet, bool)
-    dz = np.asarray(grid.dz, np.float64)
-    col_depth = (dz[:, None, None] * wet).sum(0)
-    c_max = math.sqrt(g_acc * max(float(col_depth.max()), 1e-9))
-    dx = np.asarray(grid.dx, np.float64)
-    lat_c = config.polar_filter_lat_deg
-    if terms.barotropic_polar_filter and np.isfinite(grid.radius) and lat_c is not None and lat_c < 90:
-        dlon = np.deg2rad(abs(grid.lon[1] - grid.lon[0]))
-        dx = np.where(np.abs(grid.lat) > lat_c,
-                      np.maximum(dx, grid.radius * math.cos(math.radians(lat_c)) * dlon), dx)
-    # Meridional rate from the face length per area (larger than 1/dy in polar-cap cells).
-    fl = np.asarray(grid.face_len_y, np.float64)
-    r_y = np.maximum(fl[:-1], fl[1:]) / np.asarray(grid.area, np.float64)
-    wet_rows = wet[0].any(axis=1)
-    rate = np.sqrt(1.0 / dx**2 + r_y / grid.dy)[wet_rows] if wet_rows.any() else np.zeros(1)
-    dt_bt_max = terms.barotropic_cfl / (c_max * float(rate.max()) + 1e-30)
-    n_bt = _ceil(dt / dt_bt_max) if terms.free_surface else 0
-    dt_bt = dt / n_bt if n_bt else 0.0
-
-    face_depth_x = (dz[:, None, None] * grid.face_mask_x).sum(0)
-    face_depth_y = (dz[:, None, None] * grid.face_mask_y).sum(0)
-    grid_sfc = grid.with_levels(grid.depth[:1], wet[:1])
-    cache: dict[Any, _Geometry] = {}
-
-    def geometry(dtype) -> _Geometry:
-        dtype = jnp.dtype(dtype)
-        if dtype not in cache:
-            # Built once per dtype, possibly while tracing: evaluated eagerly so that the cached
-            # arrays are constants, never tracers of one trace.
-            with jax.ensure_compile_time_eval():
-                cache[dtype] = _build_geometry(dtype)
-        return cache[dtype]
-
-    def _build_geometry(dtype) -> _Geometry:
-        arr = lambda x: jnp.asarray(np.asarray(x, np.float64), dtype)
+    @classmethod
+    def from_grid(cls, grid: Grid, dtype: Any, polar_filter_lat_deg: float | None,
+                  barotropic_polar_filter: bool = True) -> PrimitiveGeometry:
+        """The constants of `grid` as `dtype` arrays; the barotropic operators `ops2d` are polar
+        filtered only with `barotropic_polar_filter`."""
+        wet = np.asarray(grid.wet, bool)
+        dz = np.asarray(grid.dz, np.float64)
+        col_depth = (dz[:, None, None] * wet).sum(0)
+        face_depth_x = (dz[:, None, None] * grid.face_mask_x).sum(0)
+        face_depth_y = (dz[:, None, None] * grid.face_mask_y).sum(0)
+        grid_sfc = grid.with_levels(grid.depth[:1], wet[:1])
+        arr = lambda x: jnp.asarray(np.asarray(x, np.float64), dtype)  # noqa: E731
         depth = np.asarray(grid.depth, np.float64)
-        return _Geometry(
-            ops=Operators.from_grid(grid, dtype, lat_c),
+        return cls(
+            ops=Operators.from_grid(grid, dtype, polar_filter_lat_deg),
             ops2d=Operators.from_grid(
-                grid_sfc, dtype, lat_c if terms.barotropic_polar_filter else None),
+                grid_sfc, dtype, polar_filter_lat_deg if barotropic_polar_filter else None),
             dz=arr(dz[:, None, None]),
             depth=arr(depth[:, None, None]),
             z_int=arr(layer_interfaces(depth)[1:-1, None, None]),
@@ -371,11 +321,98 @@ def make_primitive_physics(grid: Grid, config: Any):
             face_depth_y=arr(face_depth_y),
         )
 
-    def interfaces(x: Array) -> Array:
-        """A coefficient ``[]`` or ``[L, 1, 1]`` at the inner interfaces ``[] or [L-1, 1, 1]``."""
-        return x if x.ndim == 0 else 0.5 * (x[1:] + x[:-1])
 
-    def barotropic(geo: _Geometry, ubar: Array, vbar: Array, eta: Array):
+def _interfaces(x: Array) -> Array:
+    """A coefficient ``[]`` or ``[L, 1, 1]`` at the inner interfaces ``[] or [L-1, 1, 1]``."""
+    return x if x.ndim == 0 else 0.5 * (x[1:] + x[:-1])
+
+
+def _safe(d: Array) -> Array:
+    """`d` with its zeros replaced by ones (a divisor of open thicknesses)."""
+    return jnp.where(d > 0, d, jnp.ones((), d.dtype))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PrimitiveEquation:
+    """The primitive equations of one grid in one dtype, with their coefficients.
+
+    Fields: the geometry `geo`, the clipped coefficients `coeffs` (SI; ``nu_m``, ``nu_t``,
+    ``kappa_v``, ``nu_v`` ``[] or [L, 1, 1]``, ``heat_restoring`` and ``bottom_drag`` scalars;
+    `from_coefficients`), and, static, the `terms`, the equation of state `eos` and the
+    barotropic subcycle (`n_barotropic` short steps of `dt_barotropic_s`; 0 without a free
+    surface). The pieces of one substep are methods, in the order of the module docstring:
+    `baroclinic_momentum` (1), `barotropic` and `layer_transports` (2), `tracers` (3),
+    `implicit_vertical_step` (4); `split_explicit_step` is the whole substep.
+    """
+
+    geo: PrimitiveGeometry
+    coeffs: dict[str, Array]
+    terms: PrimitiveTerms = dataclasses.field(metadata=dict(static=True))
+    eos: Any = dataclasses.field(metadata=dict(static=True))
+    n_barotropic: int = dataclasses.field(default=0, metadata=dict(static=True))
+    dt_barotropic_s: float = dataclasses.field(default=0.0, metadata=dict(static=True))
+
+    @classmethod
+    def from_coefficients(
+        cls,
+        geo: PrimitiveGeometry,
+        coeffs_si: dict[str, Array],
+        terms: PrimitiveTerms,
+        eos: Any,
+        n_barotropic: int = 0,
+        dt_barotropic_s: float = 0.0,
+        specs: dict[str, CoefficientSpec] = PRIMITIVE_COEFFICIENTS,
+    ) -> PrimitiveEquation:
+        """Check, clip (at `CoefficientSpec.max_value`) and shape the coefficients (SI)."""
+        missing = sorted(set(specs) - set(coeffs_si))
+        if missing:
+            raise ConfigError(f"primitive physics needs coefficients {missing}; got {sorted(coeffs_si)}")
+        dtype = geo.dz.dtype
+        n_levels = geo.dz.shape[0]
+        out = {}
+        for name in ("nu_m", "nu_t", "kappa_v", "nu_v"):
+            out[name] = level_coefficient(coeffs_si[name], specs[name], dtype, n_levels)
+        for name in ("heat_restoring", "bottom_drag"):
+            x = jnp.asarray(coeffs_si[name]).astype(dtype)
+            if x.ndim != 0:
+                raise ConfigError(f"{name} must be a scalar (SI), got shape {x.shape}")
+            out[name] = jnp.minimum(x, jnp.asarray(specs[name].max_value, dtype))
+        return cls(geo, out, terms, eos, n_barotropic, dt_barotropic_s)
+
+    @property
+    def gravity(self) -> float:
+        return float(self.terms.gravity_m_s2)
+
+    @property
+    def rho0(self) -> float:
+        return float(self.terms.rho0_kg_m3)
+
+    def baroclinic_momentum(self, state: OceanState, dt: float) -> tuple[Array, Array]:
+        """Step 1: forward Euler of advection, viscosity, metric terms and the baroclinic
+        pressure gradient (no Coriolis); returns the new ``(u, v)``."""
+        ops, geo, c = self.geo.ops, self.geo, self.coeffs
+        u, v, T, S, _ = state
+        wet = ops.wet
+        uv = jnp.stack([u, v])
+        tend = ops.self_advection_diffusion(uv, c["nu_m"])  # the fused transport stencil
+        # Advective (not flux) form of momentum: add u div(U) back.
+        ue, wr = ops.face_velocities(u, v)
+        div_h = ops.flux_divergence(ops.polar_filter(ue * ops.dy), wr * ops.face_len_y)
+        tend = tend + uv * div_h
+        rate = u * ops.tan_lat_over_r
+        du = tend[0] + rate * v
+        dv = tend[1] - rate * u
+        if self.terms.pressure_gradient:
+            rho = self.eos.density_anomaly(T, S, geo.depth)
+            p = vertical.hydrostatic_pressure(rho * wet, geo.depth[:, 0, 0], self.gravity) / self.rho0
+            gx = ops.polar_filter((jnp.roll(p, -1, axis=-1) - p) / ops.dx * ops.mask_x)
+            gy = jnp.pad(p[:, 1:] - p[:, :-1], ((0, 0), (1, 1), (0, 0))) / ops.dy * ops.mask_y
+            du = du - 0.5 * (gx + jnp.roll(gx, 1, axis=-1))
+            dv = dv - ops.y_sign * 0.5 * (gy[:, 1:] + gy[:, :-1])
+        return (u + dt * du) * wet, (v + dt * dv) * wet
+
+    def barotropic(self, ubar: Array, vbar: Array, eta: Array):
         """Gravity-wave subcycle of the depth-mean flow ``[H, W]`` and eta ``[H, W]``.
 
         Forward-backward: ``U -= g dt_bt grad eta`` at the centres (face gradients weighted as
@@ -387,11 +424,13 @@ def make_primitive_physics(grid: Grid, config: Any):
         The depth-mean flow is also rotated by Coriolis, exactly, at each short step.
         Returns the new depth-mean (u, v north) and the time-mean face transports (m^3/s).
         """
+        geo = self.geo
         o = geo.ops2d
         dtype = eta.dtype
+        dt_bt, n_bt = self.dt_barotropic_s, self.n_barotropic
         mx, my = o.mask_x[0], o.mask_y[0]
-        g_dt = jnp.asarray(g_acc * dt_bt, dtype)
-        g_tau = jnp.asarray(0.5 * g_acc * dt_bt, dtype)
+        g_dt = jnp.asarray(self.gravity * dt_bt, dtype)
+        g_tau = jnp.asarray(0.5 * self.gravity * dt_bt, dtype)
         wet0 = o.wet[0]
 
         def face_gradients(eta):
@@ -453,41 +492,17 @@ def make_primitive_physics(grid: Grid, config: Any):
         (ub1, wb1, _, sfx, sfy), _ = jax.lax.scan(body, init, None, length=n_bt)
         return ub1, o.y_sign * wb1, sfx / n_bt, sfy / n_bt
 
-    def substep(c: dict[str, Array], geo: _Geometry, state: OceanState,
-                forcing: Forcing | None) -> OceanState:
-        ops = geo.ops
-        u, v, T, S, eta = state
-        dtype = T.dtype
+    def layer_transports(self, u: Array, v: Array, eta: Array, dt: float):
+        """Step 2: Coriolis and the barotropic mode over `dt`; the layer transports.
+
+        Coriolis: the deviation from the depth mean is rotated exactly over `dt`; the depth mean
+        is rotated inside the gravity-wave subcycle (f dt reaches 0.5 at dt = 3600 s, too coarse
+        to split from the fast mode). Returns the new ``u, v``, the layer face transports
+        ``fx_l, fy_l`` (m^3/s), the new eta, the new layer thickness ``h_new`` and the
+        z*-continuity velocity ``w`` (None without vertical advection).
+        """
+        geo, ops = self.geo, self.geo.ops
         wet = ops.wet
-        wetb = wet > 0
-        L = T.shape[0]
-        cast = lambda x: jnp.asarray(x, dtype)
-        stretch = 1.0 + eta / geo.col_depth  # z*: h_k = dz_k (1 + eta/H)
-        h_old = geo.dz * stretch
-
-        # 1. Baroclinic momentum: advection, viscosity, metric terms, pressure gradient.
-        uv = jnp.stack([u, v])
-        tend = ops.self_advection_diffusion(uv, c["nu_m"])  # the fused transport stencil
-        # Advective (not flux) form of momentum: add u div(U) back.
-        ue, wr = ops.face_velocities(u, v)
-        div_h = ops.flux_divergence(ops.polar_filter(ue * ops.dy), wr * ops.face_len_y)
-        tend = tend + uv * div_h
-        rate = u * ops.tan_lat_over_r
-        du = tend[0] + rate * v
-        dv = tend[1] - rate * u
-        if terms.pressure_gradient:
-            rho = eos.density_anomaly(T, S, geo.depth)
-            p = vertical.hydrostatic_pressure(rho * wet, geo.depth[:, 0, 0], g_acc) / rho0
-            gx = ops.polar_filter((jnp.roll(p, -1, axis=-1) - p) / ops.dx * ops.mask_x)
-            gy = jnp.pad(p[:, 1:] - p[:, :-1], ((0, 0), (1, 1), (0, 0))) / ops.dy * ops.mask_y
-            du = du - 0.5 * (gx + jnp.roll(gx, 1, axis=-1))
-            dv = dv - ops.y_sign * 0.5 * (gy[:, 1:] + gy[:, :-1])
-        u = (u + dt * du) * wet
-        v = (v + dt * dv) * wet
-
-        # 2. Barotropic mode and the layer transports. Coriolis: the deviation from the depth
-        # mean is rotated exactly over dt; the depth mean is rotated inside the gravity-wave
-        # subcycle (f dt reaches 0.5 at dt = 3600 s, too coarse to split from the fast mode).
         H = geo.col_depth
         # Depth sums as products over the levels (`vertical.level_sum`: fast on CPU).
         dz_k = geo.dz[:, 0, 0]
@@ -495,10 +510,9 @@ def make_primitive_physics(grid: Grid, config: Any):
         vbar = vertical.level_sum(v, dz_k) / H
         lay_x = geo.dz * ops.mask_x  # open thickness of each layer at the east face
         lay_y = geo.dz * ops.mask_y
-        safe = lambda d: jnp.where(d > 0, d, jnp.ones((), dtype))
-        if terms.free_surface:
+        if self.terms.free_surface:
             du, dv = coriolis_rotation(u - ubar, v - vbar, ops.coriolis, dt)
-            ubar, vbar, fx_bt, fy_bt = barotropic(geo, ubar, vbar, eta)
+            ubar, vbar, fx_bt, fy_bt = self.barotropic(ubar, vbar, eta)
             u = (du + ubar) * wet
             v = (dv + vbar) * wet
             ue, wr = ops.face_velocities(u, v)
@@ -513,36 +527,56 @@ def make_primitive_physics(grid: Grid, config: Any):
         if ops.has_polar_filter:
             # Filter the baroclinic part like the barotropic one (internal waves in polar rows).
             fx_l = ops.polar_filter(
-                fx_l - lay_x / safe(geo.face_depth_x) * vertical.level_sum(fx_l))
-        fx_l = fx_l + lay_x / safe(geo.face_depth_x) * (fx_bt - vertical.level_sum(fx_l))
+                fx_l - lay_x / _safe(geo.face_depth_x) * vertical.level_sum(fx_l))
+        fx_l = fx_l + lay_x / _safe(geo.face_depth_x) * (fx_bt - vertical.level_sum(fx_l))
         fy_l = lay_y * wr * ops.face_len_y
-        fy_l = fy_l + lay_y / safe(geo.face_depth_y) * (fy_bt - vertical.level_sum(fy_l))
+        fy_l = fy_l + lay_y / _safe(geo.face_depth_y) * (fy_bt - vertical.level_sum(fy_l))
         div_l = ops.flux_divergence(fx_l, fy_l) * wet  # div(h_k U_k), m/s
-        if terms.free_surface:
+        if self.terms.free_surface:
             deta_dt = -vertical.level_sum(div_l)
             eta_new = eta + dt * deta_dt
             dh_dt = geo.dz / H * deta_dt * wet
         else:
             eta_new, dh_dt = eta, None
         h_new = geo.dz * (1.0 + eta_new / H)
-        w = vertical.vertical_velocity(div_l, dh_dt) if terms.vertical_advection else None
+        w = vertical.vertical_velocity(div_l, dh_dt) if self.terms.vertical_advection else None
+        return u, v, fx_l, fy_l, eta_new, h_new, w
 
-        # 3. Tracers in flux form: h_new c_new = h_old c_old - dt [div(F) + vertical fluxes].
-        fx_face = fx_l / safe(lay_x * ops.dy)  # face velocity that carries the layer transport
-        fy_face = fy_l / safe(lay_y * ops.face_len_y)
+    def tracers(self, T: Array, S: Array, fx_l: Array, fy_l: Array, h_old: Array,
+                h_new: Array, dt: float) -> tuple[Array, Array]:
+        """Step 3: horizontal advection-diffusion of T and S in flux form with the layer
+        transports, ``h_new c_new = h_old c_old - dt div(F)`` (vertical advection: step 4)."""
+        geo, ops = self.geo, self.geo.ops
+        lay_x = geo.dz * ops.mask_x
+        lay_y = geo.dz * ops.mask_y
+        fx_face = fx_l / _safe(lay_x * ops.dy)  # face velocity that carries the layer transport
+        fy_face = fy_l / _safe(lay_y * ops.face_len_y)
         ts = jnp.stack([T, S])
         fxa, fya = ops.advective_fluxes(ts, fx_face, fy_face)
-        fxd, fyd = ops.diffusive_fluxes(ts, c["nu_t"])
+        fxd, fyd = ops.diffusive_fluxes(ts, self.coeffs["nu_t"])
         if ops.has_polar_filter:
             fxd = ops.polar_filter(jnp.zeros_like(fxd), fxd)
         fx_t = (fxa + fxd * ops.mask_x) * geo.dz
         fy_t = (fya + fyd) * geo.dz
         content = h_old * ts - dt * ops.flux_divergence(fx_t, fy_t)
-        # Vertical advection is solved implicitly with the vertical mixing below (step 4).
-        ts = jnp.where(wetb, content / h_new, ts)
-        T, S = ts[0], ts[1]
+        ts = jnp.where(ops.wet > 0, content / h_new, ts)
+        return ts[0], ts[1]
 
-        # 4. Surface fluxes and implicit vertical mixing.
+    def implicit_vertical_step(self, u: Array, v: Array, T: Array, S: Array, h_new: Array,
+                               w: Array | None, forcing: Forcing | None, dt: float):
+        """Step 4: surface fluxes and implicit vertical mixing and advection; new ``u, v, T, S``.
+
+        One tridiagonal solve per field pair (T with S, u with v share the operator): mixing
+        (with convective mixing where the column is statically unstable), upwind vertical
+        advection by `w`, the surface heat flux (T), the wind stress and the bottom drag (u, v),
+        backward Euler (stable for any w dt / h of the thin top layers).
+        """
+        terms, c, geo = self.terms, self.coeffs, self.geo
+        wetb = geo.ops.wet > 0
+        dtype = T.dtype
+        L = T.shape[0]
+        rho0 = self.rho0
+        cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
         heat = taux = tauy = None
         if forcing is not None and terms.heat_flux:
             q_wm2 = c["heat_restoring"] * (forcing.t2m.astype(dtype) - KELVIN_OFFSET - T[0])
@@ -553,22 +587,19 @@ def make_primitive_physics(grid: Grid, config: Any):
             taux, tauy = tx / rho0, ty / rho0  # m^2/s^2
         drag = c["bottom_drag"] if terms.bottom_drag else None
         if terms.vertical_mixing:
-            kap_t = interfaces(c["kappa_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)
-            kap_m = interfaces(c["nu_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)
+            kap_t = _interfaces(c["kappa_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)
+            kap_m = _interfaces(c["nu_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)
             if terms.convective_kappa_m2_s > 0 and L > 1:
                 # Static instability at an interface: the upper water, brought to the interface
                 # depth, is denser than the lower water there; the diffusivity ramps with the
                 # inversion (continuous, see `convective_ramp_kg_m3`).
-                up = eos.density_anomaly(T[:-1], S[:-1], geo.z_int)
-                lo = eos.density_anomaly(T[1:], S[1:], geo.z_int)
+                up = self.eos.density_anomaly(T[:-1], S[:-1], geo.z_int)
+                lo = self.eos.density_anomaly(T[1:], S[1:], geo.z_int)
                 ramp = jnp.clip((up - lo) / cast(terms.convective_ramp_kg_m3), 0.0, 1.0)
                 conv = cast(terms.convective_kappa_m2_s) * ramp
                 kap_t, kap_m = kap_t + conv, kap_m + conv
         else:
             kap_t = kap_m = cast(0.0)
-        # One tridiagonal solve per field: mixing, upwind vertical advection, surface flux and
-        # bottom drag together, backward Euler (stable for any w dt / h of the thin top layers).
-        # T and S share one operator (as do u and v): one solve with two right-hand sides.
         ts_flux = None if heat is None else jnp.stack([heat, jnp.zeros_like(heat)])
         T, S = vertical.implicit_vertical_diffusion(jnp.stack([T, S]), kap_t, dt, h_new, wetb,
                                                     ts_flux, None, w)
@@ -580,23 +611,62 @@ def make_primitive_physics(grid: Grid, config: Any):
         tau = None if taux is None else jnp.stack([taux, tauy])
         u, v = vertical.implicit_vertical_diffusion(jnp.stack([u, v]), kap_m, dt, h_new, wetb,
                                                     tau, drag, w, advective_form=True)
+        return u, v, T, S
+
+    def split_explicit_step(self, state: OceanState, forcing: Forcing | None,
+                            dt: float) -> OceanState:
+        """One substep of `dt` seconds: steps 1-4 in turn (land must hold zeros)."""
+        wet = self.geo.ops.wet
+        h_old = self.geo.dz * (1.0 + state.ssh / self.geo.col_depth)  # z*: h_k = dz_k (1 + eta/H)
+        u, v = self.baroclinic_momentum(state, dt)
+        u, v, fx_l, fy_l, eta_new, h_new, w = self.layer_transports(u, v, state.ssh, dt)
+        T, S = self.tracers(state.T, state.S, fx_l, fy_l, h_old, h_new, dt)
+        u, v, T, S = self.implicit_vertical_step(u, v, T, S, h_new, w, forcing, dt)
         return OceanState(u=u * wet, v=v * wet, T=T, S=S, ssh=eta_new * wet[0])
 
-    def prepare(coeffs_si: dict[str, Array], dtype, n_levels: int) -> dict[str, Array]:
-        missing = sorted(set(specs) - set(coeffs_si))
-        if missing:
-            raise ConfigError(f"primitive physics needs coefficients {missing}; got {sorted(coeffs_si)}")
-        out = {}
-        for name in ("nu_m", "nu_t", "kappa_v", "nu_v"):
-            out[name] = level_coefficient(coeffs_si[name], specs[name], dtype, n_levels)
-        for name in ("heat_restoring", "bottom_drag"):
-            x = jnp.asarray(coeffs_si[name]).astype(dtype)
-            if x.ndim != 0:
-                raise ConfigError(f"{name} must be a scalar (SI), got shape {x.shape}")
-            out[name] = jnp.minimum(x, jnp.asarray(specs[name].max_value, dtype))
-        return out
 
-    def day_step(coeffs_si: dict[str, Array], state: OceanState,
+def _ceil(x: float) -> int:
+    return max(1, int(math.ceil(x - 1e-9)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class PrimitivePhysics(Physics):
+    """Primitive-mode `Physics`: each day `n_substeps` split-explicit substeps of the
+    `PrimitiveEquation` (`PrimitiveEquation.split_explicit_step`).
+
+    Attributes (besides `Physics`'): `terms` (`PrimitiveTerms`), `eos` (the equation of state),
+    `n_barotropic` short steps of `dt_barotropic_s` seconds in each substep's barotropic
+    subcycle (`planning.plan_barotropic`; 0 without a free surface).
+    """
+
+    terms: PrimitiveTerms
+    eos: Any
+    n_barotropic: int
+    dt_barotropic_s: float
+    _cache: dict[Any, PrimitiveGeometry] = dataclasses.field(
+        default_factory=dict, init=False, repr=False)
+
+    @property
+    def diagnostics(self) -> Mapping[str, float | int]:
+        return MappingProxyType({**super().diagnostics, "n_barotropic": self.n_barotropic,
+                                 "dt_barotropic_s": self.dt_barotropic_s})
+
+    def geometry(self, dtype: Any) -> PrimitiveGeometry:
+        """The `PrimitiveGeometry` in `dtype`, built once per dtype."""
+        dtype = jnp.dtype(dtype)
+        if dtype not in self._cache:
+            # Built once per dtype, possibly while tracing: evaluated eagerly so that the cached
+            # arrays are constants, never tracers of one trace.
+            with jax.ensure_compile_time_eval():
+                self._cache[dtype] = PrimitiveGeometry.from_grid(
+                    self.grid, dtype, self.config.polar_filter_lat_deg,
+                    self.terms.barotropic_polar_filter)
+        return self._cache[dtype]
+
+    def operators(self, dtype: Any) -> Operators:
+        return self.geometry(dtype).ops
+
+    def day_step(self, coeffs_si: dict[str, Array], state: OceanState,
                  forcing: Forcing | None = None) -> OceanState:
         """One day of primitive-equation physics on ``[L, H, W]`` fields (SI units).
 
@@ -606,7 +676,7 @@ def make_primitive_physics(grid: Grid, config: Any):
         dtype = jnp.result_type(state.T)
         if not jnp.issubdtype(dtype, jnp.floating):
             dtype = jnp.float32
-        geo = geometry(dtype)
+        geo = self.geometry(dtype)
         wetb = geo.ops.wet > 0
         zero = jnp.zeros((), dtype)
         s_in = OceanState(*(jnp.asarray(x).astype(dtype) for x in state))
@@ -615,28 +685,48 @@ def make_primitive_physics(grid: Grid, config: Any):
             T=jnp.where(wetb, s_in.T, zero), S=jnp.where(wetb, s_in.S, zero),
             ssh=jnp.where(wetb[0], s_in.ssh, zero),
         )
-        c = prepare(coeffs_si, dtype, s.T.shape[0])
-        body = lambda st, _: (substep(c, geo, st, forcing), None)
-        if config.remat_substeps:
-            body = jax.checkpoint(body)
-        s, _ = jax.lax.scan(body, s, None, length=n_sub)
-        keep = lambda new, old, m: jnp.where(m, new, old)
+        eq = PrimitiveEquation.from_coefficients(geo, coeffs_si, self.terms, self.eos,
+                                                 self.n_barotropic, self.dt_barotropic_s,
+                                                 self.specs)
+        dt = self.dt_substep_s
+        s = repeat(lambda st: eq.split_explicit_step(st, forcing, dt), self.n_substeps,
+                   self.config.remat_substeps)(s)
+        keep = lambda new, old, m: jnp.where(m, new, old)  # noqa: E731
         return OceanState(u=keep(s.u, s_in.u, wetb), v=keep(s.v, s_in.v, wetb),
                           T=keep(s.T, s_in.T, wetb), S=keep(s.S, s_in.S, wetb),
                           ssh=keep(s.ssh, s_in.ssh, wetb[0]))
 
-    physics = Physics(
-        specs=specs,
-        n_substeps=n_sub,
-        dt_substep_s=dt,
-        day_step=day_step,
-        integrate=make_integrate(day_step),
-        config=config,
-        grid=grid,
-        plan=plan,
-        operators=lambda dtype: geometry(dtype).ops,
+
+def make_primitive_physics(grid: Grid, config: PhysicsConfig) -> PrimitivePhysics:
+    """The primitive-equation `Physics` of `grid`.
+
+    `config` is a `PhysicsConfig` with ``mode == "primitive"``; ``config.primitive`` holds the
+    `PrimitiveTerms` (None: the defaults). The returned object has the same interface as paper
+    mode: ``day_step(coeffs_si, state, forcing)`` on unbatched ``[L, H, W]`` fields with the
+    coefficients of `PRIMITIVE_COEFFICIENTS` in SI units (scalars; ``nu_m``, ``nu_t``, ``kappa_v``,
+    ``nu_v`` may also be per level ``[L]``).
+    """
+    terms = config.primitive if config.primitive is not None else PrimitiveTerms()
+    if not isinstance(terms, PrimitiveTerms):
+        raise ConfigError(
+            f"physics.primitive must be a PrimitiveTerms, got {type(terms).__name__}"
+        )
+    check_primitive_grid(grid)
+    specs = dict(PRIMITIVE_COEFFICIENTS)
+    # Baroclinic substep: the paper-mode CFL plan for advection and horizontal diffusion, capped
+    # at max_substep_s.
+    plan = plan_substeps(grid, config, {k: specs[k] for k in ("nu_m", "nu_t")})
+    dt_target = min(plan.dt_s, float(terms.max_substep_s))
+    n_sub = max(int(config.min_substeps), _ceil(float(config.step_s) / dt_target))
+    dt = float(config.step_s) / n_sub
+    # Barotropic subcycle: forward-backward gravity waves at the Courant number barotropic_cfl.
+    n_bt, dt_bt = 0, 0.0
+    if terms.free_surface:
+        lat_c = config.polar_filter_lat_deg if terms.barotropic_polar_filter else None
+        n_bt, dt_bt = plan_barotropic(grid, dt, float(terms.gravity_m_s2), terms.barotropic_cfl,
+                                      lat_c)
+    return PrimitivePhysics(
+        specs=specs, n_substeps=n_sub, dt_substep_s=dt, config=config, grid=grid, plan=plan,
+        terms=terms, eos=eos_lib.make_eos(terms.eos, terms.rho0_kg_m3),
+        n_barotropic=n_bt, dt_barotropic_s=dt_bt,
     )
-    # Diagnostics of the split-explicit free surface (not part of the shared interface).
-    object.__setattr__(physics, "n_barotropic", n_bt)
-    object.__setattr__(physics, "dt_barotropic_s", dt_bt)
-    return physics

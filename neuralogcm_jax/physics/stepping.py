@@ -1,117 +1,40 @@
-"""Time stepping of the physics: configuration, substep derivation, integrators, one-day step.
+"""The physics' configuration and the configured physics object's shared interface.
 
-One model step is one day (see `docs/design.md`). Inside it the physics is sub-stepped:
-
-    substep(q) = C(dt/2) . RK(dt) . C(dt/2) (q)        (Strang splitting)
-
-where ``C`` is the exact Coriolis rotation (in balanced paper mode, the default, the exact
-solution of Coriolis plus the day's fixed pressure-gradient acceleration: a rotation about the
-geostrophic velocity, `equations.coriolis_pressure_step`) and ``RK`` an explicit
-strong-stability-preserving Runge-Kutta method on the explicit terms (advection, metric terms,
-diffusion), chosen by
-`PhysicsConfig.integrator` (`INTEGRATORS`): SSP-RK(4,3) by default (four stages, third order,
-SSP coefficient 2: every stage is a forward Euler step of ``dt/2``), or the three-stage Shu-Osher
-SSP-RK3 (SSP coefficient 1). The splitting is second order; both methods are third order and keep
-the total-variation bound of a forward Euler step of ``dt / c`` (``c`` the SSP coefficient).
-
-How many substeps (`plan_substeps`). Write the explicit operator's fastest rates as
-
-* advection: ``r_adv = u_max * max_rows(1/dx_eff + r_y)``, the outflow rate of an upwind cell when
-  both velocity components are ``u_max``; ``dx_eff`` is the zonal width, raised to
-  ``R cos(phi_c) dlon`` poleward of the polar-filter cutoff ``phi_c`` (the filter bounds the
-  zonal modes there by that width, see `operators`); ``r_y = max(face lengths)/area`` is the
-  meridional outflow length per area (``1/dy`` except in the polar-cap cells);
-* diffusion: ``r_diff = 2 nu_max * max_rows(1/dx_eff^2 + r_y/dy)``, so that ``dt <= 1/r_diff`` is
-  the textbook explicit limit ``dt <= 1/(2 nu (1/dx^2 + 1/dy^2))``; ``nu_max`` is the largest
-  `CoefficientSpec.max_value` of the diffusion coefficients (those in m^2/s) (the integrator clips the learned
-  coefficients there, so training can never leave this bound).
-
-A forward Euler step is stable (and, for the upwind part, monotone) when
-``dt (r_adv / cfl + r_diff) <= 1``: the eigenvalues of the sum lie in the disk
-``|1 + lambda dt| <= 1``. An SSP method with coefficient ``c`` inherits that bound for steps up to
-``c`` times as long, and with it the monotonicity of the limited advection, for which `cfl` = 0.5
-is the limit of a limiter with ``phi(r) <= 2`` (Koren's, see `operators.limited_increment`).
-On the imaginary axis, the margin that covers the metric terms (a rotation at rate
-``u tan(phi)/R``), SSP-RK3 reaches ``+-1.73 i`` and SSP-RK(4,3) ``+-2.16 i``.
-
-Diffusion gets more. Its operator is symmetric in the area-weighted inner product, so its
-eigenvalues are real, in ``[-2 r_diff, 0]`` (Gershgorin; the polar filter keeps the capped rows
-inside, and `tests/test_operators.py` finds the fastest mode of the filtered 1.5 deg operator at
-0.83 of the bound). A method is stable on the real interval ``[-x, 0]`` up to its real-axis
-extent x (`real_axis_stability_extent`): forward Euler 2, SSP-RK3 2.5127, SSP-RK(4,3) 5.1494.
-The diffusive limit is ``dt <= g / r_diff`` with ``g = x / 2`` (`Integrator.diffusive_gain`:
-1.256 and 2.575). The two rates still add:
-
-    dt = min(max_substep_s, 1 / (r_adv / (c cfl) + r_diff / g)),
-    n = max(min_substeps, ceil(day / dt)),
-
-which is each limit alone when the other rate is zero, and for a grid-scale mode on which both
-act along the real axis (``lambda = -2 (r_a + r_d)`` with ``dt r_a <= c cfl (1 - dt r_d / g)``)
-keeps ``lambda dt >= -c + dt r_d (c/g - 2) >= -2 g``, inside the region. The price of
-``g > c``: at the largest diffusivities the diffusive part alone is no longer a positive
-(maximum-principle) update; it stays stable and dissipative. The advective limit keeps the
-monotone SSP bound. `plan_substeps` takes ``c`` as `ssp_coefficient` and ``g`` as
-`diffusive_gain` (defaults 1, forward Euler); `make_paper_physics` passes the configured
-method's.
-
-On the 1.5 deg grid with the 60 deg cutoff, ``u_max = 3`` m/s and ``nu_max = 2.5e5`` m^2/s,
-SSP-RK(4,3) takes 10 substeps of 8640 s a day (advective limit alone 13900 s, diffusive alone
-23877 s, both 8785 s; the polar-cap row sets both): 40 tendency evaluations. SSP-RK3 takes 20 of
-4320 s (6950 s, 11651 s): 60 evaluations, and 1.45x the time (`benchmarks/BENCHMARKS.md`).
-Without the polar filter it would be 7460 substeps of 11.6 s, set by diffusion across the 4 km
-polar cells. The longer substep costs accuracy through the Strang splitting (second order): on the
-embedded world at 1.5 deg after 5 days, the velocity differs from a 40-substep reference by
-5.4e-3 (relative l2) with SSP-RK(4,3) at 8640 s, against 1.1e-3 with SSP-RK3 at 4320 s and
-2.8e-4 at 2160 s; temperature by 9e-4, 2e-4 and 5e-5.
-
-The half Coriolis steps of consecutive substeps are merged (`repeat_strang`): a day is
-``C(dt/2) . (RK(dt) . C(dt)) ^ n . C(-dt/2)``, equal to ``substep ^ n`` up to round-off (``C`` is
-the exact flow of a linear equation with constant forcing, so ``C(a) C(b) = C(a + b)``).
+`PhysicsConfig` holds every setting of the core; `Physics` is what `physics.make_physics`
+returns for a grid (its `day_step` advances one model step, one day, see `docs/design.md`);
+`check_state` checks a state on the host. The pieces: `integrators` (SSP Runge-Kutta steppers,
+Strang splitting), `planning` (how many substeps), `paper` (paper mode assembled from
+`equations`), `primitive` (primitive mode).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from neuralogcm_jax.constants import SECONDS_PER_DAY
 from neuralogcm_jax.errors import ConfigError, StateError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import Forcing, OceanState
-from neuralogcm_jax.physics.eos import EOS_NAMES, make_eos
-from neuralogcm_jax.physics.equations import (
-    PaperEquation,
-    pressure_gradient_acceleration,
-    stack_prognostic,
-    unstack_prognostic,
-)
+from neuralogcm_jax.physics.eos import EOS_NAMES
+from neuralogcm_jax.physics.integrators import INTEGRATORS
 from neuralogcm_jax.physics.operators import Operators
-from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
+from neuralogcm_jax.physics.params import CoefficientSpec
+
+if TYPE_CHECKING:  # for an annotation only: planning imports PhysicsConfig from here
+    from neuralogcm_jax.physics.planning import SubstepPlan
 
 Array = Any
 
 __all__ = [
     "Physics",
     "PhysicsConfig",
-    "INTEGRATORS",
-    "Integrator",
-    "SubstepPlan",
     "check_state",
-    "choose_integrator",
-    "make_paper_physics",
-    "plan_substeps",
-    "real_axis_stability_extent",
-    "repeat",
-    "repeat_strang",
-    "ssp_rk3_step",
-    "ssp_rk43_step",
-    "strang_split",
 ]
 
 
@@ -256,212 +179,6 @@ class PhysicsConfig:
         return cls(**{**kw, **overrides})
 
 
-@dataclasses.dataclass(frozen=True)
-class SubstepPlan:
-    """The derived substep: `n_substeps` of `dt_s` seconds per model step, and why."""
-
-    n_substeps: int
-    dt_s: float
-    dt_advective_s: float  # cfl / r_adv
-    dt_diffusive_s: float  # diffusive_gain / r_diff
-    dt_stable_s: float  # 1 / (r_adv / cfl + r_diff / diffusive_gain)
-    limited_by: str  # "stability", "max_substep_s" or "min_substeps"
-
-
-def _row_rates(grid: Grid, polar_filter_lat_deg: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: ``1/dx_eff`` (1/m) and the meridional outflow length per area ``r_y`` (1/m)."""
-    dx = np.asarray(grid.dx, dtype=np.float64)
-    if np.isfinite(grid.radius) and polar_filter_lat_deg is not None and polar_filter_lat_deg < 90:
-        dlon = np.deg2rad(abs(grid.lon[1] - grid.lon[0]))
-        dx_c = grid.radius * np.cos(np.deg2rad(polar_filter_lat_deg)) * dlon
-        dx = np.where(np.abs(grid.lat) > polar_filter_lat_deg, np.maximum(dx, dx_c), dx)
-    fl = np.asarray(grid.face_len_y)
-    r_y = np.maximum(fl[:-1], fl[1:]) / grid.area
-    return 1.0 / dx, r_y
-
-
-def real_axis_stability_extent(coefficients: tuple[float, ...]) -> float:
-    """``x > 0`` where the stability polynomial ``R(z) = sum_k c_k z^k`` of an explicit
-    Runge-Kutta method first leaves ``|R| <= 1`` on the negative real axis (forward Euler
-    ``(1, 1)``: 2, where ``R(-2) = -1``; SSP-RK3 ``(1, 1, 1/2, 1/6)``: 2.5127, also at ``R = -1``;
-    SSP-RK(4,3) ``(1, 1, 1/2, 1/6, 1/48)``: 5.1494, where ``R`` comes back to ``+1``)."""
-    c = np.asarray(coefficients, dtype=np.float64)
-    candidates = []
-    for target in (-1.0, 1.0):  # |R(-x)| = 1 at a root of R(z) - target
-        shifted = c.copy()
-        shifted[0] -= target
-        candidates += [-r.real for r in np.roots(shifted[::-1])
-                       if abs(r.imag) < 1e-9 and r.real < -1e-12]
-    for x in sorted(candidates):
-        # the first crossing where |R| really exceeds 1 just beyond (not a tangency)
-        z = -x * (1.0 + 1e-6)
-        if abs(np.polyval(c[::-1], z)) > 1.0:
-            return float(x)
-    raise ValueError(f"stability polynomial {tuple(coefficients)} is stable on the whole real axis")
-
-
-def ssp_rk3_step(explicit_fn: Callable[[Array], Array], dt: float) -> Callable[[Array], Array]:
-    """One SSP-RK3 (Shu-Osher) step of ``dq/dt = explicit_fn(q)`` over `dt` seconds."""
-
-    def step(q):
-        q1 = q + dt * explicit_fn(q)
-        q2 = 0.75 * q + 0.25 * (q1 + dt * explicit_fn(q1))
-        return q / 3.0 + (2.0 / 3.0) * (q2 + dt * explicit_fn(q2))
-
-    return step
-
-
-def ssp_rk43_step(explicit_fn: Callable[[Array], Array], dt: float) -> Callable[[Array], Array]:
-    """One SSP-RK(4,3) step (four stages, third order, SSP coefficient 2; Kraaijevanger 1991,
-    Spiteri & Ruuth 2002) of ``dq/dt = explicit_fn(q)`` over `dt` seconds: each stage is a forward
-    Euler step of ``dt/2``, so a step of twice the forward-Euler limit keeps its bounds."""
-    h = 0.5 * dt
-
-    def step(q):
-        q1 = q + h * explicit_fn(q)
-        q2 = q1 + h * explicit_fn(q1)
-        q3 = (2.0 / 3.0) * q + (1.0 / 3.0) * (q2 + h * explicit_fn(q2))
-        return q3 + h * explicit_fn(q3)
-
-    return step
-
-
-@dataclasses.dataclass(frozen=True)
-class Integrator:
-    """An explicit SSP Runge-Kutta method as the substep planner sees it.
-
-    Attributes:
-      name: the `PhysicsConfig.integrator` key.
-      stages: tendency evaluations per step (the cost).
-      ssp_coefficient: a step of ``ssp_coefficient`` x the forward-Euler limit keeps the
-        forward-Euler step's stability and monotonicity (the advective limit scales with it).
-      stability_polynomial: ``R(z)`` coefficients; its real-axis extent sets the diffusive limit.
-      make_step: ``make_step(explicit_fn, dt) -> step``.
-    """
-
-    name: str
-    stages: int
-    ssp_coefficient: float
-    stability_polynomial: tuple[float, ...]
-    make_step: Callable[[Callable[[Array], Array], float], Callable[[Array], Array]]
-
-    @property
-    def diffusive_gain(self) -> float:
-        """The diffusive substep relative to forward Euler's (real-axis extent / 2)."""
-        return real_axis_stability_extent(self.stability_polynomial) / 2.0
-
-
-INTEGRATORS: dict[str, Integrator] = {
-    "ssprk3": Integrator("ssprk3", 3, 1.0, (1.0, 1.0, 0.5, 1.0 / 6.0), ssp_rk3_step),
-    "ssprk43": Integrator("ssprk43", 4, 2.0, (1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 48.0), ssp_rk43_step),
-}
-
-
-def plan_substeps(
-    grid: Grid,
-    config: PhysicsConfig = PhysicsConfig(),
-    specs: dict[str, CoefficientSpec] = PAPER_COEFFICIENTS,
-    period_s: float | None = None,
-    diffusive_gain: float = 1.0,
-    ssp_coefficient: float = 1.0,
-) -> SubstepPlan:
-    """Number and length of substeps in `period_s` (default ``config.step_s``); see module doc.
-
-    `diffusive_gain`: how much longer than forward Euler's the integrator's diffusive substep may
-    be (the ratio of real-axis stability extents; 1 = forward Euler, the default;
-    `Integrator.diffusive_gain` for an SSP Runge-Kutta method).
-    `ssp_coefficient`: how much longer than forward Euler's its advective (monotone) substep may
-    be (1 = forward Euler and SSP-RK3, the default; 2 for SSP-RK(4,3)).
-    """
-    period_s = float(config.step_s if period_s is None else period_s)
-    inv_dx, r_y = _row_rates(grid, config.polar_filter_lat_deg)
-    # every coefficient in m^2/s is a horizontal diffusivity of the explicit terms
-    nus = [s.max_value for s in specs.values() if s.units == "m^2/s"]
-    nu_max = max(nus) if nus else 0.0
-    r_adv = config.u_max_m_s * float(np.max(inv_dx + r_y))
-    r_diff = 2.0 * nu_max * float(np.max(inv_dx**2 + r_y / grid.dy)) / float(diffusive_gain)
-    r_adv = r_adv / float(ssp_coefficient)
-    dt_adv = config.cfl / r_adv
-    dt_diff = 1.0 / r_diff if r_diff > 0 else math.inf
-    dt_stable = 1.0 / (r_adv / config.cfl + r_diff)
-    dt = min(dt_stable, float(config.max_substep_s))
-    n = max(int(config.min_substeps), math.ceil(period_s / dt - 1e-9))
-    if n == config.min_substeps and period_s / n < dt:
-        why = "min_substeps"
-    else:
-        why = "stability" if dt_stable <= config.max_substep_s else "max_substep_s"
-    return SubstepPlan(n, period_s / n, dt_adv, dt_diff, dt_stable, why)
-
-
-def choose_integrator(
-    grid: Grid,
-    config: PhysicsConfig = PhysicsConfig(),
-    specs: dict[str, CoefficientSpec] = PAPER_COEFFICIENTS,
-) -> tuple[Integrator, SubstepPlan]:
-    """The configured method and its substep plan; for ``integrator="auto"`` the method with the
-    fewest tendency evaluations (stages x substeps) per model step, SSP-RK3 on a tie."""
-    names = sorted(INTEGRATORS) if config.integrator == "auto" else [config.integrator]
-    best = None
-    for name in names:
-        method = INTEGRATORS[name]
-        plan = plan_substeps(grid, config, specs, diffusive_gain=method.diffusive_gain,
-                             ssp_coefficient=method.ssp_coefficient)
-        cost = method.stages * plan.n_substeps
-        if best is None or cost < best[0]:
-            best = (cost, method, plan)
-    return best[1], best[2]
-
-
-# ---------------------------------------------------------------------- integrators
-def strang_split(
-    exact_fn: Callable[[Array, float], Array], explicit_step: Callable[[Array], Array], dt: float
-) -> Callable[[Array], Array]:
-    """``exact(dt/2) . explicit_step . exact(dt/2)``: second-order splitting of one substep."""
-
-    def step(q):
-        return exact_fn(explicit_step(exact_fn(q, 0.5 * dt)), 0.5 * dt)
-
-    return step
-
-
-def repeat_strang(
-    exact_fn: Callable[[Array, float], Array],
-    explicit_step: Callable[[Array], Array],
-    dt: float,
-    n: int,
-    remat: bool = True,
-) -> Callable[[Array], Array]:
-    """`n` substeps of `strang_split` in one `lax.scan`, with the half steps of neighbouring
-    substeps merged: ``S^n = E(dt/2) . (R . E(dt))^(n-1) . R . E(dt/2)`` with ``S = E(dt/2) . R .
-    E(dt/2)``, written as ``E(dt/2) . (R . E(dt))^n . E(-dt/2)`` (``E`` exact, ``R`` explicit).
-
-    Equal to ``repeat(strang_split(...), n)`` up to round-off when ``E(a) . E(b) = E(a + b)``
-    (true of the exact Coriolis rotation). The exact part is applied to the loop carry, before
-    the explicit step, so it fuses into the step's first reads instead of being evaluated on the
-    last explicit stage, whose result it would otherwise recompute for every channel it mixes.
-    """
-    body_fn = (lambda q: explicit_step(exact_fn(q, dt)))
-    body_fn = jax.checkpoint(body_fn) if remat else body_fn
-
-    def run(q):
-        q = exact_fn(q, -0.5 * dt)
-        q, _ = jax.lax.scan(lambda c, _: (body_fn(c), None), q, None, length=n)
-        return exact_fn(q, 0.5 * dt)
-
-    return run
-
-
-def repeat(step: Callable[[Array], Array], n: int, remat: bool = True) -> Callable[[Array], Array]:
-    """`step` applied `n` times in one `lax.scan` (rematerialised per step when `remat`)."""
-    body_fn = jax.checkpoint(step) if remat else step
-
-    def run(q):
-        q, _ = jax.lax.scan(lambda c, _: (body_fn(c), None), q, None, length=n)
-        return q
-
-    return run
-
-
 # ---------------------------------------------------------------------- checks
 def check_state(state: OceanState, grid: Grid, where: str = "state") -> None:
     """Host-side check (not for use inside jit): shapes match `grid`, no NaN/inf in ocean cells.
@@ -495,174 +212,56 @@ def check_state(state: OceanState, grid: Grid, where: str = "state") -> None:
 # ---------------------------------------------------------------------- the physics object
 @dataclasses.dataclass(frozen=True, eq=False)
 class Physics:
-    """A configured physics core for one grid.
+    """A configured physics core for one grid: one model step (`day_step`) and many (`integrate`).
+
+    The shared interface of the modes; `make_physics` returns a `paper.PaperPhysics` or a
+    `primitive.PrimitivePhysics`, which implement `day_step` and `operators`. Frozen and hashed
+    by identity (``eq=False``), so a model can hold it as static data.
 
     Attributes:
       specs: the learnable coefficients of this mode (name -> `CoefficientSpec`).
       n_substeps: substeps per model step (one day).
       dt_substep_s: substep length (s).
-      day_step: ``day_step(coeffs_si, state, forcing) -> state`` one day for unbatched
-        ``[L, H, W]`` fields; coefficients (SI) scalars or per level ``[L]``; jittable.
-      integrate: ``integrate(coeffs_si, state, forcings, n_days, trajectory=False)`` repeated
-        `day_step` in one `lax.scan`; `forcings` is None or a `Forcing` with a leading day axis.
-        Returns the final state, and with `trajectory` also the states after each day
-        (leading axis ``n_days``).
-      config, grid, plan: what it was built from.
+      config, grid, plan: what it was built from (`plan`: the CFL plan of the explicit terms).
+      integrator: the explicit method of the substep (``config.integrator`` with "auto"
+        resolved); None in primitive mode, which has its own split-explicit substep.
     """
 
     specs: dict[str, CoefficientSpec]
     n_substeps: int
     dt_substep_s: float
-    day_step: Callable[..., OceanState]
-    integrate: Callable[..., Any]
     config: PhysicsConfig
     grid: Grid
     plan: SubstepPlan | None = None
-    operators: Callable[[Any], Operators] | None = None  # dtype -> Operators
-    integrator: str | None = None  # the method used (``config.integrator`` with "auto" resolved)
+    integrator: str | None = None
 
+    @property
+    def diagnostics(self) -> Mapping[str, float | int]:
+        """The derived step counts (read-only): ``n_substeps`` and ``dt_substep_s``, and what a
+        mode adds (primitive: ``n_barotropic``, ``dt_barotropic_s``)."""
+        return MappingProxyType({"n_substeps": self.n_substeps, "dt_substep_s": self.dt_substep_s})
 
-def make_integrate(day_step: Callable[..., OceanState]) -> Callable[..., Any]:
-    """`integrate(coeffs_si, state, forcings, n_days, trajectory=False)` over `day_step`."""
+    def operators(self, dtype: Any) -> Operators:
+        """The finite-volume operators of the grid in `dtype` (built once per dtype)."""
+        raise NotImplementedError
 
-    def integrate(coeffs_si, state, forcings=None, n_days: int = 1, trajectory: bool = False):
+    def day_step(self, coeffs_si: dict[str, Array], state: OceanState,
+                 forcing: Forcing | None = None) -> OceanState:
+        """One model step (one day) for unbatched ``[L, H, W]`` fields in SI units; coefficients
+        (SI) scalars or per level ``[L]``; land values returned as given; jittable."""
+        raise NotImplementedError
+
+    def integrate(self, coeffs_si: dict[str, Array], state: OceanState, forcings: Forcing | None = None,
+                  n_days: int = 1, trajectory: bool = False):
+        """`day_step` repeated `n_days` times in one `lax.scan`; `forcings` is None or a `Forcing`
+        with a leading day axis. Returns the final state, and with `trajectory` also the states
+        after each day (leading axis ``n_days``)."""
         if forcings is not None:
             forcings = jax.tree.map(lambda x: x[:n_days], forcings)
 
         def body(s, f):
-            s = day_step(coeffs_si, s, f)
+            s = self.day_step(coeffs_si, s, f)
             return s, (s if trajectory else None)
 
         final, traj = jax.lax.scan(body, state, forcings, length=n_days)
         return (final, traj) if trajectory else final
-
-    return integrate
-
-
-def resolve_level_block(level_block: int | str | None) -> int | None:
-    """`PhysicsConfig.level_block` with ``"auto"`` resolved for the default JAX backend."""
-    if level_block == "auto":
-        return 8 if jax.default_backend() == "cpu" else None
-    return None if level_block is None else int(level_block)
-
-
-def _map_level_blocks(
-    fn: Callable[[PaperEquation, Array], Array],
-    eq: PaperEquation,
-    q: Array,
-    n_blocks: int,
-    size: int,
-) -> Array:
-    """``fn(eq_block, q_block)`` on `n_blocks` blocks of `size` levels in one `lax.map`.
-
-    `q` is ``[..., 4, L, H, W]``. The levels are padded to ``n_blocks * size`` with land (all
-    masks zero, so the padding stays zero and costs only its share of the work); the level
-    fields of the operators (`Operators.LEVEL_FIELDS`) and per-level coefficients are cut
-    the same way.
-    """
-    n_levels = q.shape[-3]
-    extra = n_blocks * size - n_levels
-
-    def blocks(x, axis):  # [.., L, ..] -> [n_blocks, .., size, ..]
-        x = jnp.moveaxis(x, axis, 0)
-        x = jnp.pad(x, [(0, extra)] + [(0, 0)] * (x.ndim - 1))
-        x = x.reshape((n_blocks, size) + x.shape[1:])
-        return jnp.moveaxis(x, 1, axis + 1 if axis >= 0 else x.ndim + axis)
-
-    level_fields = {k: blocks(getattr(eq.ops, k), 0) for k in Operators.LEVEL_FIELDS}
-    coeffs = {k: getattr(eq, k) for k in ("nu_m", "nu_t")}
-    per_level = {k: blocks(v, 0) for k, v in coeffs.items() if jnp.ndim(v) > 0}
-    if eq.pg is not None:  # [..., 2, L, H, W]; padded with zero force on the land levels
-        per_level["pg"] = blocks(eq.pg, -3)
-
-    def one(xs):
-        q_block, fields, nus = xs
-        ops = dataclasses.replace(eq.ops, **fields)
-        return fn(dataclasses.replace(eq, ops=ops, **nus), q_block)
-
-    out = jax.lax.map(one, (blocks(q, -3), level_fields, per_level))  # [n_blocks, ..., size, H, W]
-    out = jnp.moveaxis(out, 0, -4)  # [..., 4, n_blocks, size, H, W]
-    out = out.reshape(out.shape[:-4] + (n_blocks * size,) + out.shape[-2:])
-    return out[..., :n_levels, :, :]
-
-
-def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> Physics:
-    """The paper-mode physics of `grid` (see `neuralogcm_jax.physics.equations`)."""
-    specs = dict(PAPER_COEFFICIENTS)
-    method, plan = choose_integrator(grid, config, specs)
-    eos = make_eos(config.eos)
-    dt, n = plan.dt_s, plan.n_substeps
-    cache: dict[Any, Operators] = {}
-
-    def operators(dtype) -> Operators:
-        dtype = jnp.dtype(dtype)
-        if dtype not in cache:
-            cache[dtype] = Operators.from_grid(
-                grid, dtype, config.polar_filter_lat_deg,
-                joint_filter=config.polar_filter_transfer == "joint")
-        return cache[dtype]
-
-    def day_step(coeffs_si: dict[str, Array], state: OceanState,
-                 forcing: Forcing | None = None) -> OceanState:
-        """One day of paper-mode physics; fields ``[L, H, W]`` in SI units, land kept as given."""
-        del forcing  # paper mode has no surface forcing
-        dtype = jnp.result_type(state.T)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            dtype = jnp.float32
-        ops = operators(dtype)
-        wet = ops.wet > 0
-        q_in = stack_prognostic(state).astype(dtype)
-        # Land may hold NaN (raw data); it must never reach a flux, so it is zeroed here and the
-        # original land values are put back at the end.
-        q = jnp.where(wet, q_in, jnp.zeros((), dtype))
-        pg = None
-        if config.pressure_gradient == "hydrostatic":
-            # Evaluated once, from the state at the start of the day, and held fixed over the
-            # substeps: SSH is not prognostic here (no continuity), and the density changes by
-            # horizontal advection and diffusion only, slowly against a day (no gravity waves:
-            # nothing in paper mode turns divergence into pressure). Held fixed, it leaves the
-            # levels independent within the day (the level blocks below), costs one equation of
-            # state a day instead of one per substep, and makes the exact step exact.
-            ssh = jnp.where(wet[0], jnp.asarray(state.ssh).astype(dtype), jnp.zeros((), dtype))
-
-            def pressure(T, S, eta):
-                return pressure_gradient_acceleration(ops, T, S, eta, grid.depth, eos)
-
-            if config.remat_substeps:
-                # Recomputed in the backward pass: otherwise a rollout keeps every day's
-                # intermediates of the 75-term TEOS-10 polynomial, which doubled the memory of a
-                # 10-day gradient at 1.5 deg x 23 levels (1.5 -> 3.0 GB).
-                pressure = jax.checkpoint(pressure)
-            pg = pressure(q[2], q[3], ssh)
-        eq = PaperEquation.from_coefficients(
-            ops, coeffs_si, specs, advective_tracers=config.tracer_advection == "advective",
-            advective_momentum=config.momentum_advection == "advective", pg=pg,
-        )
-
-        def integrate_levels(eq_block: PaperEquation, q_block: Array) -> Array:
-            return repeat_strang(eq_block.exact_step, method.make_step(eq_block.explicit_terms, dt),
-                                 dt, n, config.remat_substeps)(q_block)
-
-        n_levels = q.shape[-3]
-        block = resolve_level_block(config.level_block)
-        size = n_levels if block is None else min(block, n_levels)
-        if size == n_levels:
-            q = integrate_levels(eq, q)
-        else:
-            n_blocks = -(-n_levels // size)
-            size = -(-n_levels // n_blocks)  # as even as possible: 23 levels by 8 -> 3 x 8
-            q = _map_level_blocks(integrate_levels, eq, q, n_blocks, size)
-        return unstack_prognostic(jnp.where(wet, q, q_in), state.ssh)
-
-    return Physics(
-        specs=specs,
-        n_substeps=n,
-        dt_substep_s=dt,
-        day_step=day_step,
-        integrate=make_integrate(day_step),
-        config=config,
-        grid=grid,
-        plan=plan,
-        operators=operators,
-        integrator=method.name,
-    )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from neuralogcm_jax.constants import GRAVITY_M_S2
+from neuralogcm_jax.errors import ConfigError
 
 Array = Any
 
@@ -250,8 +251,6 @@ def vertical_advection_tendency(
     elif scheme == "centred":
         c_face = 0.5 * (above + below)
     else:
-        from neuralogcm_jax.errors import ConfigError
-
         raise ConfigError(f"unknown vertical advection scheme {scheme!r}; known: upwind, centred")
     flux = jnp.where(interface_open(wet), w_in * c_face, jnp.zeros((), field.dtype))  # upward
     zero = jnp.zeros_like(flux[:1])
