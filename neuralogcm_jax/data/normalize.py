@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from neuralogcm_jax.errors import DataError
 from neuralogcm_jax.layout import ChannelLayout
@@ -78,8 +79,6 @@ def fit_harmonics(
     basis = harmonic_basis(n_harmonics)
     proj = np.linalg.pinv(basis)  # [2K+1, 366]
     out = np.zeros((basis.shape[1],) + clim.shape[1:], dtype=np.float32)
-    from tqdm import tqdm
-
     for c in tqdm(range(clim.shape[1]), desc=desc, unit="channel", disable=not progress,
                   leave=False):
         x = np.nan_to_num(np.asarray(clim[:, c], dtype=np.float64)).reshape(CLIM_DAYS, -1)
