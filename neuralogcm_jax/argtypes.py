@@ -94,6 +94,8 @@ def split_name(text: str) -> str:
 
 def model_name(text: str) -> str:
     """A model name `neuralogcm_jax.model.build_model` knows, in its canonical spelling."""
+    # imported here, not at the top: the model imports JAX, and the CLI modules import this one
+    # for their --help, which must not
     from neuralogcm_jax.model import canonical_model_name
 
     try:

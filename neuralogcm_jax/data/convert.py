@@ -71,7 +71,7 @@ def _sparse(a: np.ndarray):
     """`a` as a scipy CSR matrix, or the dense array itself where scipy (an optional dependency,
     needed only for large grids) is not installed: `ConservativeRegridder` works with either."""
     try:
-        import scipy.sparse as sp
+        import scipy.sparse as sp  # optional dependency (the xarray extra)
     except ImportError:  # pragma: no cover - scipy is in the test extra
         return a
     return sp.csr_matrix(a)
@@ -138,7 +138,7 @@ class ConservativeRegridder:
 # ====================================================================== reading netCDF by date
 def _xarray():
     try:
-        import xarray
+        import xarray  # optional dependency (the xarray extra)
     except ImportError as e:  # pragma: no cover - exercised only without the extra
         raise ConfigError(
             "convert-glorys needs the optional extra 'xarray' (pip install xarray netCDF4)"

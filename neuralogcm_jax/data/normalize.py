@@ -53,6 +53,8 @@ same harmonics as the models, the residual is part of the anomalies, not an erro
 def _xp(x):
     if isinstance(x, np.ndarray):
         return np
+    # imported here, not at the top: `neuralogcm convert-glorys --help` imports this module
+    # (through data.convert) and must not import JAX
     import jax.numpy as jnp
 
     return jnp
@@ -221,7 +223,7 @@ class Stats:
             isinstance(doy, np.ndarray) and doy.dtype.kind in "iu"
         ):
             return climatology_at(self.harmonics, doy)
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # not at the top: see `_xp`
 
         return climatology_at(jnp.asarray(self.harmonics), doy)
 
