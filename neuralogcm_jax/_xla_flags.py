@@ -32,6 +32,7 @@ def _backend_started() -> bool:
     if "jax" not in sys.modules:
         return False
     try:
+        # imported here, once JAX is loaded: `import neuralogcm_jax` must not import JAX
         from jax._src import xla_bridge
 
         return bool(getattr(xla_bridge, "_backends", {}))

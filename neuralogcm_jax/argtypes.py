@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from neuralogcm_jax.data.h5format import SPLITS
+from neuralogcm_jax.errors import ConfigError
 
 
 def _int(text: str) -> int:
@@ -93,7 +94,8 @@ def split_name(text: str) -> str:
 
 def model_name(text: str) -> str:
     """A model name `neuralogcm_jax.model.build_model` knows, in its canonical spelling."""
-    from neuralogcm_jax.errors import ConfigError
+    # imported here, not at the top: the model imports JAX, and the CLI modules import this one
+    # for their --help, which must not
     from neuralogcm_jax.model import canonical_model_name
 
     try:

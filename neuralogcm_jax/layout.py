@@ -215,6 +215,8 @@ class ChannelLayout:
 def _namespace(x):
     if isinstance(x, np.ndarray):
         return np
+    # imported here, not at the top: every `neuralogcm CMD --help` imports this module and
+    # must not import JAX
     import jax.numpy as jnp
 
     return jnp

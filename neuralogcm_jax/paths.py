@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from neuralogcm_jax.errors import ConfigError
 
 
@@ -24,8 +26,6 @@ def is_url(path: Any) -> bool:
 def output_path(path: str | os.PathLike):
     """A checkpoint/output directory: `epath.Path` for URLs, `pathlib.Path` otherwise."""
     if is_url(path):
-        from etils import epath
-
         return epath.Path(os.fspath(path))
     return Path(path)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from neuralogcm_jax.data.convert import ConservativeRegridder
@@ -85,8 +86,6 @@ class CoarseGrainer:
     def _xp(x):
         if isinstance(x, np.ndarray):
             return np
-        import jax.numpy as jnp
-
         return jnp
 
     def field(self, x: Array, level_wet: np.ndarray) -> Array:

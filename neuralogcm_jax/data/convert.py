@@ -32,6 +32,7 @@ from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from neuralogcm_jax.calendar import year_dates
 from neuralogcm_jax.data import h5format, normalize
@@ -70,7 +71,7 @@ def _sparse(a: np.ndarray):
     """`a` as a scipy CSR matrix, or the dense array itself where scipy (an optional dependency,
     needed only for large grids) is not installed: `ConservativeRegridder` works with either."""
     try:
-        import scipy.sparse as sp
+        import scipy.sparse as sp  # optional dependency (the xarray extra)
     except ImportError:  # pragma: no cover - scipy is in the test extra
         return a
     return sp.csr_matrix(a)
@@ -137,7 +138,7 @@ class ConservativeRegridder:
 # ====================================================================== reading netCDF by date
 def _xarray():
     try:
-        import xarray
+        import xarray  # optional dependency (the xarray extra)
     except ImportError as e:  # pragma: no cover - exercised only without the extra
         raise ConfigError(
             "convert-glorys needs the optional extra 'xarray' (pip install xarray netCDF4)"
@@ -307,8 +308,6 @@ def convert(
 
     Every date of every year must be present in both sources (checked before anything is
     written); existing year files are refused unless `overwrite`."""
-    from tqdm import tqdm
-
     layout = layout or ChannelLayout()
     grid = grid or Grid.regular(1.5)
     out = Path(out)
@@ -400,8 +399,6 @@ def compute_stats(root: str | os.PathLike, split: str = "train", *, progress: bo
     Cells are weighted equally (not by area), as the NeuralOGCM statistics are. A channel with no
     variance (e.g. a level with no wet cell) gets std 1 so normalisation stays finite.
     Returns ``(mean, std)``."""
-    from tqdm import tqdm
-
     root = Path(root)
     dr = h5format.open_dataset(root, splits=(split,), require_stats=False, nan_check_days=0)
     L = dr.layout

@@ -37,9 +37,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from neuralogcm_jax.calendar import days_in_year
+from neuralogcm_jax.data.normalize import Stats, fit_harmonics
 from neuralogcm_jax.errors import DataError, GridError
 from neuralogcm_jax.grid import GLORYS23_DEPTHS_M, Grid
 from neuralogcm_jax.layout import OCEAN_3D_VARIABLES, ChannelLayout
@@ -55,12 +57,6 @@ SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
 
 _YEAR_RE = re.compile(r"^(\d{4})\.h5$")
-
-
-def _h5py():
-    import h5py
-
-    return h5py
 
 
 def _atomic_target(path: Path) -> Path:
@@ -85,7 +81,6 @@ def write_year(
     I/O- not CPU-bound on a 2-core host). `lat` [H] and `lon` [W] in degrees, `depth` [L] in m;
     each is stored when given. The file is written beside the target and renamed into place.
     """
-    h5py = _h5py()
     path = Path(path)
     fields = np.asarray(fields, dtype=np.float32)
     if fields.ndim != 4:
@@ -138,7 +133,6 @@ class YearWriter:
         self._f = None
 
     def __enter__(self) -> YearWriter:
-        h5py = _h5py()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = h5py.File(self._tmp, "w")
         T, C, H, W = self.shape
@@ -178,8 +172,6 @@ def write_stats(
     """Write ``mean`` [C], ``std`` [C], the climatology ``clim`` [366, n_ocean or C, H, W]
     (float32, NaN or 0 on land) and its harmonics [2 K + 1, same channels, H, W] (fitted from
     `clim` when None) as the four .npy files of the layout."""
-    from neuralogcm_jax.data.normalize import fit_harmonics
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     mean = np.asarray(mean, dtype=np.float32)
@@ -223,7 +215,6 @@ def write_land_mask(
 
     A grid wet mask ``[L, H, W]`` is not accepted here: expand it with
     `ChannelLayout.wet_channels` first, so every channel's mask is explicit on disk."""
-    h5py = _h5py()
     path = Path(root) / LAND_MASK_FILE
     mask = np.asarray(mask)
     if mask.ndim != 3:
@@ -334,8 +325,6 @@ def load_stats(root: str | os.PathLike, layout: ChannelLayout, wet_channels: np.
     """Read the stats of a data root: its climatology harmonics, or, for a root written before
     they existed, a fit of its 366-day climatology (memory-mapped, read one channel at a time,
     with a progress bar)."""
-    from neuralogcm_jax.data.normalize import Stats
-
     root = Path(root)
     mean, std, clim, harmonics = _read_stats_arrays(root)
     where = root / (HARMONICS_FILE if harmonics is not None else CLIM_FILE)
@@ -372,7 +361,6 @@ def _read_stats_arrays(root: Path):
 
 
 def _open_h5(path: Path):
-    h5py = _h5py()
     try:
         return h5py.File(path, "r")
     except (OSError, ValueError) as e:

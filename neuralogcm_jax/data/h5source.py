@@ -21,6 +21,7 @@ import os
 import threading
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from neuralogcm_jax.data import h5format
@@ -42,8 +43,6 @@ class _DayReader:
         self._pid = None
 
     def _open(self) -> None:
-        import h5py
-
         try:
             h5 = h5py.File(self.path, "r")
         except (OSError, ValueError) as e:

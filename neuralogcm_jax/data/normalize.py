@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from neuralogcm_jax.errors import DataError
 from neuralogcm_jax.layout import ChannelLayout
@@ -52,6 +53,8 @@ same harmonics as the models, the residual is part of the anomalies, not an erro
 def _xp(x):
     if isinstance(x, np.ndarray):
         return np
+    # imported here, not at the top: `neuralogcm convert-glorys --help` imports this module
+    # (through data.convert) and must not import JAX
     import jax.numpy as jnp
 
     return jnp
@@ -78,8 +81,6 @@ def fit_harmonics(
     basis = harmonic_basis(n_harmonics)
     proj = np.linalg.pinv(basis)  # [2K+1, 366]
     out = np.zeros((basis.shape[1],) + clim.shape[1:], dtype=np.float32)
-    from tqdm import tqdm
-
     for c in tqdm(range(clim.shape[1]), desc=desc, unit="channel", disable=not progress,
                   leave=False):
         x = np.nan_to_num(np.asarray(clim[:, c], dtype=np.float64)).reshape(CLIM_DAYS, -1)
@@ -222,7 +223,7 @@ class Stats:
             isinstance(doy, np.ndarray) and doy.dtype.kind in "iu"
         ):
             return climatology_at(self.harmonics, doy)
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # not at the top: see `_xp`
 
         return climatology_at(jnp.asarray(self.harmonics), doy)
 

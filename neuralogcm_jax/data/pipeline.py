@@ -25,7 +25,10 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 
+import grain.python as grain
+import jax
 import numpy as np
 
 from neuralogcm_jax.data import h5format
@@ -61,16 +64,12 @@ class GlobalShuffleSampler:
         return int(self._permutation(epoch)[pos]) if self.shuffle else pos
 
     def __len__(self) -> int:
-        import sys
-
         return sys.maxsize if self.num_epochs is None else self.num_epochs * self.num_records
 
     def __getitem__(self, index: int):
-        from grain.python import RecordMetadata
-
         if index < 0 or index >= len(self):
             raise IndexError(f"sampler position {index} outside 0 .. {len(self) - 1}")
-        return RecordMetadata(index=index, record_key=self.record_key(index), rng=None)
+        return grain.RecordMetadata(index=index, record_key=self.record_key(index), rng=None)
 
     def __repr__(self) -> str:
         # Part of the checkpointed iterator state: a restore with another sampler is refused.
@@ -193,14 +192,10 @@ def make_loader(
     if worker_count < 0:
         raise ConfigError(f"worker_count must be >= 0, got {worker_count}")
     if shard_index is None or shard_count is None:
-        import jax
-
         shard_index = jax.process_index() if shard_index is None else shard_index
         shard_count = jax.process_count() if shard_count is None else shard_count
     if not 0 <= shard_index < shard_count:
         raise ConfigError(f"shard_index {shard_index} outside 0 .. {shard_count - 1}")
-
-    import grain.python as grain
 
     if not isinstance(root, DataRoot):
         root = h5format.open_dataset(root, open_kwargs.pop("layout", None), splits=(split,), **open_kwargs)

@@ -24,16 +24,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h5py
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from tqdm.auto import tqdm
 
+from neuralogcm_jax import checkpointing
 from neuralogcm_jax.data.h5format import open_dataset
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import DataError, LayoutError
+from neuralogcm_jax.eval import plots as eval_plots
 from neuralogcm_jax.eval.metrics import SkillAccumulator, area_weights, paper_rmse
+from neuralogcm_jax.eval.report import write_report
+from neuralogcm_jax.eval.xr import trajectories_to_netcdf
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import OCEAN_3D_VARIABLES, ChannelLayout
+from neuralogcm_jax.model import ModelConfig, NeuralOGCM, build_model
+from neuralogcm_jax.rollout import rollout
 
 REFERENCES = ("persistence", "climatology", "physics")
 
@@ -63,8 +71,6 @@ class SplitData:
 
 def load_split(root: str | Path, split: str) -> SplitData:
     """Read and normalise one split (validated first by `open_dataset`)."""
-    import h5py
-
     dr = open_dataset(root, splits=[split])
     stats = dr.load_stats()
     info = dr.split(split)
@@ -102,8 +108,6 @@ def initial_dates(n_days: int, max_lead: int, every: int) -> np.ndarray:
 def check_compatible(model, data: SplitData, where: str = "the data") -> None:
     """A model and a dataset on different grids or layouts, or normalised with different
     statistics -> one LayoutError naming what differs, before any compute."""
-    from neuralogcm_jax import checkpointing
-
     checkpointing.check_same_grid(model.grid, model.layout, data.grid, data.stats.layout, where,
                                   f"that of model {model.name}", error=LayoutError)
     if hasattr(model, "clim_harmonics"):  # the models of `neuralogcm_jax.model` carry stats
@@ -154,8 +158,6 @@ def evaluate_forecaster(
     model, data: SplitData, inits: np.ndarray, max_lead: int, batch: int = 4, desc: str = ""
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Score a model; returns (results, trajectory of the first initial date ``[max_lead, n_ocean, H, W]``)."""
-    from neuralogcm_jax.rollout import rollout
-
     check_compatible(model, data)
     scorer = _Scorer(data, max_lead)
     first_traj = None
@@ -193,10 +195,6 @@ def evaluate_reference(
 def pure_physics_model(models: dict[str, Any], data: SplitData):
     """The hybrid with a zero corrector: a copy of the first evaluated hybrid whose corrector
     output is switched off, or the default physics if none is evaluated."""
-    from flax import nnx
-
-    from neuralogcm_jax.model import ModelConfig, NeuralOGCM, build_model
-
     hybrid = next((m for m in models.values() if isinstance(m, NeuralOGCM)), None)
     if hybrid is None:
         return build_model(ModelConfig(name="neuralogcm"), data.grid, data.stats)
@@ -300,19 +298,13 @@ def run_evaluation(
     }
     files = list(write_outputs(out, results, data.stats.layout, meta).values())
     if plots:
-        from neuralogcm_jax.eval import plots as P
-
-        files += P.plot_skill(out, results, data.stats.layout)
+        files += eval_plots.plot_skill(out, results, data.stats.layout)
         truth = data.state[inits[0] + 1 : inits[0] + max_lead + 1]
-        files += P.plot_maps(out, first, truth, data, inits[0])
+        files += eval_plots.plot_maps(out, first, truth, data, inits[0])
         if training_logs:
-            files += P.plot_training(out, training_logs)
+            files += eval_plots.plot_training(out, training_logs)
     if netcdf:
-        from neuralogcm_jax.eval.xr import trajectories_to_netcdf
-
         files.append(trajectories_to_netcdf(out / "rollouts.nc", first, data, inits[0]))
-    from neuralogcm_jax.eval.report import write_report
-
     extra = report_sections(results, meta) if callable(report_sections) else report_sections
     files.append(write_report(out, results, meta, data.stats.layout, files, extra))
     return {"results": results, "files": files, "meta": meta}

@@ -21,7 +21,7 @@ _STYLE = {"persistence": ("0.5", "--"), "climatology": ("0.3", ":"), "physics": 
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # optional dependency (the `plot` extra): imported only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -24,7 +24,7 @@ LONG_NAMES = {
 
 def _xarray():
     try:
-        import xarray as xr
+        import xarray as xr  # optional dependency (the xarray extra)
     except ImportError:
         raise NeuralOGCMError(
             "xarray is not installed: `pip install neuralogcm_jax[xarray]`"

@@ -15,9 +15,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from flax import nnx
 
 from neuralogcm_jax import checkpointing
 from neuralogcm_jax.checkpointing import EXPORT_FORMAT_VERSION, load_model  # noqa: F401
+from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import ChannelLayout
@@ -25,8 +27,6 @@ from neuralogcm_jax.layout import ChannelLayout
 
 def identity_stats(grid: Grid, layout: ChannelLayout):
     """Statistics that leave normalised values unchanged (mean 0, std 1, no climatology)."""
-    from neuralogcm_jax.data.normalize import Stats
-
     return Stats.identity(np.asarray(grid.wet), layout)
 
 
@@ -35,8 +35,6 @@ def export(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """Write the export folder of `step` (latest if None) of a training checkpoint.
 
     `data_root`: only for checkpoints of format 1, which hold no grid or statistics."""
-    from flax import nnx
-
     if checkpointing.is_export(checkpoint_dir):
         raise ConfigError(f"--checkpoint {str(checkpoint_dir)!r} is an export, not a training "
                           f"checkpoint")

@@ -32,12 +32,12 @@ class MetricsLog:
         with contextlib.suppress(Exception):
             if not isinstance(out_dir, Path):
                 raise ImportError("tensorboardX writes gs:// only through TensorFlow")
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # optional dependency (the tensorboard extra)
 
             self.tb = ("tbx", SummaryWriter(str(out_dir / "tensorboard")))
         if self.tb is None:
             with contextlib.suppress(Exception):
-                import tensorflow as tf  # noqa: F401
+                import tensorflow as tf  # noqa: F401  (optional, not a declared dependency)
 
                 self.tb = ("tf", tf.summary.create_file_writer(str(out_dir / "tensorboard")))
 
@@ -62,7 +62,7 @@ class MetricsLog:
                 if kind == "tbx":
                     w.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
                 else:
-                    import tensorflow as tf
+                    import tensorflow as tf  # optional: see __init__
 
                     with w.as_default():
                         tf.summary.scalar(f"{record.get('kind', 'train')}/{k}", v, step=step)

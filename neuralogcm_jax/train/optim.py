@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import optax
+from flax import nnx
 
 from neuralogcm_jax.errors import ConfigError
 
@@ -88,6 +89,4 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
 def nnx_optimizer(model, cfg, total_steps: int):
     """An `nnx.Optimizer` over the model's `nnx.Param` leaves with the same transformation
     (for interactive use; the sharded train step works on plain pytrees instead)."""
-    from flax import nnx
-
     return nnx.Optimizer(model, make_optimizer(cfg, total_steps), wrt=nnx.Param)

@@ -92,7 +92,7 @@ def find_ferret_data(explicit: str | None = None) -> pathlib.Path:
 
 
 def _read(path: pathlib.Path, names: list[str]) -> dict[str, np.ndarray]:
-    from scipy.io import netcdf_file
+    from scipy.io import netcdf_file  # optional dependency (the xarray and test extras)
 
     with netcdf_file(str(path), "r", mmap=False) as nc:
         out = {}
@@ -114,7 +114,7 @@ def target_centres() -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------- interpolation
 def nearest_fill(a: np.ndarray) -> np.ndarray:
     """Fill NaNs of a 2-D field ``[ny, nx]`` (periodic in x) with the nearest valid value."""
-    from scipy import ndimage
+    from scipy import ndimage  # optional dependency (the xarray and test extras)
 
     nx = a.shape[1]
     pad = nx // 2
@@ -168,7 +168,7 @@ def bilinear(a: np.ndarray, src_lat, src_lon, lat, lon) -> np.ndarray:
 def ocean_fraction() -> np.ndarray:
     """``[H, W]`` ocean fraction from the 30" GLOBE mask (True = ocean; rows from +90, columns
     from -180 deg)."""
-    import global_land_mask
+    import global_land_mask  # optional dependency (the test extra)
 
     path = pathlib.Path(global_land_mask.__file__).with_name("globe_combined_mask_compressed.npz")
     with np.load(path) as z:
