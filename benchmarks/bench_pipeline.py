@@ -36,6 +36,8 @@ def _build(root: Path, res: float) -> None:
     from tqdm import tqdm
 
     from neuralogcm_jax.data import h5format as hf
+
+    from neuralogcm_jax.data import h5write
     from neuralogcm_jax.grid import Grid
     from neuralogcm_jax.layout import ChannelLayout
 
@@ -56,7 +58,7 @@ def _build(root: Path, res: float) -> None:
     wet_ch = layout.wet_channels(wet)
     base = rng.normal(size=(layout.n_channels, H, W)).astype(np.float32)
     base[~wet_ch] = np.nan
-    with hf.YearWriter(root / "train" / f"{YEAR}.h5", 365, layout.n_channels, (H, W), grid.lat, grid.lon,
+    with h5write.YearWriter(root / "train" / f"{YEAR}.h5", 365, layout.n_channels, (H, W), grid.lat, grid.lon,
                        layout.depths_m) as w:
         for t in tqdm(range(365), desc="bench data year"):
             w.write_day(t, base + np.float32(0.01 * t))
@@ -68,7 +70,7 @@ def _build(root: Path, res: float) -> None:
     del clim
     np.save(root / hf.MEAN_FILE, np.zeros(layout.n_channels, np.float32))
     np.save(root / hf.STD_FILE, np.ones(layout.n_channels, np.float32))
-    hf.write_land_mask(root, wet_ch, grid.lat, grid.lon)
+    h5write.write_land_mask(root, wet_ch, grid.lat, grid.lon)
     done.write_text("ok\n")
 
 

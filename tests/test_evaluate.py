@@ -10,7 +10,7 @@ import pytest
 from helpers import assert_trained
 
 from neuralogcm_jax import DataError, LayoutError
-from neuralogcm_jax.data import h5format
+from neuralogcm_jax.data import h5write
 from neuralogcm_jax.data.h5format import days_in_year
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import ChannelLayout
@@ -51,7 +51,7 @@ def write_tiny_dataset(root: Path, res: float = 15.0, seed: int = 0) -> Grid:
                 season = np.sin(2 * np.pi * t / T)
                 f[t] = base + scale[:, None, None] * (anom + season)
             f = np.where(wet_c[None], f, np.nan).astype(np.float32)
-            h5format.write_year(root / split / f"{y}.h5", f, g.lat, g.lon, g.depth)
+            h5write.write_year(root / split / f"{y}.h5", f, g.lat, g.lon, g.depth)
             if split == "train":
                 everything.append(f)
     tr = np.nan_to_num(np.concatenate(everything))  # land 0: the climatology is 0 there
@@ -59,7 +59,7 @@ def write_tiny_dataset(root: Path, res: float = 15.0, seed: int = 0) -> Grid:
     anoms = tr[:, : lay.n_ocean] - clim[: tr.shape[0]]
     mean = np.concatenate([np.zeros(lay.n_ocean), tr[:, lay.n_ocean:].mean(axis=(0, 2, 3))])
     std = np.concatenate([anoms.std(axis=(0, 2, 3)), tr[:, lay.n_ocean:].std(axis=(0, 2, 3))])
-    h5format.write_stats(root, mean.astype(np.float32), std.astype(np.float32), clim.astype(np.float32))
+    h5write.write_stats(root, mean.astype(np.float32), std.astype(np.float32), clim.astype(np.float32))
     return g
 
 

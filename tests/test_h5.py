@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from neuralogcm_jax.data import h5format as hf
+
+from neuralogcm_jax.data import h5write
 from neuralogcm_jax.data.h5source import H5WindowSource, denormalize_sample
 from neuralogcm_jax.errors import DataError
 from neuralogcm_jax.layout import ChannelLayout
@@ -48,7 +50,7 @@ def make_root(root: Path, splits: dict, layout=LAYOUT, h=H, w=W, land_mask=True,
     for split, years in splits.items():
         day0 = 0
         for y in years:
-            hf.write_year(
+            h5write.write_year(
                 root / split / f"{y}.h5",
                 year_fields(y, day0, layout, h, w),
                 *((lat, lon, layout.depths_m) if coords else ()),
@@ -60,16 +62,16 @@ def make_root(root: Path, splits: dict, layout=LAYOUT, h=H, w=W, land_mask=True,
     std = (0.5 + rng.random(C)).astype(np.float32)
     clim = rng.normal(size=(366, layout.n_ocean, h, w)).astype(np.float32)
     clim[:, ~wet_mask(layout, h, w)[: layout.n_ocean]] = np.nan
-    hf.write_stats(root, mean, std, clim)
+    h5write.write_stats(root, mean, std, clim)
     if land_mask:
-        hf.write_land_mask(root, wet_mask(layout, h, w), lat, lon)
+        h5write.write_land_mask(root, wet_mask(layout, h, w), lat, lon)
     return root
 
 
 def rewrite(root: Path, split: str, name: str, x: np.ndarray) -> None:
     """Replace one year file with `x`, coordinates as `make_root` writes them."""
     lat, lon = hf.default_coords(x.shape[2], x.shape[3])
-    hf.write_year(root / split / name, x, lat, lon, LAYOUT.depths_m)
+    h5write.write_year(root / split / name, x, lat, lon, LAYOUT.depths_m)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def root(tmp_path_factory):
 def test_a_written_year_reads_back_exactly(tmp_path):
     x = year_fields(2020, 0)
     lat, lon = hf.default_coords(H, W)
-    p = hf.write_year(tmp_path / "2020.h5", x, lat, lon, LAYOUT.depths_m)
+    p = h5write.write_year(tmp_path / "2020.h5", x, lat, lon, LAYOUT.depths_m)
     with h5py.File(p) as f:
         np.testing.assert_array_equal(f["fields"][()], x)  # NaN in the same places
         np.testing.assert_array_equal(f["lat"][()], lat)
@@ -185,13 +187,13 @@ def test_open_dataset_reads_grid_layout_and_mask(root):
 def test_orientation_is_read_not_assumed(tmp_path):
     lat = -np.array(hf.default_coords(H, W)[0])  # south to north
     lon = hf.default_coords(H, W)[1]
-    hf.write_year(tmp_path / "test" / "2020.h5", year_fields(2020, 0), lat, lon)
+    h5write.write_year(tmp_path / "test" / "2020.h5", year_fields(2020, 0), lat, lon)
     make_root(tmp_path, {}, land_mask=False)
     dr = hf.open_dataset(tmp_path)
     assert not dr.grid.north_to_south and dr.grid.lat[0] < 0
     np.testing.assert_array_equal(dr.grid.lat, lat)
     # a land mask stored with the other orientation is refused, not flipped
-    hf.write_land_mask(tmp_path, wet_mask(), lat[::-1], lon)
+    h5write.write_land_mask(tmp_path, wet_mask(), lat[::-1], lon)
     with pytest.raises(DataError, match=r"land_mask\.h5.*lat"):
         hf.open_dataset(tmp_path)
 
@@ -238,7 +240,7 @@ def test_garbage_file(tmp_path):
 
 def test_wrong_channel_count(tmp_path):
     make_root(tmp_path, {"train": [2019]})
-    hf.write_year(tmp_path / "train" / "2020.h5", year_fields(2020, 0)[:, :-1])
+    h5write.write_year(tmp_path / "train" / "2020.h5", year_fields(2020, 0)[:, :-1])
     with pytest.raises(DataError, match=r"2020\.h5: 12 channels .*\(366, 12, 6, 12\).*13"):
         hf.open_dataset(tmp_path)
     with pytest.raises(DataError, match=r"2019\.h5: 13 channels.*expects 97"):
@@ -247,7 +249,7 @@ def test_wrong_channel_count(tmp_path):
 
 def test_wrong_grid_shape(tmp_path):
     make_root(tmp_path, {"train": [2019]}, coords=False)
-    hf.write_year(tmp_path / "train" / "2020.h5", year_fields(2020, 0, w=2 * W)[..., :W + 2])
+    h5write.write_year(tmp_path / "train" / "2020.h5", year_fields(2020, 0, w=2 * W)[..., :W + 2])
     with pytest.raises(DataError, match=r"2020\.h5: grid 6x14 .*2019\.h5 has 6x12"):
         hf.open_dataset(tmp_path)
 

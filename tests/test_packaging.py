@@ -28,7 +28,7 @@ def run(cmd, cwd, env, timeout=900):
 
 @pytest.mark.slow
 def test_the_wheel_installed_alone_trains_exports_and_loads(tmp_path):
-    from neuralogcm_jax.data import h5format
+    from neuralogcm_jax.data import h5write
     from neuralogcm_jax.grid import Grid
     from neuralogcm_jax.layout import ChannelLayout
 
@@ -70,9 +70,9 @@ def test_the_wheel_installed_alone_trains_exports_and_loads(tmp_path):
     rng = np.random.default_rng(0)
     fields = rng.normal(size=(365, 13) + g.shape).astype(np.float32)
     data = tmp_path / "data"
-    h5format.write_year(data / "train" / "2019.h5", fields, g.lat, g.lon, g.depth)
+    h5write.write_year(data / "train" / "2019.h5", fields, g.lat, g.lon, g.depth)
     clim = np.zeros((366, layout.n_ocean) + g.shape, np.float32)
-    h5format.write_stats(data, np.zeros(13, np.float32), np.ones(13, np.float32), clim)
+    h5write.write_stats(data, np.zeros(13, np.float32), np.ones(13, np.float32), clim)
     run([str(bin_ / "neuralogcm"), "train", "--config", "unet", "--data_root", str(data),
          "--batch_size", "1", "--epochs", "1", "--no_progress", "--out_dir", "run",
          "--set", "model.unet.base_channels=8", "--set", "model.unet.channel_mults=[1, 2]",

@@ -19,6 +19,7 @@ from helpers import run_child
 import neuralogcm_jax
 from neuralogcm_jax import CheckpointError, checkpointing
 from neuralogcm_jax.data import h5format
+from neuralogcm_jax.data import h5write
 from neuralogcm_jax.data.h5source import H5WindowSource
 from neuralogcm_jax.data.normalize import (
     CLIM_DAYS,
@@ -208,7 +209,7 @@ def _other_land_mask_root(run, tmp_path):
     wet = dr.wet_channels.copy()
     j, i = np.argwhere(dr.grid.wet.all(axis=0))[0]
     wet[: dr.layout.n_ocean, j, i] = False
-    h5format.write_land_mask(other, wet, dr.grid.lat, dr.grid.lon)
+    h5write.write_land_mask(other, wet, dr.grid.lat, dr.grid.lon)
     return other
 
 

@@ -376,7 +376,7 @@ def test_paper_physics_coefficients_are_recovered_by_training():
 
 def toy_h5_root(root, splits=(("train", 2001), ("valid", 2002))):
     """A data root in the real layout on the toy grid: one year of noise per split."""
-    from neuralogcm_jax.data import h5format
+    from neuralogcm_jax.data import h5write
 
     g = toy_grid()
     layout = ChannelLayout(tuple(g.depth))
@@ -385,8 +385,8 @@ def toy_h5_root(root, splits=(("train", 2001), ("valid", 2002))):
     for split, year in splits:
         f = rng.normal(size=(365, 13, 12, 24)).astype(np.float32)
         f[:, ~wet_c] = np.nan
-        h5format.write_year(root / split / f"{year}.h5", f, g.lat, g.lon, g.depth)
-    h5format.write_stats(root, np.zeros(13), np.ones(13), np.zeros((366, 9, 12, 24), np.float32))
+        h5write.write_year(root / split / f"{year}.h5", f, g.lat, g.lon, g.depth)
+    h5write.write_stats(root, np.zeros(13), np.ones(13), np.zeros((366, 9, 12, 24), np.float32))
     return root
 
 

@@ -9,7 +9,7 @@ Inputs (any number of files each, split by time and/or by variable as the servic
   ``(time or valid_time, latitude, longitude)``, latitudes north to south, longitudes 0 .. 360;
   hourly, sub-daily or daily: every value falling on a calendar date is averaged into that day.
 
-Output: ``OUT/SPLIT/YEAR.h5`` (`h5format.write_year` layout, coordinates stored), ``land_mask.h5``,
+Output: ``OUT/SPLIT/YEAR.h5`` (`h5write.write_year` layout, coordinates stored), ``land_mask.h5``,
 and for the training split the statistics (`compute_stats`).
 
 Regridding is first-order conservative (area-weighted block averaging): a target cell takes the
@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from neuralogcm_jax.calendar import year_dates
 from neuralogcm_jax.data import h5format, normalize
+from neuralogcm_jax.data import h5write
 from neuralogcm_jax.errors import ConfigError, DataError
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import FORCING_VARIABLES, OCEAN_3D_VARIABLES, ChannelLayout
@@ -345,7 +346,7 @@ def convert(
         first_day = None
         for year, target in zip(years, targets):
             dates = year_dates(year)
-            with h5format.YearWriter(
+            with h5write.YearWriter(
                 target, len(dates), layout.n_channels, (H, W), grid.lat, grid.lon, layout.depths_m,
                 attrs={"source": "GLORYS12 + ERA5 via neuralogcm convert-glorys", "year": year},
             ) as writer:
@@ -376,7 +377,7 @@ def convert(
         if first_day is not None:
             wet = np.isfinite(first_day)
             wet[layout.n_ocean :] = True
-            h5format.write_land_mask(out, wet, grid.lat, grid.lon)
+            h5write.write_land_mask(out, wet, grid.lat, grid.lon)
     finally:
         ocean.close()
         atmos.close()
@@ -465,7 +466,7 @@ def compute_stats(root: str | os.PathLike, split: str = "train", *, progress: bo
     std = np.where(std > 0, std, 1.0).astype(np.float32)
     for name, arr in ((h5format.MEAN_FILE, mean), (h5format.STD_FILE, std),
                       (h5format.HARMONICS_FILE, harmonics)):
-        h5format.write_npy(root / name, arr)
+        h5write.write_npy(root / name, arr)
     return mean, std
 
 

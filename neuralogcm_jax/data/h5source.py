@@ -10,7 +10,7 @@ target and dropped day 366).
 
 Reads: files are opened lazily, once per process (never in ``__init__``), so the source pickles
 into grain worker processes. Uncompressed little-endian float32 data (contiguous, or chunked one
-day per chunk as `h5format.write_year` writes it) is read with ``os.preadv`` straight from the
+day per chunk as `h5write.write_year` writes it) is read with ``os.preadv`` straight from the
 file's byte offsets, which releases the GIL and lets grain's read threads overlap their I/O;
 anything else (compressed, other chunking) goes through h5py.
 """
@@ -25,6 +25,8 @@ import h5py
 import numpy as np
 
 from neuralogcm_jax.data import h5format
+
+from neuralogcm_jax.data import h5write
 from neuralogcm_jax.data.h5format import FIELDS_KEY, DataRoot
 from neuralogcm_jax.errors import DataError
 from neuralogcm_jax.layout import ChannelLayout

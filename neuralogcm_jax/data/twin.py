@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from neuralogcm_jax.data import h5format
+
+from neuralogcm_jax.data import h5write
 from neuralogcm_jax.data.forcing import ForcingSynthesizer, climatological_daily, days_in_year
 from neuralogcm_jax.data.twin_spec import (
     PRESETS,
@@ -101,7 +102,7 @@ def _write_year(root: Path, split: str, year: int, fields: np.ndarray, wet_ch: n
     """``root/split/YEAR.h5`` from `fields` ``[T, C, H, W]``, set to NaN on land first."""
     fields[:, ~wet_ch] = np.nan
     path = root / split / f"{year}.h5"
-    h5format.write_year(path, fields, grid.lat, grid.lon, grid.depth,
+    h5write.write_year(path, fields, grid.lat, grid.lon, grid.depth,
                         attrs={"source": source, "seed": int(seed)})
     return path
 
@@ -110,8 +111,8 @@ def _write_statistics(root: Path, train_files: Sequence[tuple[int, Path]], layou
                       grid: Grid) -> None:
     """The statistics of the training years (`compute_stats`) and ``land_mask.h5``."""
     mean, std, clim, harmonics = compute_stats(train_files, layout, grid.wet)
-    h5format.write_stats(root, mean, std, clim, harmonics)
-    h5format.write_land_mask(root, layout.wet_channels(grid.wet), grid.lat, grid.lon)
+    h5write.write_stats(root, mean, std, clim, harmonics)
+    h5write.write_land_mask(root, layout.wet_channels(grid.wet), grid.lat, grid.lon)
 
 
 # ------------------------------------------------------------------------------ generation
