@@ -93,21 +93,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neuralogcm_jax.constants import (
-    CP_SEAWATER_J_KG_K,
-    GRAVITY_M_S2,
-    RHO0_KG_M3,
-    RHO_AIR_KG_M3,
-)
-from neuralogcm_jax.errors import ConfigError, GridError
+from neuralogcm_jax.constants import CP_SEAWATER_J_KG_K
+from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.grid import Grid, layer_interfaces
 from neuralogcm_jax.layout import Forcing, OceanState
 from neuralogcm_jax.physics import eos as eos_lib
 from neuralogcm_jax.physics import vertical
 from neuralogcm_jax.physics.equations import coriolis_rotation, level_coefficient
 from neuralogcm_jax.physics.operators import Operators
-from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
+from neuralogcm_jax.physics.params import CoefficientSpec
 from neuralogcm_jax.physics.planning import plan_barotropic, plan_substeps
+from neuralogcm_jax.physics.primitive_terms import (  # re-exported: the settings live there
+    FREEZING_SLOPE_K_PSU,
+    KELVIN_OFFSET,
+    PRIMITIVE_COEFFICIENTS,
+    PrimitiveTerms,
+    check_primitive_grid,
+    wind_stress,
+)
 from neuralogcm_jax.physics.integrators import repeat
 from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig
 
@@ -123,164 +126,6 @@ __all__ = [
     "make_primitive_physics",
     "wind_stress",
 ]
-
-KELVIN_OFFSET = 273.15
-# Surface freezing point of seawater ~ -0.054 S degC (-1.9 degC at 35 psu), linearised.
-FREEZING_SLOPE_K_PSU = -0.054
-
-
-@dataclasses.dataclass(frozen=True)
-class PrimitiveTerms:
-    """Settings of the primitive-equation mode: which terms act, and their fixed constants.
-
-    Attributes:
-      pressure_gradient: baroclinic pressure-gradient force ``-(1/rho0) grad p'`` from the
-        hydrostatic pressure of the EOS density. Default True.
-      free_surface: prognostic SSH with the barotropic force ``-g grad eta`` (split-explicit);
-        False keeps eta fixed (no surface-pressure force; volume is then not conserved).
-        Default True.
-      vertical_advection: advection by the vertical velocity from continuity (tracers and
-        momentum). Default True.
-      vertical_mixing: implicit vertical diffusion with ``kappa_v`` (tracers) and ``nu_v``
-        (momentum) plus convective mixing. Default True.
-      wind_stress: surface momentum flux ``rho_air C_d |U10| U10`` (N/m^2) from the forcing.
-        Default True.
-      heat_flux: surface heat flux restoring the top level toward t2m (K -> degC) with the
-        learnable coefficient ``heat_restoring`` (W m^-2 K^-1). Default True.
-      bottom_drag: linear drag ``r_b`` (m/s, learnable ``bottom_drag``) on the deepest wet layer.
-        Default True.
-      eos: equation of state, ``"teos10"`` or ``"linear"`` (`eos.EOS_NAMES`). Default "teos10".
-      drag_coefficient: neutral 10 m drag coefficient C_d (dimensionless) of the wind stress;
-        1.3e-3 is the middle of the Large & Pond (1981) range for 5-15 m/s winds. Default 1.3e-3.
-      convective_kappa_m2_s: extra vertical diffusivity (m^2/s) of tracers and momentum across an
-        interface where the water below is lighter than the water above (evaluated at the
-        interface depth); implicit, so large values are stable. 0 disables. Default 0.1.
-      convective_ramp_kg_m3: the density inversion (kg/m^3) over which the convective
-        diffusivity ramps linearly from 0 to its full value. A ramp, not a switch: with a step the
-        day's result jumps wherever a coefficient change flips the stability of an interface, so
-        the loss is discontinuous in the coefficients (central differences then disagree with the
-        gradient by several per cent on the 3 deg, 23-level world) and the gradient never sees
-        the stratification. 0.1 kg/m^3 is about 0.5 K of cold water over warm at 20 degC; a
-        weaker inversion mixes proportionally less and is removed over a few substeps. Narrower
-        ramps make the day's map stiff: at 0.01 kg/m^3 the float32 gradients of the 3 deg,
-        23-level world were off by up to a factor 6 (tests/test_gradients.py). Default 0.1.
-      rho0_kg_m3: Boussinesq reference density (kg/m^3). Default 1025.
-      gravity_m_s2: gravitational acceleration (m/s^2). Default 9.81.
-      max_substep_s: upper bound (s) on the baroclinic substep (the internal-wave and surface-flux
-        time scales); the paper-mode CFL plan may choose shorter. Default 3600.
-      barotropic_cfl: Courant number ``c dt_bt sqrt(1/dx^2 + 1/dy^2)`` (dimensionless, <= 1) of the
-        forward-backward gravity-wave subcycle, with ``c = sqrt(g H_max)``. Default 0.5.
-      barotropic_polar_filter: also filter the zonal gradient and transport of the barotropic
-        subcycle, so that its short step follows the zonal spacing at the filter's cutoff
-        latitude instead of the 4 km cells next to the pole (1.5 deg, 695 m deep: 9 steps of
-        400 s per hour instead of 273 of 13 s). Both are filtered with the same symmetric
-        operator ``M A M`` (A the row's Fourier filter, M the face mask), so the centre force
-        stays the adjoint of the transport divergence and the subcycle keeps its energy bound
-        wherever coastlines cross the filtered rows (see "Energy" in the module docstring).
-        An earlier verdict that the filtered subcycle slowly grew was made with the old,
-        not energy-consistent centre force. False: the unfiltered subcycle. Default True.
-    """
-
-    pressure_gradient: bool = True
-    free_surface: bool = True
-    vertical_advection: bool = True
-    vertical_mixing: bool = True
-    wind_stress: bool = True
-    heat_flux: bool = True
-    bottom_drag: bool = True
-    eos: str = "teos10"
-    drag_coefficient: float = 1.3e-3
-    convective_kappa_m2_s: float = 0.1
-    convective_ramp_kg_m3: float = 0.1
-    rho0_kg_m3: float = RHO0_KG_M3
-    gravity_m_s2: float = GRAVITY_M_S2
-    max_substep_s: float = 3600.0
-    barotropic_cfl: float = 0.5
-    barotropic_polar_filter: bool = True
-
-    def __post_init__(self):
-        eos_lib.make_eos(self.eos)  # ConfigError naming an unknown EOS
-        for name in ("drag_coefficient", "convective_kappa_m2_s"):
-            v = float(getattr(self, name))
-            if not (v >= 0 and math.isfinite(v)):
-                raise ConfigError(f"physics.primitive.{name} must be >= 0, got {v}")
-        for name in ("rho0_kg_m3", "gravity_m_s2", "max_substep_s", "convective_ramp_kg_m3"):
-            v = float(getattr(self, name))
-            if not (v > 0 and math.isfinite(v)):
-                raise ConfigError(f"physics.primitive.{name} must be > 0, got {v}")
-        if not 0.0 < float(self.barotropic_cfl) <= 1.0:
-            raise ConfigError(
-                f"physics.primitive.barotropic_cfl must be in (0, 1], got {self.barotropic_cfl}"
-            )
-
-
-PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
-    **PAPER_COEFFICIENTS,
-    # Background interior diapycnal diffusivity ~1e-5 and a mixed-layer value ~1e-2 bracket it;
-    # 1e-4 is a common single value for coarse models without a mixed-layer scheme. The solve
-    # is implicit, so the bound only keeps the learned value physical.
-    "kappa_v": CoefficientSpec(
-        "kappa_v", 1e-4, "m^2/s", "vertical diffusivity of T and S", max_value=1.0
-    ),
-    # Vertical viscosity is usually ~10x the diffusivity (turbulent Prandtl number ~10).
-    "nu_v": CoefficientSpec(
-        "nu_v", 1e-3, "m^2/s", "vertical viscosity of momentum", max_value=1.0
-    ),
-    # Haney-type restoring: 30-50 W m^-2 K^-1 from linearised bulk formulae. Bound: explicit
-    # restoring of a 1 m top layer over 3600 s stays below 1/3 of the gap.
-    "heat_restoring": CoefficientSpec(
-        "heat_restoring", 40.0, "W m^-2 K^-1",
-        "surface heat-flux restoring of the top level toward the 2 m air temperature",
-        max_value=400.0,
-    ),
-    # Linear bottom drag velocity r_b = C_D |u_b| with C_D = 2.5e-3 and |u_b| ~ 0.4 m/s: on the
-    # shelves |u_b| is the tidal current that sets the drag (no tides here); over the deep
-    # ocean the model's floor is the 700 m level of GLORYS, with no deep ocean below and no
-    # topographic form stress, which is what balances the Southern Ocean's wind stress
-    # (~0.15 N/m^2) in the real ocean with flow of ~0.1-0.15 m/s at that depth: r_b =
-    # tau / (rho0 u) ~ 1e-3 m/s. With 2.5e-4 (C_D x 0.1 m/s, a deep-ocean frictional value)
-    # the wind spun the circumpolar flow up towards tau / (rho0 r_b) ~ 0.6 m/s, and the SSH
-    # difference across it beyond 3 m within a year at 1.5 deg.
-    "bottom_drag": CoefficientSpec(
-        "bottom_drag", 1e-3, "m/s", "linear bottom drag velocity on the deepest wet layer",
-        max_value=0.1,
-    ),
-}
-
-
-def wind_stress(u10: Array, v10: Array, drag_coefficient: float = 1.3e-3,
-                rho_air: float = RHO_AIR_KG_M3) -> tuple[Array, Array]:
-    """Surface wind stress ``rho_air C_d |U10| U10`` (N/m^2), components ``[..., H, W]``."""
-    speed = jnp.sqrt(u10 * u10 + v10 * v10)
-    k = rho_air * drag_coefficient
-    return k * speed * u10, k * speed * v10
-
-
-def check_primitive_grid(grid: Grid) -> None:
-    """Raise GridError unless the levels are physical and every column is wet from the top down.
-
-    A wet cell under a land cell would be a level deeper than the bathymetry allows (the water
-    column must be contiguous from the surface to `Grid.bottom_level`).
-    """
-    depth = np.asarray(grid.depth, dtype=np.float64)
-    if depth.ndim != 1 or depth.size == 0 or not np.all(np.isfinite(depth)):
-        raise GridError(f"grid depth levels must be a finite 1-D array, got {depth.tolist()}")
-    if np.any(depth <= 0):
-        k = int(np.argmax(depth <= 0))
-        raise GridError(f"grid depth level {k} is {depth[k]} m; depths must be positive (down)")
-    dz = np.asarray(grid.dz, dtype=np.float64)
-    if np.any(dz <= 0) or not np.allclose(dz, np.diff(layer_interfaces(depth))):
-        raise GridError(f"grid layer thicknesses dz {dz.tolist()} do not tile the depth levels")
-    wet = np.asarray(grid.wet, dtype=bool)
-    below_land = wet[1:] & ~wet[:-1]
-    if below_land.any():
-        k, j, i = (int(x) for x in np.argwhere(below_land)[0])
-        raise GridError(
-            f"grid.wet has ocean at level {k + 1} ({depth[k + 1]:g} m) under land at level {k} "
-            f"in row {j}, column {i}: a level deeper than the bathymetry allows "
-            f"({int(below_land.sum())} such cells)"
-        )
-
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
