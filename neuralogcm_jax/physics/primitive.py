@@ -437,11 +437,14 @@ class PrimitiveEquation:
             if terms.convective_kappa_m2_s > 0 and L > 1:
                 # Static instability at an interface: the upper water, brought to the interface
                 # depth, is denser than the lower water there; the diffusivity ramps with the
-                # inversion (continuous, see `convective_ramp_kg_m3`).
+                # inversion, or switches on at any inversion (`convective_ramp_kg_m3`).
                 up = self.eos.density_anomaly(T[:-1], S[:-1], geo.z_int)
                 lo = self.eos.density_anomaly(T[1:], S[1:], geo.z_int)
-                ramp = jnp.clip((up - lo) / cast(terms.convective_ramp_kg_m3), 0.0, 1.0)
-                conv = cast(terms.convective_kappa_m2_s) * ramp
+                if terms.convective_ramp_kg_m3 > 0:
+                    ramp = jnp.clip((up - lo) / cast(terms.convective_ramp_kg_m3), 0.0, 1.0)
+                    conv = cast(terms.convective_kappa_m2_s) * ramp
+                else:
+                    conv = jnp.where(up > lo, cast(terms.convective_kappa_m2_s), cast(0.0))
                 kap_t, kap_m = kap_t + conv, kap_m + conv
         else:
             kap_t = kap_m = cast(0.0)
