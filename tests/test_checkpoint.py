@@ -97,7 +97,7 @@ def test_restore_onto_a_smaller_mesh_in_process(trained):
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
-def test_checkpoint_saved_on_8_devices_restores_on_2_and_on_1(trained):
+def test_checkpoint_saved_on_8_devices_restores_on_a_2x2_mesh_and_on_1(trained):
     cfg, res, ts = trained
     want = {k: float(np.asarray(v).sum()) for k, v in ts["params"]["physics_params"].items()}
     want["kernel"] = float(np.abs(ts["params"]["corrector"]["kernel"]).sum())
@@ -109,7 +109,7 @@ def test_checkpoint_saved_on_8_devices_restores_on_2_and_on_1(trained):
         from neuralogcm_jax.train.optim import make_optimizer
         cfg = C.load_config({str(cfg.checkpoint_dir.parent / 'config.yaml')!r})
         data = open_data(cfg)
-        mesh = SH.make_mesh(-1, 1)
+        mesh = SH.make_mesh(-1, MESH_X)
         gd, *mv = S.split_model(S.build_forecaster(cfg.model, data.grid, data.stats, seed=0))
         tx = make_optimizer(cfg.optim, 2)
         ab = S.abstract_train_state(tuple(mv), tx, 0, mesh)
@@ -123,14 +123,20 @@ def test_checkpoint_saved_on_8_devices_restores_on_2_and_on_1(trained):
         out["kernel"] = float(np.abs(p["corrector"]["kernel"]).sum())
         out["devices"] = len(ts["step"].sharding.device_set)
         out["finite"] = bool(np.isfinite(np.asarray(y)).all())
+        out["mesh"] = list(mesh.devices.shape)
+        out["forecast"] = float(np.asarray(y, np.float64).sum())
         print("RESULT" + json.dumps(out))
     """
-    for n in (2, 1):
-        out = run_child(code, n)
+    forecasts = []
+    for n, x in ((4, 2), (1, 1)):  # a 2 x 2 ('data', 'x') mesh, and one device
+        out = run_child(code.replace("MESH_X", str(x)), n)
         got = json.loads(out.split("RESULT")[-1])
         assert got.pop("devices") == n and got.pop("finite")
+        assert got.pop("mesh") == [n // x, x]
+        forecasts.append(got.pop("forecast"))
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=1e-7), k
+    assert forecasts[0] == pytest.approx(forecasts[1], rel=1e-6)  # the same forecast
 
 
 def test_export_writes_a_params_only_checkpoint_that_load_model_reads(trained, tmp_path):
