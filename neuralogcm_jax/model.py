@@ -104,7 +104,9 @@ class ModelConfig:
       physics_coefficients: initial SI values of the learnable coefficients, e.g.
         ``{"nu_m": 5e4}`` (m^2/s); missing ones take the defaults of `physics/params.py`.
         Held as a `FrozenDict`, so the config is hashable (a model keeps it as static data).
-      per_level_coefficients: one value per depth level instead of a global scalar.
+      per_level_coefficients: one value per depth level instead of a global scalar, for the
+        coefficients that act on every level (primitive mode's heat_restoring, at the surface,
+        and bottom_drag, at the bottom, stay one value).
       corrector: the STE corrector's sizes (hybrid only).
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
       dtype: compute dtype of the networks, "float32" or "bfloat16" (parameters, physics and

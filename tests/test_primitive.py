@@ -339,6 +339,22 @@ def test_gradients_wrt_every_coefficient_match_central_differences():
 
 
 # ---------------------------------------------------------------- bad configuration
+def test_per_level_coefficients_keep_the_surface_and_bottom_ones_global(world):
+    """Per-level coefficients in primitive mode (a user option): the coefficients acting on every
+    level get one value per level, the surface's heat restoring and the bottom's drag stay one
+    value, and a day runs. (Before, every coefficient got a level axis and the day step refused
+    heat_restoring's: a NeuralOGCM with per-level primitive coefficients could not step.)"""
+    grid, phys, _ = world
+    L = grid.n_levels
+    raw = default_raw(PRIMITIVE_COEFFICIENTS, per_level=True, n_levels=L)
+    assert {k: np.shape(v) for k, v in raw.items()} == {
+        "nu_m": (L,), "nu_t": (L,), "kappa_v": (L,), "nu_v": (L,), "heat_restoring": (),
+        "bottom_drag": ()}
+    raw = {k: jnp.asarray(v, jnp.float64) for k, v in raw.items()}
+    out = phys.day_step(to_si(raw, PRIMITIVE_COEFFICIENTS), stratified(grid), None)
+    assert all(np.isfinite(np.asarray(x)).all() for x in out)
+
+
 def test_unphysical_configuration_is_named():
     with pytest.raises(ConfigError, match="'seawater99'"):
         PrimitiveTerms(eos="seawater99")

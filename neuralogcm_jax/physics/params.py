@@ -56,6 +56,9 @@ class CoefficientSpec:
     description: str
     max_value: float  # the integrator clips at this (SI); the substep count is derived from it
     scale: float | None = None  # value = scale * softplus(raw); None -> default
+    # False for a coefficient that acts on one level only (the surface's heat restoring, the
+    # bottom's drag): it stays one value when the model asks for per-level coefficients.
+    per_level: bool = True
 
     @property
     def raw_scale(self) -> float:
@@ -106,5 +109,6 @@ def default_raw(
     if unknown:
         raise ConfigError(f"unknown physics coefficient(s) {sorted(unknown)}; known: {sorted(specs)}")
     return {
-        k: s.raw_init(values.get(k), n_levels if per_level else None) for k, s in specs.items()
+        k: s.raw_init(values.get(k), n_levels if per_level and s.per_level else None)
+        for k, s in specs.items()
     }

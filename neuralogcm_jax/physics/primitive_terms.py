@@ -129,7 +129,7 @@ PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
     "heat_restoring": CoefficientSpec(
         "heat_restoring", 40.0, "W m^-2 K^-1",
         "surface heat-flux restoring of the top level toward the 2 m air temperature",
-        max_value=400.0,
+        max_value=400.0, per_level=False,
     ),
     # Linear bottom drag velocity r_b = C_D |u_b| with C_D = 2.5e-3 and |u_b| ~ 0.4 m/s: on the
     # shelves |u_b| is the tidal current that sets the drag (no tides here); over the deep
@@ -141,7 +141,7 @@ PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
     # difference across it beyond 3 m within a year at 1.5 deg.
     "bottom_drag": CoefficientSpec(
         "bottom_drag", 1e-3, "m/s", "linear bottom drag velocity on the deepest wet layer",
-        max_value=0.1,
+        max_value=0.1, per_level=False,
     ),
 }
 
