@@ -33,11 +33,16 @@ SMALL_CORRECTOR = ["model.corrector.hid_channels=16", "model.corrector.num_heads
                    "model.corrector.n_attention_blocks=1", "model.corrector.norm_groups=4"]
 
 
-def child(args, timeout):
-    """``python -m neuralogcm_jax.cli ARGS`` with x64 off; its process group killed on timeout."""
+def child_env() -> dict:
+    """The children's environment: x64 off, `DEMO_TEST_XLA_FLAGS`, the CPU."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
     env.update(XLA_FLAGS=os.environ.get("DEMO_TEST_XLA_FLAGS", ""), JAX_PLATFORMS="cpu")
-    return run_child([sys.executable, "-m", "neuralogcm_jax.cli", *args], env=env,
+    return env
+
+
+def child(args, timeout):
+    """``python -m neuralogcm_jax.cli ARGS`` with x64 off; its process group killed on timeout."""
+    return run_child([sys.executable, "-m", "neuralogcm_jax.cli", *args], env=child_env(),
                      timeout=timeout, what=f"neuralogcm {args[0]}")
 
 
@@ -54,9 +59,7 @@ REDUCED_DEMO = ("import dataclasses, sys; from neuralogcm_jax.data.twin import P
 def demo_data(tmp_path_factory):
     """A reduced demo twin dataset (`REDUCED_DEMO`), generated in a child as `make demo` does."""
     root = tmp_path_factory.mktemp("demo") / "data"
-    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
-    env.update(XLA_FLAGS=os.environ.get("DEMO_TEST_XLA_FLAGS", ""), JAX_PLATFORMS="cpu")
-    rc, _, err = run_child([sys.executable, "-c", REDUCED_DEMO, str(root)], env=env,
+    rc, _, err = run_child([sys.executable, "-c", REDUCED_DEMO, str(root)], env=child_env(),
                            timeout=600, what="the reduced demo twin")
     assert rc == 0, err[-3000:]
     return root

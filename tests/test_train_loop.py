@@ -18,6 +18,7 @@ from helpers import (
     assert_params_moved,
     assert_run_dir_trained,
     assert_trained,
+    run_child,
     train_records,
 )
 
@@ -68,18 +69,11 @@ def train_args(tmp_path, data, name, *extra):
 def child(args, env_extra=None, wait=True, timeout=180):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={CHILD_DEVICES}",
                JAX_PLATFORMS="cpu", **(env_extra or {}))
-    p = subprocess.Popen([sys.executable, "-m", "neuralogcm_jax.cli", *args], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    if not wait:
-        return p
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-        pytest.fail(f"child {args[:3]} timed out")
-    return p.returncode, out, err
+    cmd = [sys.executable, "-m", "neuralogcm_jax.cli", *args]
+    if wait:
+        return run_child(cmd, env=env, timeout=timeout, what=f"child {args[:3]}")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
 
 
 def wait_for_line(p, marker, timeout=180):

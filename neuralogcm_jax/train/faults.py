@@ -1,7 +1,8 @@
 """Stops and faults of the training loop (`neuralogcm_jax.train.loop`).
 
-SIGTERM and SIGINT stop the run after a step that every process agrees on (`StopFlag`); a non-finite step is described (`bad_step`, `nonfinite_detail`: parameter groups, steps
-and the dates of their batches) and a run of them rewinds to the last checkpoint (`rewind`).
+SIGTERM and SIGINT stop the run after a step that every process agrees on (`StopFlag`); a
+non-finite step is described (`bad_step`, `nonfinite_detail`: parameter groups, steps and the
+dates of their batches) and a run of them rewinds to the last checkpoint (`rewind`).
 """
 
 from __future__ import annotations
