@@ -46,6 +46,9 @@ class TruthSpec:
         0.5).
       eos: equation of state of the primitive truth (`physics.eos.EOS_NAMES`).
       drag_coefficient: wind-stress drag coefficient (dimensionless; both modes).
+      convective_ramp_kg_m3: `PrimitiveTerms.convective_ramp_kg_m3` of the primitive truth:
+        0, convective mixing switched fully on at any inversion (the model's default ramps it
+        over 0.1 kg/m^3 so that its loss is smooth in the coefficients).
       ekman_depth_m: e-folding depth (m) of the wind-stress acceleration (paper mode).
       drag_days: linear drag time scale (days) of the currents (paper mode).
       heat_depth_m: e-folding depth (m) of the mixed-layer heat restoring (paper mode) and of the
@@ -66,6 +69,7 @@ class TruthSpec:
     barotropic_cfl: float = 0.35
     eos: str = "teos10"
     drag_coefficient: float = 1.3e-3
+    convective_ramp_kg_m3: float = 0.0
     ekman_depth_m: float = 40.0
     drag_days: float = 4.0
     heat_depth_m: float = 30.0
@@ -76,7 +80,11 @@ class TruthSpec:
     def __post_init__(self):
         if self.mode not in ("paper", "primitive"):
             raise ConfigError(f"truth mode must be 'paper' or 'primitive', got {self.mode!r}")
-        skip = ("mode", "coefficients", "eos", "resolution_deg", "substep_s")
+        skip = ("mode", "coefficients", "eos", "resolution_deg", "substep_s",
+                "convective_ramp_kg_m3")
+        if not float(self.convective_ramp_kg_m3) >= 0:
+            raise ConfigError(
+                f"truth convective_ramp_kg_m3 must be >= 0, got {self.convective_ramp_kg_m3}")
         for f in dataclasses.fields(self):
             if f.name in skip:
                 continue

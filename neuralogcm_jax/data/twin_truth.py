@@ -61,7 +61,8 @@ def _physics_for(world: World, truth: TruthSpec):
             mode="primitive", step_s=dt, max_substep_s=dt,
             polar_filter_lat_deg=truth.polar_filter_lat_deg, remat_substeps=False,
             primitive=PrimitiveTerms(max_substep_s=dt, barotropic_cfl=truth.barotropic_cfl,
-                                     eos=truth.eos, drag_coefficient=truth.drag_coefficient),
+                                     eos=truth.eos, drag_coefficient=truth.drag_coefficient,
+                                     convective_ramp_kg_m3=truth.convective_ramp_kg_m3),
         )
     else:
         # The paper-mode truth interleaves its surface closure with the physics every substep.

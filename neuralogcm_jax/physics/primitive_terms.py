@@ -53,15 +53,14 @@ class PrimitiveTerms:
         interface where the water below is lighter than the water above (evaluated at the
         interface depth); implicit, so large values are stable. 0 disables. Default 0.1.
       convective_ramp_kg_m3: the density inversion (kg/m^3) over which the convective
-        diffusivity ramps linearly from 0 to its full value; 0 (the default) switches it fully
-        on at any inversion. With the switch the day's result jumps wherever a coefficient change
-        flips the stability of an interface, so the loss is discontinuous in the coefficients
-        (central differences differed from the gradient by 7 % on the 3 deg, 23-level world) and
-        the gradient never sees the stratification; a 0.1 kg/m^3 ramp made them agree to five
-        digits. It is not the default because with it the skill benchmark's quick twin (a 4.5 deg
-        truth, `benchmarks/bench_skill.py`) became non-finite in its third year: weak inversions
-        mix weakly and can grow. Narrower ramps make the day's map stiff (0.01 kg/m^3: the float32
-        kappa_v gradient off by a factor 6). Default 0.
+        diffusivity ramps linearly from 0 to its full value; 0 switches it fully on at any
+        inversion. With the switch the day's result jumps wherever a coefficient change flips the
+        stability of an interface, so the loss is discontinuous in the coefficients (central
+        differences differed from the gradient by 7 % on the 3 deg, 23-level world, 1.8 % on the
+        6 deg one) and the gradient never sees the stratification; with the 0.1 kg/m^3 ramp they
+        agree (`tests/test_gradients.py`). The twin's truth keeps the switch
+        (`TruthSpec.convective_ramp_kg_m3`): with the ramp its 4.5 deg quick twin became
+        non-finite in its third year (weak inversions mix weakly and can grow there). Default 0.1.
       rho0_kg_m3: Boussinesq reference density (kg/m^3). Default 1025.
       gravity_m_s2: gravitational acceleration (m/s^2). Default 9.81.
       max_substep_s: upper bound (s) on the baroclinic substep (the internal-wave and surface-flux
@@ -89,7 +88,7 @@ class PrimitiveTerms:
     eos: str = "teos10"
     drag_coefficient: float = 1.3e-3
     convective_kappa_m2_s: float = 0.1
-    convective_ramp_kg_m3: float = 0.0
+    convective_ramp_kg_m3: float = 0.1
     rho0_kg_m3: float = RHO0_KG_M3
     gravity_m_s2: float = GRAVITY_M_S2
     max_substep_s: float = 3600.0
