@@ -274,6 +274,26 @@ def test_thermal_wind_front_stays_balanced_for_60_days(free_surface, beta):
     assert np.abs(np.asarray(out.v)[:, inner]).max() < 1e-3 * jet
 
 
+def test_no_wind_stress_over_water_at_its_freezing_point():
+    """A column at its freezing point (sea ice, which the model does not carry) gets no momentum
+    from a 10 m/s wind in a day; the same column 2 K warmer gets the stress's full momentum
+    (depth-integrated: tau / rho0 times the day, less what Coriolis turned)."""
+    grid = Grid.cartesian(3, 3, 50e3, 50e3, depth=(5.0, 15.0, 30.0), f0=0.0, periodic_x=True)
+    phys = primitive(grid, heat_flux=False, bottom_drag=False)
+    f = Forcing(u10=jnp.full(grid.shape, 10.0), v10=jnp.zeros(grid.shape),
+                t2m=jnp.full(grid.shape, 250.0), msl=jnp.full(grid.shape, 1e5))
+    forcings = jax.tree.map(lambda x: x[None], f)
+    dz = np.asarray(grid.dz)[:, None, None]
+    tau, _ = wind_stress(jnp.asarray(10.0), jnp.asarray(0.0))
+    momentum = {}
+    for label, T in (("ice", -0.054 * 34.0), ("open", 2.0 - 0.054 * 34.0)):
+        st = rest_state(grid, T=T, S=34.0)
+        out = jax.jit(lambda s: phys.integrate(coefficients(), s, forcings, 1))(st)
+        momentum[label] = float((dz * np.asarray(out.u)).sum(0)[1, 1])
+    assert abs(momentum["ice"]) < 1e-12
+    np.testing.assert_allclose(momentum["open"], float(tau) / 1025.0 * 86400.0, rtol=1e-6)
+
+
 def test_geostrophic_adjustment_of_an_ssh_step():
     """eta = eta0 sgn(y) (1 - exp(-|y|/L_R)) after the gravity waves have left, within 10 %."""
     f0, H, eta0, dy = 1e-4, 100.0, 0.1, 20e3
@@ -414,6 +434,10 @@ def test_unphysical_configuration_is_named():
         PrimitiveTerms(eos="seawater99")
     with pytest.raises(ConfigError, match="barotropic_cfl"):
         PrimitiveTerms(barotropic_cfl=1.5)
+    with pytest.raises(ConfigError, match="ice_ramp_k must be > 0, got 0.0"):
+        PrimitiveTerms(ice_ramp_k=0.0)
+    with pytest.raises(ConfigError, match="convective_ramp_kg_m3 must be >= 0, got -0.1"):
+        PrimitiveTerms(convective_ramp_kg_m3=-0.1)
     wet = np.ones((2, 4, 4), bool)
     wet[0, 1, 2] = False  # land at the surface over ocean at level 1
     g = Grid.cartesian(4, 4, 1e4, 1e4, depth=(5.0, 15.0), wet=wet)

@@ -11,7 +11,8 @@ The equations, per level k (``u`` east, ``v`` north in m/s, ``T`` degC, ``S`` ps
 
 with the hydrostatic pressure anomaly ``p' = g int_0^z rho'(T, S, z) dz`` from the equation of
 state (`neuralogcm_jax.physics.eos`), ``rho' = rho - rho0``. Boundary conditions: wind stress
-``tau = rho_air C_d |U10| U10`` and a restoring heat flux ``Q = lambda (t2m - 273.15 - T_top)``
+``tau = rho_air C_d |U10| U10`` (none where the top level is at its freezing point, ramping to
+full 0.2 K above it: `PrimitiveTerms.ice_ramp_k`) and a restoring heat flux ``Q = lambda (t2m - 273.15 - T_top)``
 enter the top layer; the sea floor (`Grid.bottom_level`) and coasts are closed (no flux), with
 an optional linear bottom drag ``-r_b u / h`` on the deepest wet layer; salt has no surface flux.
 With surface fluxes on, T is held at or above the freezing point ``-0.054 S`` (no sea-ice model).
@@ -474,7 +475,11 @@ class PrimitiveEquation:
         if forcing is not None and terms.wind_stress:
             tx, ty = wind_stress(forcing.u10.astype(dtype), forcing.v10.astype(dtype),
                                  terms.drag_coefficient)
-            taux, tauy = tx / rho0, ty / rho0  # m^2/s^2
+            # Open-water fraction: no stress where the top level is at its freezing point (the
+            # ice there takes it), full stress from ice_ramp_k above it.
+            open_water = jnp.clip((T[0] - FREEZING_SLOPE_K_PSU * S[0]) / cast(terms.ice_ramp_k),
+                                  0.0, 1.0)
+            taux, tauy = open_water * tx / rho0, open_water * ty / rho0  # m^2/s^2
         drag = c["bottom_drag"] if terms.bottom_drag else None
         if terms.vertical_mixing:
             kap_t = _interfaces(c["kappa_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)

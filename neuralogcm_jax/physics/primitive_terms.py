@@ -40,8 +40,10 @@ class PrimitiveTerms:
         momentum). Default True.
       vertical_mixing: implicit vertical diffusion with ``kappa_v`` (tracers) and ``nu_v``
         (momentum) plus convective mixing. Default True.
-      wind_stress: surface momentum flux ``rho_air C_d |U10| U10`` (N/m^2) from the forcing.
-        Default True.
+      wind_stress: surface momentum flux ``rho_air C_d |U10| U10`` (N/m^2) from the forcing,
+        times the open-water fraction: 0 where the top level is at its freezing point (sea ice,
+        which the model has no equation for, takes the stress), 1 from `ice_ramp_k` above it,
+        linear between. Default True.
       heat_flux: surface heat flux restoring the top level toward t2m (K -> degC) with the
         learnable coefficient ``heat_restoring`` (W m^-2 K^-1). Default True.
       bottom_drag: linear drag ``r_b`` (m/s, learnable ``bottom_drag``) on the deepest wet layer.
@@ -52,6 +54,8 @@ class PrimitiveTerms:
       convective_kappa_m2_s: extra vertical diffusivity (m^2/s) of tracers and momentum across an
         interface where the water below is lighter than the water above (evaluated at the
         interface depth); implicit, so large values are stable. 0 disables. Default 0.1.
+      ice_ramp_k: the margin (K) above the freezing point over which the wind stress goes from
+        none (ice) to full (open water); > 0. Default 0.2.
       convective_ramp_kg_m3: the density inversion (kg/m^3) over which the convective
         diffusivity ramps linearly from 0 to its full value; 0 switches it fully on at any
         inversion. With the switch the day's result jumps wherever a coefficient change flips the
@@ -89,6 +93,7 @@ class PrimitiveTerms:
     drag_coefficient: float = 1.3e-3
     convective_kappa_m2_s: float = 0.1
     convective_ramp_kg_m3: float = 0.1
+    ice_ramp_k: float = 0.2
     rho0_kg_m3: float = RHO0_KG_M3
     gravity_m_s2: float = GRAVITY_M_S2
     max_substep_s: float = 3600.0
@@ -101,7 +106,7 @@ class PrimitiveTerms:
             v = float(getattr(self, name))
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"physics.primitive.{name} must be >= 0, got {v}")
-        for name in ("rho0_kg_m3", "gravity_m_s2", "max_substep_s"):
+        for name in ("rho0_kg_m3", "gravity_m_s2", "max_substep_s", "ice_ramp_k"):
             v = float(getattr(self, name))
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"physics.primitive.{name} must be > 0, got {v}")
