@@ -48,7 +48,7 @@ class TruthSpec:
       drag_coefficient: wind-stress drag coefficient (dimensionless; both modes).
       convective_ramp_kg_m3: `PrimitiveTerms.convective_ramp_kg_m3` of the primitive truth:
         0, convective mixing switched fully on at any inversion (the model's default ramps it
-        over 0.1 kg/m^3 so that its loss is smooth in the coefficients).
+        over 0.3 kg/m^3 so that its loss is smooth in the coefficients).
       ekman_depth_m: e-folding depth (m) of the wind-stress acceleration (paper mode).
       drag_days: linear drag time scale (days) of the currents (paper mode).
       heat_depth_m: e-folding depth (m) of the mixed-layer heat restoring (paper mode) and of the
