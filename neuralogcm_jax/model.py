@@ -11,7 +11,7 @@ result the anomalies one day later, exactly 0 on land. One step is one day.
 `NeuralOGCM` composes (the reasons: `docs/design.md`, "Decisions, and why")
 
     next = physical_to_anomaly(physics_day(anomaly_to_physical(state, doy)), doy + 1)
-           + corrector([state, forcing_next])
+           + corrector([state, forcing_next])     (+ physics' forecast: `corrector_sees_physics`)
 
 The physics works in SI units on the physical fields; the corrector is a network whose
 last layer starts at zero, so an untrained hybrid equals pure physics bit for bit. The physics
@@ -108,6 +108,9 @@ class ModelConfig:
         coefficients that act on every level (primitive mode's heat_restoring, at the surface,
         and bottom_drag, at the bottom, stay one value).
       corrector: the STE corrector's sizes (hybrid only).
+      corrector_sees_physics: the corrector's input also holds the physics' forecast of the day
+        (``[state, forcing_next, physics(state)]``), so it can correct what the physics did
+        rather than guess it from the state alone (hybrid only). Default False.
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
       dtype: compute dtype of the networks, "float32" or "bfloat16" (parameters, physics and
         loss stay float32); "float64" computes everything in double precision (gradient checks;
@@ -119,6 +122,7 @@ class ModelConfig:
     physics_coefficients: dict[str, float] = dataclasses.field(default_factory=FrozenDict)
     per_level_coefficients: bool = False
     corrector: STEConfig = dataclasses.field(default_factory=STEConfig)
+    corrector_sees_physics: bool = False
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     convlstm: ConvLSTMConfig = dataclasses.field(default_factory=ConvLSTMConfig)
     simvp: SimVPConfig = dataclasses.field(default_factory=SimVPConfig)
@@ -255,8 +259,9 @@ class NeuralOGCM(Forecaster):
             self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels
         )
         n = self.layout.n_ocean
+        n_in = self.layout.n_channels + (n if cfg.corrector_sees_physics else 0)
         self.corrector = build_network(
-            "ste", cfg.corrector, self.layout.n_channels, n, grid.shape, rngs, self.compute_dtype
+            "ste", cfg.corrector, n_in, n, grid.shape, rngs, self.compute_dtype
         )
 
     def physics_coefficients_si(self) -> dict[str, Array]:
@@ -275,7 +280,10 @@ class NeuralOGCM(Forecaster):
 
     def _advance(self, state, forcing_next, doy, doy_next, deterministic):
         phys = self.physics_tendency_step(state, forcing_next, doy, doy_next)
-        corr = self.corrector(self._network_input(state, forcing_next), deterministic=deterministic)
+        x = self._network_input(state, forcing_next)
+        if self.cfg.corrector_sees_physics:
+            x = jnp.concatenate([x, phys.astype(x.dtype)], axis=1)
+        corr = self.corrector(x, deterministic=deterministic)
         return phys + corr.astype(phys.dtype)
 
 

@@ -110,6 +110,36 @@ def test_untrained_hybrid_equals_pure_physics_bit_for_bit(world):
     assert float(jnp.abs(hybrid - state).max()) > 1e-3
 
 
+@pytest.mark.parametrize("sees", [False, True])
+def test_corrector_sees_the_physics_forecast_only_when_asked(world, sees):
+    """With `corrector_sees_physics` the corrector's input holds the physics' forecast: its
+    output (hybrid minus physics) changes with a physics coefficient; without, it cannot. The
+    untrained hybrid still equals its physics bit for bit."""
+    g, stats, state, forcing = world
+    doy = jnp.array([30, 364])
+    corrections = []
+    for nu_m in (5e4, 1.5e5):
+        m = build_model(tiny("neuralogcm", corrector_sees_physics=sees,
+                            physics_coefficients={"nu_m": nu_m}), g, stats, seed=0)
+        physics = jnp.where(m.wet[...] > 0, m.physics_tendency_step(
+            state, forcing[:, 0], doy, next_doy(doy)), 0.0)
+        np.testing.assert_array_equal(np.asarray(m.step(state, forcing[:, 0], doy)),
+                                      np.asarray(physics))
+        # give the zero-initialised last layer weights, the same in both models
+        params = nnx.state(m.corrector, nnx.Param)
+        rng = np.random.default_rng(3)
+        params = jax.tree.map(lambda p: p + 1e-2 * rng.normal(size=p.shape).astype(p.dtype)
+                              if not np.any(np.asarray(p)) else p, params)
+        nnx.update(m.corrector, params)
+        corrections.append(np.asarray(m.step(state, forcing[:, 0], doy) - physics))
+    assert np.abs(corrections[0]).max() > 1e-4
+    changed = np.abs(corrections[1] - corrections[0]).max()
+    if sees:
+        assert changed > 1e-4
+    else:  # (hybrid - physics) recovers the correction to round-off only
+        assert changed < 1e-5
+
+
 def test_rollout_is_one_compiled_scan_and_starts_like_the_step_function(world):
     g, stats, state, forcing = world
     m = build_model(tiny("unet"), g, stats, seed=0)
