@@ -80,8 +80,8 @@ itself, which flattened the SSH and drained the wind-driven flow at a rate ``~f^
 of depth-integrated flow after 20 days with 11, 5 and 3 steps (now 76, -, 66; 84 with 42), and
 the filtered 1.5 deg world built no circumpolar current at all (~0 Sv through Drake Passage
 after 3 months, against 72 Sv unfiltered). Some dependence on the step remains (13 % between
-11 and 3 steps in the channel), presumably from the first-order split of the baroclinic
-pressure kick and the rotation over the whole substep.
+11 and 3 steps in the channel); splitting the baroclinic rotation symmetrically around its
+pressure kick (step 1) did not change it, so its cause is elsewhere and not yet found.
 """
 
 from __future__ import annotations
