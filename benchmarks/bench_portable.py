@@ -43,6 +43,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from neuralogcm_jax.testing import run_in_own_group
+
 ROOT = Path(__file__).resolve().parent.parent
 N_LEVELS = 23
 GiB = 2**30
@@ -139,16 +141,13 @@ def _why(p: subprocess.CompletedProcess | subprocess.Popen, err: str) -> str:
 def _child(script: str, args: list, devices: int, timeout: float):
     """Run `script` in a child process; (result dict or None, why, wall seconds)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
-                         env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
     try:
-        out, err = p.communicate(timeout=timeout)
+        p = run_in_own_group([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+                             env=_env(devices), timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
         return None, f"timed out after {timeout:.0f} s", time.perf_counter() - t0
     wall = time.perf_counter() - t0
+    out, err = p.stdout, p.stderr
     if p.returncode != 0 or "RESULT" not in out:
         return None, _why(p, err), wall
     return json.loads(out.split("RESULT")[-1]), "", wall

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from neuralogcm_jax.testing import run_in_own_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,18 +61,13 @@ def _child(res, model, cfg_name, n_steps, timeout):
     devices, nd, nx, per_dev = CONFIGS[cfg_name]
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    p = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CHILD), str(res), model, str(nd), str(nx),
-         str(per_dev), str(n_steps), str(ROOT)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )
     try:
-        out, err = p.communicate(timeout=timeout)
+        p = run_in_own_group(
+            [sys.executable, "-c", textwrap.dedent(CHILD), str(res), model, str(nd), str(nx),
+             str(per_dev), str(n_steps), str(ROOT)], env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
         return None, f"timed out after {timeout} s"
+    out, err = p.stdout, p.stderr
     if p.returncode != 0 or "RESULT" not in out:
         return None, f"failed: {err.strip().splitlines()[-1] if err.strip() else p.returncode}"
     return json.loads(out.split("RESULT")[-1]), ""

@@ -3,10 +3,15 @@
 Not part of the model: a realistic global grid without a dataset (`realistic_grid`) and a smooth,
 analytic initial ocean state on it (`smooth_state`), from which the physics core can be run,
 timed and checked (``neuralogcm physics-demo``, `benchmarks/bench_physics.py`,
-`tests/test_physics_paper.py`).
+`tests/test_physics_paper.py`); and `run_in_own_group`, how tests and benchmarks run a child
+process.
 """
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
 
 import numpy as np
 
@@ -87,3 +92,18 @@ def smooth_state(grid: Grid, max_speed_m_s: float = 1.5, dtype=np.float32) -> Oc
     fields = [np.where(wet, np.broadcast_to(x, (L,) + grid.shape), 0.0).astype(dtype)
               for x in (u, v, T, S)]
     return OceanState(*fields, ssh=np.zeros(grid.shape, dtype))
+
+
+def run_in_own_group(cmd, *, env=None, cwd=None, timeout: float) -> subprocess.CompletedProcess:
+    """Run `cmd` (text output captured) in a process group of its own. After `timeout` seconds
+    the whole group (the child and whatever it started) is killed and `subprocess.TimeoutExpired`
+    raised, so no grandchild outlives a test or a benchmark."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)

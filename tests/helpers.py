@@ -8,8 +8,6 @@ looks at the end state cannot tell "trained" from "every update skipped". Every 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from neuralogcm_jax.testing import run_in_own_group
 from neuralogcm_jax.train import state as S
 from neuralogcm_jax.train.optim import PHYSICS_KEY
 from tests.toy import DiffusionForecaster
@@ -171,14 +170,10 @@ class NaNGradientForecaster(DiffusionForecaster):
 
 
 def run_child(cmd, *, env, cwd=None, timeout: float, what: str) -> tuple[int, str, str]:
-    """Run `cmd` in its own process group; on timeout kill the whole group and fail the test
-    naming `what`. Returns ``(returncode, stdout, stderr)``."""
-    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
+    """Run `cmd` in its own process group (`testing.run_in_own_group`); on timeout the group is
+    killed and the test fails naming `what`. Returns ``(returncode, stdout, stderr)``."""
     try:
-        out, err = p.communicate(timeout=timeout)
+        p = run_in_own_group(cmd, env=env, cwd=cwd, timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
         pytest.fail(f"{what} timed out after {timeout} s")
-    return p.returncode, out, err
+    return p.returncode, p.stdout, p.stderr

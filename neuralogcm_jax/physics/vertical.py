@@ -172,13 +172,10 @@ def implicit_vertical_diffusion(
         lower = jnp.concatenate([a, zero], axis=0)  # coupling to the layer below, [L]
         diag = diag + upper + lower
         dl, du = dl - upper, du - lower
-    if L > 1:
-        zero = jnp.zeros_like(fields[:, :1])
-        to_above = jnp.concatenate([zero, fields[:, :-1] - fields[:, 1:]], axis=1)  # c_{k-1}-c_k
-        to_below = jnp.concatenate([fields[:, 1:] - fields[:, :-1], zero], axis=1)  # c_{k+1}-c_k
-        resid = resid - (rowsum * fields + dl * to_above + du * to_below)
-    else:
-        resid = resid - rowsum * fields
+    zero = jnp.zeros_like(fields[:, :1])
+    to_above = jnp.concatenate([zero, fields[:, :-1] - fields[:, 1:]], axis=1)  # c_{k-1} - c_k
+    to_below = jnp.concatenate([fields[:, 1:] - fields[:, :-1], zero], axis=1)  # c_{k+1} - c_k
+    resid = resid - (rowsum * fields + dl * to_above + du * to_below)
     sol = fields + tridiagonal_solve_columns(dl, diag, du, resid)
     out = jnp.where(wet, sol, fields)  # land keeps its value exactly
     return out if stacked else out[0]
