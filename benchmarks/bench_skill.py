@@ -350,8 +350,9 @@ def _coefficients(model, spec) -> dict:
     out = {}
     for k, v in model.physics_coefficients_si().items():
         v = np.asarray(v, np.float64)
+        default = model.physics_params.specs[k].default
         out[k] = {"learned": v.tolist() if v.size > 1 else float(v),
-                  "truth": truth.get(k), "model_default": float(model.physics.specs[k].default)}
+                  "truth": truth.get(k), "model_default": float(default)}
     return out
 
 

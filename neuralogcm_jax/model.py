@@ -57,7 +57,8 @@ from neuralogcm_jax.nn.baselines.simvp import SimVPConfig
 from neuralogcm_jax.nn.baselines.unet import UNetConfig
 from neuralogcm_jax.nn.ste import STEConfig
 from neuralogcm_jax.physics import Physics, make_physics
-from neuralogcm_jax.physics.params import default_raw, to_si
+from neuralogcm_jax.constants import SECONDS_PER_DAY
+from neuralogcm_jax.physics.params import CoefficientSpec, default_raw, to_si
 from neuralogcm_jax.physics.stepping import PhysicsConfig
 from neuralogcm_jax.schema import FrozenDict
 
@@ -111,6 +112,13 @@ class ModelConfig:
       corrector_sees_physics: the corrector's input also holds the physics' forecast of the day
         (``[state, forcing_next, physics(state)]``), so it can correct what the physics did
         rather than guess it from the state alone (hybrid only). Default False.
+      climate_damping_days: hybrid only. When set, the physics' forecast relaxes toward the
+        model's climatology: each day the anomaly of variable ``v`` (S, U, V, T, SSH) is
+        multiplied by ``exp(-r_v * step_s)``, with one learnable rate ``climate_damping_<v>``
+        (1/s) per variable under ``physics_params``, starting at ``1 / (days * 86400)``. It
+        stands for what pulls the real ocean back to its seasonal cycle and paper mode lacks
+        (surface fluxes, restoring, deep mixing), so errors cannot grow without bound on long
+        rollouts (`climate_damping_factors`). None (default): no damping.
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
       dtype: compute dtype of the networks, "float32" or "bfloat16" (parameters, physics and
         loss stay float32); "float64" computes everything in double precision (gradient checks;
@@ -123,6 +131,7 @@ class ModelConfig:
     per_level_coefficients: bool = False
     corrector: STEConfig = dataclasses.field(default_factory=STEConfig)
     corrector_sees_physics: bool = False
+    climate_damping_days: float | None = None
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     convlstm: ConvLSTMConfig = dataclasses.field(default_factory=ConvLSTMConfig)
     simvp: SimVPConfig = dataclasses.field(default_factory=SimVPConfig)
@@ -132,6 +141,10 @@ class ModelConfig:
     def __post_init__(self):
         object.__setattr__(self, "name", canonical_model_name(self.name))
         object.__setattr__(self, "physics_coefficients", FrozenDict(self.physics_coefficients))
+        d = self.climate_damping_days
+        if d is not None and not (isinstance(d, (int, float)) and np.isfinite(d) and d > 0):
+            raise ConfigError(f"model.climate_damping_days must be a number of days > 0 or null, "
+                              f"got {d!r}")
         if self.dtype not in ("float32", "bfloat16", "float64"):
             raise ConfigError(
                 f"model.dtype must be 'float32', 'bfloat16' or 'float64', got {self.dtype!r}"
@@ -142,12 +155,35 @@ class Constant(nnx.Variable):
     """A fixed array carried by the model (statistics, masks): saved, never optimised."""
 
 
-class PhysicsParams(nnx.Module):
-    """The learnable physics coefficients as raw values (``value = scale * softplus(raw)``)."""
+DAMPED_VARIABLES = ("S", "U", "V", "T", "SSH")
 
-    def __init__(self, physics: Physics, init_si: dict[str, float], per_level: bool, n_levels: int):
-        self.specs = FrozenDict(physics.specs)  # static graph data: hashable
-        raw = default_raw(physics.specs, init_si, per_level=per_level, n_levels=n_levels)
+
+def climate_damping_specs(days: float | None) -> dict[str, CoefficientSpec]:
+    """The learnable relaxation rates toward climatology of `ModelConfig.climate_damping_days`
+    (none when `days` is None): ``climate_damping_<v>`` in 1/s, one per variable."""
+    if days is None:
+        return {}
+    rate = 1.0 / (float(days) * SECONDS_PER_DAY)
+    return {
+        f"climate_damping_{v}": CoefficientSpec(
+            f"climate_damping_{v}", rate, "1/s",
+            f"relaxation rate of the {v} anomaly toward the model's climatology",
+            max_value=1.0 / SECONDS_PER_DAY, per_level=False)
+        for v in DAMPED_VARIABLES
+    }
+
+
+class PhysicsParams(nnx.Module):
+    """The learnable physics coefficients as raw values (``value = scale * softplus(raw)``): the
+    physics core's (`Physics.specs`) and the model's own (`extra_specs`, e.g. the climate
+    damping rates)."""
+
+    def __init__(self, physics: Physics, init_si: dict[str, float], per_level: bool, n_levels: int,
+                 extra_specs: dict[str, CoefficientSpec] | None = None):
+        specs = {**physics.specs, **(extra_specs or {})}
+        self.specs = FrozenDict(specs)  # static graph data: hashable
+        self.core = tuple(physics.specs)  # the names the physics' day step takes
+        raw = default_raw(specs, init_si, per_level=per_level, n_levels=n_levels)
         for name, r in raw.items():
             setattr(self, name, nnx.Param(jnp.asarray(r, dtype=jnp.float32)))
 
@@ -157,6 +193,11 @@ class PhysicsParams(nnx.Module):
     def si(self, clip: bool = True) -> dict[str, Array]:
         """SI values (clipped at each coefficient's stability bound when `clip`)."""
         return to_si(self.raw(), self.specs, clip=clip)
+
+    def core_si(self) -> dict[str, Array]:
+        """SI values of the physics core's coefficients only (what `Physics.day_step` takes)."""
+        si = self.si()
+        return {k: si[k] for k in self.core}
 
 
 class Forecaster(nnx.Module):
@@ -256,7 +297,8 @@ class NeuralOGCM(Forecaster):
         super().__init__(cfg, grid, stats)
         self.physics = make_physics(grid, cfg.physics)  # static: hashed by identity
         self.physics_params = PhysicsParams(
-            self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels
+            self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels,
+            extra_specs=climate_damping_specs(cfg.climate_damping_days),
         )
         n = self.layout.n_ocean
         n_in = self.layout.n_channels + (n if cfg.corrector_sees_physics else 0)
@@ -268,15 +310,33 @@ class NeuralOGCM(Forecaster):
         return self.physics_params.si()
 
     def physics_tendency_step(self, state, forcing_next, doy, doy_next):
-        """Pure physics for one day on anomalies: ``[B, n_ocean, H, W]`` -> same."""
-        coeffs = self.physics_params.si()
+        """Pure physics for one day on anomalies: ``[B, n_ocean, H, W]`` -> same (with the
+        climate damping, when configured)."""
+        coeffs = self.physics_params.core_si()
         wd = self.work_dtype(state)
         x = self.anomaly_to_physical(state.astype(wd), doy)
         ocean = self.layout.to_state(x)
         forcing = self.layout.to_forcing(self.denormalize_forcing(forcing_next.astype(wd)))
         day = jax.vmap(self.physics.day_step, in_axes=(None, 0, 0))
         new = day(coeffs, ocean, forcing)
-        return self.physical_to_anomaly(self.layout.from_state(new), doy_next)
+        out = self.physical_to_anomaly(self.layout.from_state(new), doy_next)
+        if self.cfg.climate_damping_days is not None:
+            out = out * self.climate_damping_factors().astype(out.dtype)
+        return out
+
+    def climate_damping_factors(self) -> Array:
+        """``[n_ocean, 1, 1]``: ``exp(-r_v * step_s)`` of each channel's variable ``v``.
+
+        The anomaly of the model's normalisation is ``(x - clim - mean) / std``, so scaling it
+        relaxes ``x`` toward ``clim + mean`` (``mean`` is the training years' mean departure
+        from the smoothed climatology, about zero)."""
+        si = self.physics_params.si()
+        parts = []
+        for v in DAMPED_VARIABLES:  # the layout's order: S, U, V, T (levels each), SSH
+            s = self.layout.var_slice(v)
+            parts.append(jnp.broadcast_to(si[f"climate_damping_{v}"], (s.stop - s.start,)))
+        rate = jnp.concatenate(parts)
+        return jnp.exp(-rate * float(self.cfg.physics.step_s))[:, None, None]
 
     def _advance(self, state, forcing_next, doy, doy_next, deterministic):
         phys = self.physics_tendency_step(state, forcing_next, doy, doy_next)

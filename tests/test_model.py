@@ -273,3 +273,47 @@ def test_a_trajectory_becomes_an_xarray_dataset_in_physical_units(world):
     expect = traj[0, c, j, i] * stats.std[c] + stats.mean[c] + stats.clim_at(10)[c, j, i]
     assert float(ds["T"][0, 1, j, i]) == pytest.approx(float(expect), rel=1e-6)
     assert np.isnan(float(ds["T"][0, 0, 6, 10]))  # land (the continent) is NaN
+
+
+def test_climate_damping_scales_each_variables_anomaly_and_learns_through_its_rate(world):
+    """`climate_damping_days`: the physics' forecast anomaly of each variable is multiplied by
+    exp(-r_v * 86400 s), with r_v a learnable coefficient under physics_params (one per variable),
+    and nothing else changes; its gradient agrees with central differences; without it the
+    model has only the physics core's coefficients."""
+    g, stats, state, forcing = world
+    doy = jnp.array([30, 364])
+    plain = build_model(tiny("neuralogcm"), g, stats, seed=0)
+    assert set(plain.physics_params.specs) == set(plain.physics.specs)
+    rates = {"S": 1 / 400, "U": 1 / 20, "V": 1 / 10, "T": 1 / 90, "SSH": 1 / 5}  # 1/day
+    m = build_model(tiny("neuralogcm", climate_damping_days=30.0, physics_coefficients={
+        f"climate_damping_{v}": r / 86400 for v, r in rates.items()}), g, stats, seed=0)
+    lay = stats.layout
+    undamped = plain.physics_tendency_step(state, forcing[:, 0], doy, next_doy(doy))
+    damped = m.physics_tendency_step(state, forcing[:, 0], doy, next_doy(doy))
+    for v, r in rates.items():
+        s = lay.var_slice(v)
+        np.testing.assert_allclose(np.asarray(damped[:, s]),
+                                   np.asarray(undamped[:, s]) * np.exp(-r), rtol=2e-6, atol=1e-7)
+    # untrained, the hybrid is its (damped) physics
+    np.testing.assert_array_equal(
+        np.asarray(m.step(state, forcing[:, 0], doy)),
+        np.asarray(jnp.where(m.wet[...] > 0, damped, 0.0)))
+
+    # the rate is learnable: d loss / d raw rate against central differences (float32)
+    def loss_of(raw_t):
+        m.physics_params.climate_damping_T[...] = raw_t
+        return float(jnp.mean(m.step(state, forcing[:, 0], doy) ** 2))
+
+    raw0 = jnp.asarray(m.physics_params.climate_damping_T[...])
+    grads = nnx.grad(lambda mm: jnp.mean(mm.step(state, forcing[:, 0], doy) ** 2))(m)
+    ad = float(grads["physics_params"]["climate_damping_T"][...])
+    h = 1e-2
+    fd = (loss_of(raw0 + h) - loss_of(raw0 - h)) / (2 * h)
+    loss_of(raw0)
+    assert abs(ad) > 1e-4
+    assert ad == pytest.approx(fd, rel=1e-2)
+
+    with pytest.raises(ConfigError, match="model.climate_damping_days"):
+        ModelConfig(climate_damping_days=0.0)
+    with pytest.raises(ConfigError, match="model.climate_damping_days"):
+        ModelConfig(climate_damping_days=-5)
