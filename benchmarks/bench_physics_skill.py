@@ -69,6 +69,56 @@ def _per_variable(r, layout, lead_idx=0) -> str:
     return ", ".join(f"{v} {np.mean(x):.3f}" for v, x in per.items())
 
 
+def balance_rows(data, inits, depths_idx=(10, 16, 22), min_lat_deg=15.0) -> list[dict]:
+    """How far the truth's currents are from the balanced paper physics' own geostrophic balance.
+
+    For the initial dates `inits`, the velocity ``U_g = k x G / f`` of the pressure-gradient
+    acceleration ``G`` that balanced paper mode computes from the state's own T, S and SSH
+    (`equations.pressure_gradient_acceleration`) is compared with the truth's ``U`` poleward of
+    `min_lat_deg`: ``|U - U_g| / |U|`` (root-mean-square over cells and dates), in interior cells
+    (all four neighbours wet) and coastal cells, at the levels `depths_idx`, and in the top
+    level. The part ``U - U_g`` is what the physics turns inertially (by ``f * 86400 s`` a day)."""
+    import jax.numpy as jnp
+
+    from neuralogcm_jax.physics import PhysicsConfig, make_physics
+    from neuralogcm_jax.physics.eos import make_eos
+    from neuralogcm_jax.physics.equations import pressure_gradient_acceleration
+
+    grid, stats, lay = data.grid, data.stats, data.stats.layout
+    ops = make_physics(grid, PhysicsConfig()).operators(jnp.float32)
+    f = np.asarray(ops.coriolis)
+    wet = np.asarray(ops.wet)
+    north = np.pad(wet[:, 1:], ((0, 0), (0, 1), (0, 0)))
+    south = np.pad(wet[:, :-1], ((0, 0), (1, 0), (0, 0)))
+    nb = np.roll(wet, 1, -1) * np.roll(wet, -1, -1) * north * south
+    interior = wet * nb
+    far = (np.abs(np.asarray(grid.lat)) > min_lat_deg)[:, None]
+    eos = make_eos("teos10")
+    sums = {}
+    levels = (0,) + tuple(k for k in depths_idx if k < grid.n_levels)
+    for t in inits:
+        x = np.asarray(stats.anomaly_to_physical(data.state[t], data.doy[t]))
+        st = lay.to_state(x)  # land is 0
+        g = np.asarray(pressure_gradient_acceleration(
+            ops, jnp.asarray(st.T, jnp.float32), jnp.asarray(st.S, jnp.float32),
+            jnp.asarray(st.ssh, jnp.float32), grid.depth, eos))
+        ug, vg = g[1] / f, -g[0] / f
+        u, v = np.asarray(st.u), np.asarray(st.v)
+        for where, m in (("interior", interior), ("coast", wet - interior)):
+            for k in levels:
+                sel = (m[k] > 0) & far
+                a = sums.setdefault((where, k), np.zeros(2))
+                a += [np.sum(((u[k] - ug[k]) ** 2 + (v[k] - vg[k]) ** 2)[sel]),
+                      np.sum((u[k] ** 2 + v[k] ** 2)[sel])]
+    rows = []
+    for (where, k), (num, den) in sorted(sums.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        rows.append({"name": f"imbalance_{where}_{lay.depths_m[k]:g}m",
+                     "value": float(np.sqrt(num / den)), "unit": "ratio",
+                     "notes": (f"rms(U - Ug) / rms(U): truth currents against balanced paper mode's geostrophic velocity, "
+                               f"{where} cells poleward of {min_lat_deg:g} deg, {len(inits)} dates")})
+    return rows
+
+
 def run(quick: bool) -> list[dict]:
     from neuralogcm_jax.eval.evaluate import (
         evaluate_forecaster,
@@ -98,6 +148,7 @@ def run(quick: bool) -> list[dict]:
             rows.append({"name": f"{name}_{lead}d", "value": float(r["paper_rmse"][lead - 1]),
                          "unit": "paper RMSE", "notes": notes})
 
+    rows += balance_rows(data, inits)
     for ref in ("persistence", "climatology"):
         r, _ = evaluate_reference(ref, data, inits, max_lead)
         add(ref, r, f"reference forecast: {ref}")

@@ -103,7 +103,11 @@ def test_quick_mode_writes_every_declared_file(quick_run):
     for fr in js["free_runs"].values():
         assert fr["days"] == B.QUICK.free_run_days and fr["finite"]
     assert len(js["verdict"]["leads"]) == n and not js["verdict"]["bar_met"]  # 5 leads < 120
-    assert set(js["coefficients"]) == {"nu_m", "nu_t"}
+    damping = {f"climate_damping_{v}" for v in ("S", "U", "V", "T", "SSH")}
+    assert set(js["coefficients"]) == {"nu_m", "nu_t"} | damping  # configs/demo.yaml damps
+    for k in damping:  # the truth has no such coefficient; the model's start is 1/(30 days)
+        c = js["coefficients"][k]
+        assert c["truth"] is None and c["model_default"] == pytest.approx(1 / (30 * 86400))
     assert all(t["steps"] == 3 for t in js["training"].values())
     # CSVs: one row per model and lead, per model and day, per lead.
     with (out / "skill_leads.csv").open() as fh:
