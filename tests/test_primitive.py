@@ -294,6 +294,41 @@ def test_no_wind_stress_over_water_at_its_freezing_point():
     np.testing.assert_allclose(momentum["open"], float(tau) / 1025.0 * 86400.0, rtol=1e-6)
 
 
+def test_ekman_transport_under_a_uniform_wind_equals_tau_over_rho0_f():
+    """A column on an f-plane at 45 deg (f = 1e-4/s; 25 levels to 190 m, 2 m apart in the top
+    40 m; default vertical viscosity and bottom drag) under a uniform 10 m/s westerly: after
+    spin-up the depth-integrated transport, averaged over an inertial period (eight steps of
+    period/8, three substeps each, so the inertial oscillation the start sets off averages out),
+    is the Ekman transport tau / (rho0 f) to the right of the wind, within 1 %, with no
+    along-wind part (< 1e-3 of it). With the vertical step after the whole Coriolis rotation
+    the transport was turned by f dt / 2: an along-wind part of 13 % of it."""
+    depth = tuple([1.0 + 2 * k for k in range(20)] + [50.0, 70.0, 100.0, 140.0, 190.0])
+    f0 = 1e-4
+    period = 2 * np.pi / f0
+    grid = Grid.cartesian(3, 1, 50e3, 50e3, depth=depth, f0=f0, periodic_x=True)
+    phys = make_physics(grid, PhysicsConfig(mode="primitive", step_s=period / 8,
+                                            primitive=PrimitiveTerms(heat_flux=False)))
+    assert phys.n_substeps == 3
+    days = 8 * 12  # twelve inertial periods
+    f = Forcing(u10=jnp.full(grid.shape, 10.0), v10=jnp.zeros(grid.shape),
+                t2m=jnp.full(grid.shape, 278.15), msl=jnp.full(grid.shape, 1e5))
+    forcings = jax.tree.map(lambda x: jnp.broadcast_to(x, (days,) + x.shape), f)
+    co = coefficients()
+
+    def body(s, fk):
+        s = phys.day_step(co, s, fk)
+        return s, (s.u, s.v)
+
+    _, (u, v) = jax.jit(lambda s: jax.lax.scan(body, s, forcings))(rest_state(grid, 10.0, 35.0))
+    dz = np.asarray(grid.dz)[None, :, None, None]
+    U = (dz * np.asarray(u)).sum(1)[-8:, 0, 1].mean()  # the last inertial period
+    V = (dz * np.asarray(v)).sum(1)[-8:, 0, 1].mean()
+    tau, _ = wind_stress(jnp.asarray(10.0), jnp.asarray(0.0))
+    ekman = -float(tau) / (1025.0 * f0)  # southward: to the right of an eastward wind
+    assert V == pytest.approx(ekman, rel=1e-2)
+    assert abs(U) < 1e-3 * abs(ekman)
+
+
 def test_geostrophic_adjustment_of_an_ssh_step():
     """eta = eta0 sgn(y) (1 - exp(-|y|/L_R)) after the gravity waves have left, within 10 %."""
     f0, H, eta0, dy = 1e-4, 100.0, 0.1, 20e3
