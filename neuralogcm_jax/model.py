@@ -32,7 +32,9 @@ year. The data pipeline normalises the training samples with the same harmonics,
 its own anomalies back into physical fields with the climatology its data used.
 `tests/test_portable.py` holds that one-day physical forecasts agree with those made through a
 366-day climatology table to within 1e-2 channel std in every wet cell: the physics sees physical
-fields either way, and only the corrector's input shifts.
+fields either way, and only the corrector's input shifts. With `ModelConfig.climate_damping_days`
+the forecast also relaxes toward the climatology in use, by ``(1 - exp(-r dt))`` of it (3 % a day
+at 30 days); that pull is taken out before the comparison.
 """
 
 from __future__ import annotations
