@@ -121,6 +121,8 @@ def matrix_cases():
 #   6 deg x 23 levels, per level: passes (worst 0.07 %);
 #   3 deg x 23 levels, per level: still fails, 5-day nu_t 4.0 % (its gradient 4e-5 of
 #     heat_restoring's), kappa_v 0.71 % (was 1.8 %); the 1-day loss passes (worst 0.18 %);
+#   3 deg x 23 global passes (worst 0.12 %, 5-day nu_t); 6 deg x 23 global passes (worst 0.27 %,
+#     1-day kappa_v). So 5 of the 8 primitive cases pass on the code of 2026-12-01.
 # Before the first round's fixes all eight failed (float32 density differences were off by
 # 2e-4 kg/m^3, the vertical solve's rounding was ~1e-4 of T itself per substep, and the
 # convective switch made the loss discontinuous). Strict: a fix makes a listed case pass, and
