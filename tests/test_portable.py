@@ -2,7 +2,6 @@
 clear errors on foreign or damaged input, the compact climatology, and a model side that never
 imports the trainer."""
 
-import ast
 import json
 import os
 import shutil
@@ -261,6 +260,27 @@ def test_a_corrupt_stats_entry_names_the_file_and_the_entry(run, tmp_path):
         checkpointing.load_model(ck)
 
 
+PARSE_IMPORTS = textwrap.dedent("""
+    import ast, json, sys
+    out = {}
+    for mod, path in json.load(sys.stdin).items():
+        pkg = mod if path.endswith("__init__.py") else mod.rsplit(".", 1)[0]
+        names = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                names.add(base)
+                names.update(f"{base}.{a.name}" for a in node.names)
+        out[mod] = sorted(names)
+    print(json.dumps(out))
+""")
+
+
 def test_the_model_side_never_imports_the_trainer():
     """physics/, nn/, model.py, rollout.py, checkpointing/ and everything they import from
     the package: no train, eval or cli; physics/ no flax. Read from the sources with `ast`."""
@@ -270,22 +290,16 @@ def test_the_model_side_never_imports_the_trainer():
         return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
     files = {module_of(p): p for p in PKG.rglob("*.py")}
+    # Parsed in a child interpreter: CPython 3.11.7's AST constructor keeps one recursion
+    # counter per interpreter, so an ast.parse racing another thread's (left running by an
+    # earlier test) raised "SystemError: AST constructor recursion depth mismatch" in CI.
+    child = subprocess.run([sys.executable, "-c", PARSE_IMPORTS], capture_output=True, text=True,
+                           input=json.dumps({m: str(p) for m, p in files.items()}), timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    parsed = {m: set(v) for m, v in json.loads(child.stdout).items()}
 
     def imports(mod: str) -> set[str]:
-        path = files[mod]
-        pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
-        out = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                out.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                out.add(base)
-                out.update(f"{base}.{a.name}" for a in node.names)
-        return out
+        return parsed[mod]
 
     roots = [m for m in files if m.startswith(("neuralogcm_jax.physics", "neuralogcm_jax.nn"))]
     roots += ["neuralogcm_jax.model", "neuralogcm_jax.rollout", "neuralogcm_jax.checkpointing"]
