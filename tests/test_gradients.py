@@ -123,6 +123,26 @@ def matrix_cases():
 #     heat_restoring's), kappa_v 0.71 % (was 1.8 %); the 1-day loss passes (worst 0.18 %);
 #   3 deg x 23 global passes (worst 0.12 %, 5-day nu_t); 6 deg x 23 global passes (worst 0.27 %,
 #     1-day kappa_v). So 5 of the 8 primitive cases pass on the code of 2026-12-01.
+# Cause located 2026-12-01 (3 deg x 4 levels, 5-day loss, float32 autodiff against float64
+# autodiff; this worker's case with one physics change at a time): the state-dependent
+# convective diffusivity.
+#   convective mixing off (convective_kappa_m2_s = 0): nu_m 4e-6 relative, every coefficient
+#     < 1e-5; at 0.01 m^2/s: nu_m 0.27 %, nu_v 0.10 %; at the default 0.1: nu_m 13 %;
+#   default, but no derivative through the ramp (stop_gradient on the convective diffusivity,
+#     in both precisions): nu_m 1.7e-5, every coefficient < 2e-5;
+#   the same float64 gradient from initial states moved by 1e-7 of themselves: nu_m moved by
+#     9 % in one of three draws (the linear ramp's kinks); 1e-5 of the initial state moves it
+#     0.4 % and nu_v 0.8 % even with a C1 ramp: the gradients of the weak momentum coefficients
+#     are ill-conditioned in the state through the convective feedback, and float32's
+#     trajectory is further than that from float64's.
+# Tried and not kept (each measured on the worker's cases): a C1 ramp x^2 (3 - 2 x) over
+#   0.3 kg/m^3 (3x4: 11 % -> 2-4 %; 3x23 per level: 5-day passes, 1-day nu_v 11 %; 6x4 global
+#   and per level, passing with the linear ramp, fail at 18-56 %); the same over 0.45 (6x4
+#   nu_v 3.6 %, 3x4 nu_v 78 %); an adjoint of the implicit vertical solve written in
+#   differences (equal to reverse mode through the solve to 1e-15 in float64; with the C1 ramp it
+#   left the failing errors where they were: 3x4 nu_m 2.0 -> 1.9 %, nu_v 4.1 -> 4.1 %, 3x23
+#   per level 1-day nu_v 11.1 -> 10.8 %). A wider ramp puts more interfaces in the feedback, a
+#   narrower one is stiffer (0.1 kg/m^3: 38 % at 6x4); no ramp found passes every case.
 # Before the first round's fixes all eight failed (float32 density differences were off by
 # 2e-4 kg/m^3, the vertical solve's rounding was ~1e-4 of T itself per substep, and the
 # convective switch made the loss discontinuous). Strict: a fix makes a listed case pass, and
