@@ -134,7 +134,10 @@ def matrix_cases():
 #     9 % in one of three draws (the linear ramp's kinks); 1e-5 of the initial state moves it
 #     0.4 % and nu_v 0.8 % even with a C1 ramp: the gradients of the weak momentum coefficients
 #     are ill-conditioned in the state through the convective feedback, and float32's
-#     trajectory is further than that from float64's.
+#     trajectory is further than that from float64's;
+#   float64 arithmetic with the state (and adjoint) rounded to float32 after each substep:
+#     nu_m 8.6 % off (pure float32 12.6 %), nu_v 0.4 % (pure float32 5.4 %): the state's
+#     storage explains most of nu_m's error, the substep's float32 arithmetic most of nu_v's.
 # Tried and not kept (each measured on the worker's cases): a C1 ramp x^2 (3 - 2 x) over
 #   0.3 kg/m^3 (3x4: 11 % -> 2-4 %; 3x23 per level: 5-day passes, 1-day nu_v 11 %; 6x4 global
 #   and per level, passing with the linear ramp, fail at 18-56 %); the same over 0.45 (6x4
