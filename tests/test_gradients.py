@@ -102,66 +102,42 @@ def matrix_cases():
     return cases
 
 
-# Known gap, tracked in the gradient-health issue: in primitive mode the float32 gradients of some
-# coefficients whose gradient is orders of magnitude below the largest (heat_restoring's) miss the
-# 1e-2 bar; float64 autodiff agrees with the central differences there (to < 1e-3), so it is
-# float32 round-off, not a wrong derivative. Measured 2026-11-30 on the code of that day (TEOS-10
-# about a reference water mass, increment-form vertical solve, symmetric Coriolis, 0.3 kg/m^3
-# convective ramp), float32 autodiff against float64 central differences:
-#   6 deg x 4 levels, per level: 5-day nu_t 1.4 %;
-#   3 deg x 4 levels: 1-day nu_m 1.6 % (its gradient 2e-6 of heat_restoring's); 5-day nu_m
-#     190 % and nu_v 83 % (gradients 6e-8 and 2e-6 of heat_restoring's 12.6), per level also
-#     nu_t 59 % and kappa_v 1.5 %;
-#   3 deg x 23 levels, per level: 5-day kappa_v 1.8 %, nu_t 2.4 %.
-# Re-measured 2026-12-01 after the vertical step moved between the Coriolis half rotations:
-#   6 deg x 4 levels, per level: passes now (worst 0.45 %, 5-day nu_v), so it is unmarked;
-#     6 deg x 4 global passes (worst 0.45 %);
-#   3 deg x 4 levels: 1- and 5-day nu_m 11 %, 5-day nu_v 5.4 %; per level also 5-day nu_t
-#     3.9 % and 1-day nu_m 2.0 %;
-#   6 deg x 23 levels, per level: passes (worst 0.07 %);
-#   3 deg x 23 levels, per level: still fails, 5-day nu_t 4.0 % (its gradient 4e-5 of
-#     heat_restoring's), kappa_v 0.71 % (was 1.8 %); the 1-day loss passes (worst 0.18 %);
-#   3 deg x 23 global passes (worst 0.12 %, 5-day nu_t); 6 deg x 23 global passes (worst 0.27 %,
-#     1-day kappa_v). So 5 of the 8 primitive cases pass on the code of 2026-12-01.
-# Cause located 2026-12-01 (3 deg x 4 levels, 5-day loss, float32 autodiff against float64
-# autodiff; this worker's case with one physics change at a time): the state-dependent
-# convective diffusivity.
-#   convective mixing off (convective_kappa_m2_s = 0): nu_m 4e-6 relative, every coefficient
-#     < 1e-5; at 0.01 m^2/s: nu_m 0.27 %, nu_v 0.10 %; at the default 0.1: nu_m 13 %;
-#   default, but no derivative through the ramp (stop_gradient on the convective diffusivity,
-#     in both precisions): nu_m 1.7e-5, every coefficient < 2e-5;
-#   the same float64 gradient from initial states moved by 1e-7 of themselves: nu_m moved by
-#     9 % in one of three draws (the linear ramp's kinks); 1e-5 of the initial state moves it
-#     0.4 % and nu_v 0.8 % even with a C1 ramp: the gradients of the weak momentum coefficients
-#     are ill-conditioned in the state through the convective feedback, and float32's
-#     trajectory is further than that from float64's;
-#   float64 arithmetic with the state (and adjoint) rounded to float32 after each substep:
-#     nu_m 8.6 % off (pure float32 12.6 %), nu_v 0.4 % (pure float32 5.4 %): the state's
-#     storage explains most of nu_m's error, the substep's float32 arithmetic most of nu_v's.
-# Tried and not kept (each measured on the worker's cases): a C1 ramp x^2 (3 - 2 x) over
-#   0.3 kg/m^3 (3x4: 11 % -> 2-4 %; 3x23 per level: 5-day passes, 1-day nu_v 11 %; 6x4 global
-#   and per level, passing with the linear ramp, fail at 18-56 %); the same over 0.45 (6x4
-#   nu_v 3.6 %, 3x4 nu_v 78 %); an adjoint of the implicit vertical solve written in
-#   differences (equal to reverse mode through the solve to 1e-15 in float64; with the C1 ramp it
-#   left the failing errors where they were: 3x4 nu_m 2.0 -> 1.9 %, nu_v 4.1 -> 4.1 %, 3x23
-#   per level 1-day nu_v 11.1 -> 10.8 %). A wider ramp puts more interfaces in the feedback, a
-#   narrower one is stiffer (0.1 kg/m^3: 38 % at 6x4); no ramp found passes every case.
-# Before the first round's fixes all eight failed (float32 density differences were off by
-# 2e-4 kg/m^3, the vertical solve's rounding was ~1e-4 of T itself per substep, and the
-# convective switch made the loss discontinuous). Strict: a fix makes a listed case pass, and
-# fail here until unmarked.
-PRIMITIVE_FLOAT32_GAP_CASES = {(3.0, 4, False), (3.0, 4, True), (3.0, 23, True)}
+# Primitive mode, history. Until 2026-12-01 three of its eight cases (3 deg x 4 levels, global
+# and per level; 3 deg x 23 levels per level) missed the 1e-2 bar and were strict xfail: float32
+# gradients of the weak coefficients (1e-5 to 1e-8 of the largest) were up to 12.6 % (nu_m,
+# 3x4, 5-day) from float64. Cause: the convective diffusivity diagnosed at every substep
+# follows the state through a stiff feedback (convection off: float32 = float64 to 1e-5; the
+# derivative through the ramp stopped: 2e-5; a 1e-7 change of the initial state moved nu_m's
+# float64 gradient by 9 %). A C1 ramp, a wider one and an adjoint of the vertical solve in
+# differences did not fix it. What helped: the diffusivity diagnosed once per model step
+# (`PrimitiveTerms.convective_closure = "step"`, penetrative, C1 ramp; docs/design.md).
+# Measured 2026-12-01, float32 autodiff against float64 central differences, worst coefficient
+# of the 1- and 5-day losses, with the diffusivity diagnosed from every level's density at every
+# interface depth (an ``[L, L-1, H, W]`` EOS evaluation; 12 % slower a day and 4.4x the gradient's
+# memory at 1.5 deg, so not shipped):
+#   3 deg x 4 levels: global 0.01 % (5-day nu_m; was 11 %), per level 0.01 % (was 11 %);
+#   3 deg x 23 levels: global 0.12 % (5-day kappa_v), per level 0.999 % (5-day nu_t; was 4.0 %);
+#   6 deg x 4 levels: global 0.04 % (1-day nu_v), per level 0.01 %;
+#   6 deg x 23 levels: global 0.64 %, per level 0.64 % (5-day convective_kappa).
+# With the shipped diagnosis (each level's density carried to other depths with a reference
+# compressibility: two EOS evaluations): 3 deg x 23 levels per level fails again, 5-day nu_t
+# 1.60 % (kappa_v 0.46 %), so it stays strict xfail; 3 deg x 4 levels global: 0.01 %.
+# Still ill-conditioned at convective_kappa = 1 m^2/s (3 deg x 23 per level, 5-day: heat_restoring
+# 8.6 % with the C1 ramp, nu_t 15 % with a linear one), hence its default of 0.1.
+PRIMITIVE_FLOAT32_GAP_CASES = {(3.0, 23, True)}
 PRIMITIVE_FLOAT32_GAP = pytest.mark.xfail(
-    strict=True, reason="primitive mode: float32 gradients of the small coefficient components "
-    "miss the 1e-2 bar against float64 central differences (see PRIMITIVE_FLOAT32_GAP_CASES)")
+    strict=True, reason="primitive mode, 3 deg x 23 levels per level: the 5-day float32 gradient "
+    "of nu_t misses the 1e-2 bar against float64 central differences (1.6 %)")
+
+
+def case_id(case):
+    return "-".join(f"{k}={v}" for k, v in case.items() if k != "days")
 
 
 def marked(case):
     key = (case["res"], case["levels"], bool(case.get("per_level", False)))
     gap = case["mode"] == "primitive" and key in PRIMITIVE_FLOAT32_GAP_CASES
-    marks = [PRIMITIVE_FLOAT32_GAP] if gap else []
-    return pytest.param(case, marks=marks, id="-".join(
-        f"{k}={v}" for k, v in case.items() if k != "days"))
+    return pytest.param(case, marks=[PRIMITIVE_FLOAT32_GAP] if gap else [], id=case_id(case))
 
 
 @pytest.mark.slow

@@ -296,10 +296,7 @@ def test_the_model_side_never_imports_the_trainer():
     child = subprocess.run([sys.executable, "-c", PARSE_IMPORTS], capture_output=True, text=True,
                            input=json.dumps({m: str(p) for m, p in files.items()}), timeout=120)
     assert child.returncode == 0, child.stderr[-2000:]
-    parsed = {m: set(v) for m, v in json.loads(child.stdout).items()}
-
-    def imports(mod: str) -> set[str]:
-        return parsed[mod]
+    imports = {m: set(v) for m, v in json.loads(child.stdout).items()}
 
     roots = [m for m in files if m.startswith(("neuralogcm_jax.physics", "neuralogcm_jax.nn"))]
     roots += ["neuralogcm_jax.model", "neuralogcm_jax.rollout", "neuralogcm_jax.checkpointing"]
@@ -311,7 +308,7 @@ def test_the_model_side_never_imports_the_trainer():
         if m in seen:
             continue
         seen.add(m)
-        for imp in imports(m):
+        for imp in imports[m]:
             if imp.startswith(forbidden) and (imp in files or imp.rsplit(".", 1)[0] in files
                                               or imp in forbidden):
                 pytest.fail(f"{' -> '.join(chain[m])} imports {imp}")

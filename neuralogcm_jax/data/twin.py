@@ -325,7 +325,9 @@ def _readme(spec: DatasetSpec, seed: int, truth: Truth, timing: dict) -> str:
         lines += [
             "* physics: **primitive equations** (hydrostatic, Boussinesq, z* free surface; "
             f"{t.eos} equation of state; pressure gradients, vertical advection and implicit "
-            "vertical mixing with convective mixing, wind stress rho_air C_d |U10| U10 "
+            "vertical mixing with convective mixing (diagnosed every substep between "
+            "neighbouring levels; the model's default diagnoses it once a day, penetrative), "
+            "wind stress rho_air C_d |U10| U10 "
             f"(C_d = {t.drag_coefficient:g}) and the surface heat flux heat_restoring x "
             "(t2m - T_top) from the forcing, linear bottom drag; neuralogcm_jax/physics/"
             "primitive.py)",

@@ -15,8 +15,10 @@ from neuralogcm_jax.data.forcing import NoiseSpec
 from neuralogcm_jax.errors import ConfigError
 
 # Truth coefficients (SI), each different from the model's default in physics/params.py and
-# physics/primitive.py (defaults: nu_m 5e4, nu_t 1e3, kappa_v 1e-4, nu_v 1e-3,
-# heat_restoring 40, bottom_drag 1e-3).
+# physics/primitive_terms.py (defaults: nu_m 5e4, nu_t 1e3, kappa_v 1e-4, nu_v 1e-3,
+# heat_restoring 40, bottom_drag 1e-3), except convective_kappa (0.1 in both; the truth's
+# convection differs in its closure instead: switched on at any inversion between neighbouring
+# levels, every substep; the model's ramps with the penetrative inversion, once a day).
 TRUTH_COEFFICIENTS = {
     "nu_m": 8.0e4,
     "nu_t": 2.5e3,
@@ -24,6 +26,7 @@ TRUTH_COEFFICIENTS = {
     "nu_v": 5.0e-3,
     "heat_restoring": 30.0,
     "bottom_drag": 5.0e-4,
+    "convective_kappa": 0.1,
 }
 
 

@@ -16,7 +16,9 @@ on it means something:
   primitive mode's integrator (forward Euler of the baroclinic momentum, split-explicit free
   surface, implicit vertical solve; model: SSP Runge-Kutta with Strang-split Coriolis), a polar
   filter cutoff `polar_filter_lat_deg` and barotropic Courant number `barotropic_cfl` other than
-  the model defaults (60 deg, 0.5);
+  the model defaults (60 deg, 0.5), and convective mixing diagnosed at every substep between
+  neighbouring levels and switched fully on at any inversion (model: once a model step,
+  penetrative, ramped over 0.3 kg/m^3; `PrimitiveTerms.convective_closure`);
 * coefficients different from the model's defaults (`TRUTH_COEFFICIENTS`);
 * surface salinity restoring and a slow interior restoring of T and S toward the climatology
   (`climate_restoring`, applied exactly at every substep), which keeps a decade from drifting
@@ -62,7 +64,8 @@ def _physics_for(world: World, truth: TruthSpec):
             polar_filter_lat_deg=truth.polar_filter_lat_deg, remat_substeps=False,
             primitive=PrimitiveTerms(max_substep_s=dt, barotropic_cfl=truth.barotropic_cfl,
                                      eos=truth.eos, drag_coefficient=truth.drag_coefficient,
-                                     convective_ramp_kg_m3=truth.convective_ramp_kg_m3),
+                                     convective_ramp_kg_m3=truth.convective_ramp_kg_m3,
+                                     convective_closure="substep"),
         )
     else:
         # The paper-mode truth interleaves its surface closure with the physics every substep.

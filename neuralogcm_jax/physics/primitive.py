@@ -42,7 +42,8 @@ One substep ``dt`` (operator splitting, each piece stable at the substep):
 4. one implicit tridiagonal solve for T and S, one for u and v
    (`vertical.implicit_vertical_diffusion`, the fields of a pair share the operator): upwind
    vertical advection by ``w*`` (flux form for T, S; advective form for u, v), vertical mixing
-   (with convective mixing where the column is statically unstable), the surface heat flux
+   (with convective mixing where the column is statically unstable, diagnosed once per model
+   step by default: `PrimitiveTerms.convective_closure`), the surface heat flux
    (T), the wind stress and the bottom drag (u, v). Implicit, because the thin GLORYS top
    layers (1 m) would limit an explicit vertical advection to ``w dt < 1 m``.
 
@@ -186,10 +187,13 @@ class PrimitiveEquation:
     """The primitive equations of one grid in one dtype, with their coefficients.
 
     Fields: the geometry `geo`, the clipped coefficients `coeffs` (SI; ``nu_m``, ``nu_t``,
-    ``kappa_v``, ``nu_v`` ``[] or [L, 1, 1]``, ``heat_restoring`` and ``bottom_drag`` scalars;
-    `from_coefficients`), and, static, the `terms`, the equation of state `eos` and the
-    barotropic subcycle (`n_barotropic` short steps of `dt_barotropic_s`; 0 without a free
-    surface). The pieces of one substep are methods, in the order of the module docstring:
+    ``kappa_v``, ``nu_v`` ``[] or [L, 1, 1]``; ``heat_restoring``, ``bottom_drag`` and
+    ``convective_kappa`` scalars; `from_coefficients`), and, static, the `terms`, the equation
+    of state `eos` and the barotropic subcycle (`n_barotropic` short steps of
+    `dt_barotropic_s`; 0 without a free surface); last `conv`, the convective diffusivity
+    ``[L-1, H, W]`` held through the substeps of a model step (None: diagnosed every substep;
+    `PrimitiveTerms.convective_closure`). The pieces of one substep are methods, in the order
+    of the module docstring:
     `baroclinic_momentum` (1), `barotropic` and `layer_transports` (2), `tracers` (3),
     `implicit_vertical_step` (4); `split_explicit_step` is the whole substep.
     """
@@ -200,6 +204,7 @@ class PrimitiveEquation:
     eos: Any = dataclasses.field(metadata=dict(static=True))
     n_barotropic: int = dataclasses.field(default=0, metadata=dict(static=True))
     dt_barotropic_s: float = dataclasses.field(default=0.0, metadata=dict(static=True))
+    conv: Array | None = None
 
     @classmethod
     def from_coefficients(
@@ -221,7 +226,7 @@ class PrimitiveEquation:
         out = {}
         for name in ("nu_m", "nu_t", "kappa_v", "nu_v"):
             out[name] = level_coefficient(coeffs_si[name], specs[name], dtype, n_levels)
-        for name in ("heat_restoring", "bottom_drag"):
+        for name in ("heat_restoring", "bottom_drag", "convective_kappa"):
             x = jnp.asarray(coeffs_si[name]).astype(dtype)
             if x.ndim != 0:
                 raise ConfigError(f"{name} must be a scalar (SI), got shape {x.shape}")
@@ -453,6 +458,43 @@ class PrimitiveEquation:
         ts = jnp.where(ops.wet > 0, content / h_new, ts)
         return ts[0], ts[1]
 
+    def convective_diffusivity(self, T: Array, S: Array, penetrative: bool = False) -> Array:
+        """Convective diffusivity ``[L-1, H, W]`` (m^2/s) at the inner interfaces of ``T, S``.
+
+        An interface is statically unstable when water above it, brought to the interface depth,
+        is denser than water below it: the water of the two levels next to it (`penetrative`
+        False), or the densest of all levels above and the lightest of all levels below (True:
+        the whole column between a dense surface layer and the depth where its water would be
+        neutral mixes, not one interface per diagnosis). Penetrative, each level's density is
+        evaluated at its own interfaces and carried to other depths with the compressibility of a
+        reference water (10 degC, 35 psu), i.e. without thermobaricity: two EOS evaluations, as
+        for the neighbours, instead of one per level and interface. The diffusivity ramps with
+        the inversion over `PrimitiveTerms.convective_ramp_kg_m3` (linearly, or C1 when
+        penetrative: ``x^2 (3 - 2x)``), or switches on at any inversion (a ramp of 0).
+        """
+        terms, geo = self.terms, self.geo
+        dtype = T.dtype
+        up = self.eos.density_anomaly(T[:-1], S[:-1], geo.z_int)  # level k at its bottom
+        lo = self.eos.density_anomaly(T[1:], S[1:], geo.z_int)  # level k + 1 at its top
+        if penetrative:
+            ref = self.eos.density_anomaly(jnp.asarray(10.0, dtype), jnp.asarray(35.0, dtype),
+                                           geo.z_int)  # [L-1, 1, 1]
+            # Densest water above each interface, lightest wet water below it (land below an
+            # interface is left out by a finite fill: no inversion there).
+            big = jnp.asarray(1e6, dtype)  # kg/m^3, beyond any density anomaly
+            up = jax.lax.cummax(up - ref, axis=0) + ref
+            lo_rel = jnp.where(self.geo.ops.wet[1:] > 0, lo - ref, big)
+            lo = jax.lax.cummin(lo_rel, axis=0, reverse=True) + ref
+        kappa = self.coeffs["convective_kappa"]
+        if terms.convective_ramp_kg_m3 > 0:
+            x = jnp.clip((up - lo) / jnp.asarray(terms.convective_ramp_kg_m3, dtype), 0.0, 1.0)
+            if penetrative:
+                # C1 ramp: no kink at 0, where the columns the last step mixed sit (their
+                # inversions are +-round-off, and a linear ramp's derivative would jump there).
+                return kappa * x * x * (3.0 - 2.0 * x)
+            return kappa * x
+        return jnp.where(up > lo, kappa, jnp.zeros((), dtype))
+
     def implicit_vertical_step(self, u: Array, v: Array, T: Array, S: Array, h_new: Array,
                                w: Array | None, forcing: Forcing | None, dt: float):
         """Step 4: surface fluxes and implicit vertical mixing and advection; new ``u, v, T, S``.
@@ -484,17 +526,8 @@ class PrimitiveEquation:
         if terms.vertical_mixing:
             kap_t = _interfaces(c["kappa_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)
             kap_m = _interfaces(c["nu_v"]) * jnp.ones((max(L - 1, 1), 1, 1), dtype)
-            if terms.convective_kappa_m2_s > 0 and L > 1:
-                # Static instability at an interface: the upper water, brought to the interface
-                # depth, is denser than the lower water there; the diffusivity ramps with the
-                # inversion, or switches on at any inversion (`convective_ramp_kg_m3`).
-                up = self.eos.density_anomaly(T[:-1], S[:-1], geo.z_int)
-                lo = self.eos.density_anomaly(T[1:], S[1:], geo.z_int)
-                if terms.convective_ramp_kg_m3 > 0:
-                    ramp = jnp.clip((up - lo) / cast(terms.convective_ramp_kg_m3), 0.0, 1.0)
-                    conv = cast(terms.convective_kappa_m2_s) * ramp
-                else:
-                    conv = jnp.where(up > lo, cast(terms.convective_kappa_m2_s), cast(0.0))
+            if terms.convective_mixing and L > 1:
+                conv = self.conv if self.conv is not None else self.convective_diffusivity(T, S)
                 kap_t, kap_m = kap_t + conv, kap_m + conv
         else:
             kap_t = kap_m = cast(0.0)
@@ -596,6 +629,11 @@ class PrimitivePhysics(Physics):
                                                  self.n_barotropic, self.dt_barotropic_s,
                                                  self.specs)
         dt = self.dt_substep_s
+        # Convective diffusivity diagnosed once, from the step's initial state (penetrative),
+        # and held through the substeps (`PrimitiveTerms.convective_closure`).
+        if (self.terms.convective_closure == "step" and self.terms.vertical_mixing
+                and self.terms.convective_mixing and s.T.shape[0] > 1):
+            eq = dataclasses.replace(eq, conv=eq.convective_diffusivity(s.T, s.S, True))
         s = repeat(lambda st: eq.split_explicit_step(st, forcing, dt), self.n_substeps,
                    self.config.remat_substeps)(s)
         keep = lambda new, old, m: jnp.where(m, new, old)  # noqa: E731

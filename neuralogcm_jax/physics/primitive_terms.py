@@ -24,6 +24,8 @@ Array = Any
 KELVIN_OFFSET = 273.15
 # Surface freezing point of seawater ~ -0.054 S degC (-1.9 degC at 35 psu), linearised.
 FREEZING_SLOPE_K_PSU = -0.054
+# When the convective diffusivity is evaluated (`PrimitiveTerms.convective_closure`).
+CONVECTIVE_CLOSURES = ("step", "substep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,22 +53,34 @@ class PrimitiveTerms:
       eos: equation of state, ``"teos10"`` or ``"linear"`` (`eos.EOS_NAMES`). Default "teos10".
       drag_coefficient: neutral 10 m drag coefficient C_d (dimensionless) of the wind stress;
         1.3e-3 is the middle of the Large & Pond (1981) range for 5-15 m/s winds. Default 1.3e-3.
-      convective_kappa_m2_s: extra vertical diffusivity (m^2/s) of tracers and momentum across an
-        interface where the water below is lighter than the water above (evaluated at the
-        interface depth); implicit, so large values are stable. 0 disables. Default 0.1.
+      convective_mixing: extra vertical diffusivity and viscosity, the learnable
+        ``convective_kappa`` (m^2/s), across an interface where the water below is lighter than
+        the water above (evaluated at the interface depth; which water, `convective_closure`
+        says); implicit, so large values are stable. Default True.
+      convective_closure: when and how the convective diffusivity is diagnosed. ``"step"``: once
+        per model step (a day), from the step's initial state, comparing at each interface the
+        densest water of the levels above with the lightest of the levels below (penetrative:
+        the whole unstable part of a column mixes, not one interface per diagnosis), with a C1
+        ramp, and held through the step's substeps. ``"substep"``: at every substep, from the
+        two levels next to each interface, with a linear ramp. With "substep" the diffusivity
+        follows the state every substep, a feedback that made float32 gradients of the small
+        momentum coefficients ill-conditioned (3 deg x 4 levels, 5-day loss: nu_m 12.6 % from
+        float64); with "step" 0.01 % there, and one case of `tests/test_gradients.py` still
+        misses its 1e-2 bar (3 deg x 23 levels, per-level nu_t, 1.6 %). The twin's truth keeps
+        "substep" (`data/twin_truth.py`). Default "step".
       ice_ramp_k: the margin (K) above the freezing point over which the wind stress goes from
         none (ice) to full (open water); > 0. Default 0.2.
-      convective_ramp_kg_m3: the density inversion (kg/m^3) over which the convective
-        diffusivity ramps linearly from 0 to its full value; 0 switches it fully on at any
-        inversion. With the switch the day's result jumps wherever a coefficient change flips the
-        stability of an interface, so the loss is discontinuous in the coefficients (central
-        differences differed from the gradient by 7-86 % on the 3 deg, 23-level world, 1.8 % on
-        the 6 deg one) and the gradient never sees the stratification. A narrow ramp is smooth
-        but stiff: at 0.1 kg/m^3 the float32 gradients of the small momentum coefficients of
-        the 6 deg, 4-level world were off by up to 38 % (float64 fine); at 0.3 all are within
-        0.3 % there (`tests/test_gradients.py`). The twin's truth keeps the switch
-        (`TruthSpec.convective_ramp_kg_m3`): with a 0.1 ramp its 4.5 deg quick twin became
-        non-finite in its third year (weak inversions mix weakly and can grow there). Default 0.3.
+      convective_ramp_kg_m3: the density inversion (kg/m^3) over which the convective diffusivity
+        ramps from 0 to its full value (linearly, or ``x^2 (3 - 2x)`` with the "step" closure); 0
+        switches it fully on at any inversion. With the switch the day's result jumps wherever a
+        coefficient change flips the stability of an interface, so the loss is discontinuous in the
+        coefficients (central differences differed from the gradient by 7-86 % on the 3 deg,
+        23-level world, 1.8 % on the 6 deg one) and the gradient never sees the stratification. A
+        narrow ramp is smooth but stiff: at 0.1 kg/m^3 the float32 gradients of the small momentum
+        coefficients of the 6 deg, 4-level world were off by up to 38 % (float64 fine), with the
+        "substep" closure. The twin's truth keeps the switch (`TruthSpec.convective_ramp_kg_m3`):
+        with a 0.1 ramp its 4.5 deg quick twin became non-finite in its third year (weak inversions
+        mix weakly and can grow there). Default 0.3.
       rho0_kg_m3: Boussinesq reference density (kg/m^3). Default 1025.
       gravity_m_s2: gravitational acceleration (m/s^2). Default 9.81.
       max_substep_s: upper bound (s) on the baroclinic substep (the internal-wave and surface-flux
@@ -93,8 +107,9 @@ class PrimitiveTerms:
     bottom_drag: bool = True
     eos: str = "teos10"
     drag_coefficient: float = 1.3e-3
-    convective_kappa_m2_s: float = 0.1
+    convective_mixing: bool = True
     convective_ramp_kg_m3: float = 0.3
+    convective_closure: str = "step"
     ice_ramp_k: float = 0.2
     rho0_kg_m3: float = RHO0_KG_M3
     gravity_m_s2: float = GRAVITY_M_S2
@@ -104,7 +119,7 @@ class PrimitiveTerms:
 
     def __post_init__(self):
         eos_lib.make_eos(self.eos)  # ConfigError naming an unknown EOS
-        for name in ("drag_coefficient", "convective_kappa_m2_s", "convective_ramp_kg_m3"):
+        for name in ("drag_coefficient", "convective_ramp_kg_m3"):
             v = float(getattr(self, name))
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"physics.primitive.{name} must be >= 0, got {v}")
@@ -112,6 +127,10 @@ class PrimitiveTerms:
             v = float(getattr(self, name))
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"physics.primitive.{name} must be > 0, got {v}")
+        if self.convective_closure not in CONVECTIVE_CLOSURES:
+            raise ConfigError(
+                f"physics.primitive.convective_closure must be one of {CONVECTIVE_CLOSURES}, "
+                f"got {self.convective_closure!r}")
         if not 0.0 < float(self.barotropic_cfl) <= 1.0:
             raise ConfigError(
                 f"physics.primitive.barotropic_cfl must be in (0, 1], got {self.barotropic_cfl}"
@@ -148,6 +167,17 @@ PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
     "bottom_drag": CoefficientSpec(
         "bottom_drag", 1e-3, "m/s", "linear bottom drag velocity on the deepest wet layer",
         max_value=0.1, per_level=False,
+    ),
+    # Convective adjustment as a large diffusivity, 1-10 m^2/s in z-level models: at 1 m^2/s a
+    # 190 m unstable column mixes within a day, at 0.1 its inversion falls 30-fold
+    # (tests/test_primitive.py). The default is 0.1 because at 1 the float32 gradients of the
+    # 3 deg x 23 level world's 5-day loss left float64's by up to 9 % (docs/design.md).
+    # Implicit, so the bound only keeps the learned value physical. One value: it acts where a
+    # column is unstable, at whatever depth.
+    "convective_kappa": CoefficientSpec(
+        "convective_kappa", 0.1, "m^2/s",
+        "vertical diffusivity and viscosity across statically unstable interfaces",
+        max_value=10.0, per_level=False,
     ),
 }
 
