@@ -124,6 +124,18 @@ def matrix_cases():
 # 1.60 % (kappa_v 0.46 %), so it stays strict xfail; and 6 deg x 23 levels per level, which
 # passed before the change (0.07 %), fails: 5-day nu_t 1.09 % (convective_kappa 0.84 %); 3 deg x
 # 4 levels global 0.01 %, 3 deg x 23 global 0.37 % (the other three not re-run on this code).
+# Two experiments of 2026-12-01 (afternoon), neither kept:
+# - the exact diagnosis again, under `jax.checkpoint` (same forward values, its intermediates
+#   recomputed in the backward pass instead of kept): 3 deg x 23 per level, 5-day nu_t 3.52 %
+#   (convective_kappa 1.21 %). The same arithmetic gave 0.999 % without the checkpoint, so
+#   that figure was not a property of the exact diagnosis: the 5-day float32 gradient of the
+#   weak nu_t (1e-5 of heat_restoring's) moves between 1 % and 3.5 % with how XLA compiles the
+#   same function;
+# - the derivative through the diagnosis dropped (T, S stop_gradient'ed where the diffusivity
+#   is diagnosed, kappa's own factor kept, the frozen-mixing adjoint of ocean adjoint codes):
+#   the same case's 5-day gradients then left float64 central differences by 462 %
+#   (convective_kappa), 148 % (nu_t) and 83 % (kappa_v). The path through the state's
+#   stability dominates these gradients and cannot be dropped.
 # Still ill-conditioned at convective_kappa = 1 m^2/s (3 deg x 23 per level, 5-day: heat_restoring
 # 8.6 % with the C1 ramp, nu_t 15 % with a linear one), hence its default of 0.1.
 PRIMITIVE_FLOAT32_GAP_CASES = {(3.0, 23, True), (6.0, 23, True)}

@@ -483,7 +483,7 @@ class PrimitiveEquation:
             # interface is left out by a finite fill: no inversion there).
             big = jnp.asarray(1e6, dtype)  # kg/m^3, beyond any density anomaly
             up = jax.lax.cummax(up - ref, axis=0) + ref
-            lo_rel = jnp.where(self.geo.ops.wet[1:] > 0, lo - ref, big)
+            lo_rel = jnp.where(geo.ops.wet[1:] > 0, lo - ref, big)
             lo = jax.lax.cummin(lo_rel, axis=0, reverse=True) + ref
         kappa = self.coeffs["convective_kappa"]
         if terms.convective_ramp_kg_m3 > 0:
@@ -494,6 +494,15 @@ class PrimitiveEquation:
                 return kappa * x * x * (3.0 - 2.0 * x)
             return kappa * x
         return jnp.where(up > lo, kappa, jnp.zeros((), dtype))
+
+    def with_step_convection(self, T: Array, S: Array) -> "PrimitiveEquation":
+        """This equation with `conv` diagnosed from ``T, S`` (penetrative) when the "step"
+        closure is on, to be held through the substeps of one model step; else unchanged."""
+        terms = self.terms
+        if (terms.convective_closure == "step" and terms.vertical_mixing
+                and terms.convective_mixing and T.shape[0] > 1):
+            return dataclasses.replace(self, conv=self.convective_diffusivity(T, S, True))
+        return self
 
     def implicit_vertical_step(self, u: Array, v: Array, T: Array, S: Array, h_new: Array,
                                w: Array | None, forcing: Forcing | None, dt: float):
@@ -631,9 +640,7 @@ class PrimitivePhysics(Physics):
         dt = self.dt_substep_s
         # Convective diffusivity diagnosed once, from the step's initial state (penetrative),
         # and held through the substeps (`PrimitiveTerms.convective_closure`).
-        if (self.terms.convective_closure == "step" and self.terms.vertical_mixing
-                and self.terms.convective_mixing and s.T.shape[0] > 1):
-            eq = dataclasses.replace(eq, conv=eq.convective_diffusivity(s.T, s.S, True))
+        eq = eq.with_step_convection(s.T, s.S)
         s = repeat(lambda st: eq.split_explicit_step(st, forcing, dt), self.n_substeps,
                    self.config.remat_substeps)(s)
         keep = lambda new, old, m: jnp.where(m, new, old)  # noqa: E731
