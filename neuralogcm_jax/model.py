@@ -60,7 +60,12 @@ from neuralogcm_jax.nn.baselines.unet import UNetConfig
 from neuralogcm_jax.nn.ste import STEConfig
 from neuralogcm_jax.physics import Physics, make_physics
 from neuralogcm_jax.constants import SECONDS_PER_DAY
-from neuralogcm_jax.physics.params import CoefficientSpec, default_raw, to_si
+from neuralogcm_jax.physics.params import (
+    PAPER_COEFFICIENTS,
+    CoefficientSpec,
+    default_raw,
+    to_si,
+)
 from neuralogcm_jax.physics.stepping import PhysicsConfig
 from neuralogcm_jax.schema import FrozenDict
 
@@ -144,9 +149,17 @@ class ModelConfig:
         object.__setattr__(self, "name", canonical_model_name(self.name))
         object.__setattr__(self, "physics_coefficients", FrozenDict(self.physics_coefficients))
         d = self.climate_damping_days
-        if d is not None and not (isinstance(d, (int, float)) and np.isfinite(d) and d > 0):
-            raise ConfigError(f"model.climate_damping_days must be a number of days > 0 or null, "
-                              f"got {d!r}")
+        if d is not None and not (isinstance(d, (int, float)) and np.isfinite(d) and d >= 1):
+            raise ConfigError(f"model.climate_damping_days must be a number of days >= 1 (the "
+                              f"damping rates' bound is 1/day) or null, got {d!r}")
+        if self.name == "neuralogcm" and self.physics_coefficients:
+            # Unknown names and values outside (0, bound]: a ConfigError naming the key, before
+            # any data is read or any model built.
+            from neuralogcm_jax.physics.primitive_terms import PRIMITIVE_COEFFICIENTS
+
+            primitive = self.physics.mode == "primitive"
+            core = PRIMITIVE_COEFFICIENTS if primitive else PAPER_COEFFICIENTS
+            default_raw({**core, **climate_damping_specs(d)}, dict(self.physics_coefficients))
         if self.dtype not in ("float32", "bfloat16", "float64"):
             raise ConfigError(
                 f"model.dtype must be 'float32', 'bfloat16' or 'float64', got {self.dtype!r}"

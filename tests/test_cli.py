@@ -84,6 +84,22 @@ def test_a_bad_argument_is_refused_naming_it(command, arg, values, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+def test_a_physics_coefficient_outside_its_range_is_refused_naming_it(tmp_path, capsys):
+    """`--set model.physics_coefficients.X=V` with V above the coefficient's stability bound (the
+    integrator would clip it silently), at or below zero or NaN: exit 2 naming the key, before
+    any data is read (the data root does not exist)."""
+    base = ["train", "--data_root", str(tmp_path / "no_data"), "--out_dir", str(tmp_path / "out")]
+    for sets, key, bound in (
+        (["model.physics_coefficients.nu_m=1e9"], "nu_m", "250000"),
+        (["model.physics_coefficients.nu_t=-1"], "nu_t", "250000"),
+        (["model.physics.mode=primitive", "model.physics_coefficients.convective_kappa=nan"],
+         "convective_kappa", "10"),
+    ):
+        err = _refused(base + [x for s in sets for x in ("--set", s)], capsys)
+        assert f"model.physics_coefficients.{key} must be in (0, {bound}]" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_rollout_days_zero_and_negative_are_refused(tmp_path, capsys):
     """The reported case: `neuralogcm rollout --days -5` ended in an IndexError traceback."""
     for v in ("0", "-5"):

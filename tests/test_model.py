@@ -321,3 +321,26 @@ def test_climate_damping_scales_each_variables_anomaly_and_learns_through_its_ra
         ModelConfig(climate_damping_days=0.0)
     with pytest.raises(ConfigError, match="model.climate_damping_days"):
         ModelConfig(climate_damping_days=-5)
+    with pytest.raises(ConfigError, match="model.climate_damping_days"):
+        ModelConfig(climate_damping_days=0.5)  # a rate of 2/day, above its bound of 1/day
+
+
+@pytest.mark.parametrize("mode", ["paper", "primitive"])
+def test_a_physics_coefficient_outside_its_range_is_named(world, mode):
+    """An initial coefficient above its stability bound (which the integrator would silently
+    clip), at or below zero, or not a number: one ConfigError naming the key and the range; a
+    value at the bound is taken as given."""
+    from neuralogcm_jax.physics import PhysicsConfig
+
+    g, stats, _, _ = world
+    physics = PhysicsConfig(mode=mode)
+    name, bound = ("nu_m", "250000") if mode == "paper" else ("convective_kappa", "10")
+    for bad in (1e9, 0.0, -1.0, float("nan"), "fast"):
+        # refused when the configuration is made, before any data is read or model built
+        with pytest.raises(ConfigError, match=rf"model\.physics_coefficients\.{name} must be "
+                           rf"in \(0, {bound}\]"):
+            tiny("neuralogcm", physics=physics, physics_coefficients={name: bad})
+    at_bound = float(bound)
+    m = build_model(tiny("neuralogcm", physics=physics, physics_coefficients={name: at_bound}),
+                    g, stats, seed=0)
+    assert float(m.physics_coefficients_si()[name]) == pytest.approx(at_bound, rel=1e-5)

@@ -25,6 +25,7 @@ is derived), so a learned coefficient can never make the daily step unstable.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -67,8 +68,15 @@ class CoefficientSpec:
     def raw_init(self, value: float | None = None, n_levels: int | None = None) -> np.ndarray:
         """Raw value giving `value` (default if None); one per level if `n_levels`."""
         v = self.default if value is None else value
-        if v <= 0:
-            raise ConfigError(f"coefficient {self.name} must be > 0 ({self.units}), got {v}")
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not (0 < v <= self.max_value):  # NaN fails too
+            # Above its bound the integrator would clip it: the run would not start from `value`.
+            raise ConfigError(
+                f"model.physics_coefficients.{self.name} must be in (0, {self.max_value:g}] "
+                f"{self.units} (its stability bound), got {value!r}")
         r = inverse_softplus(v / self.raw_scale).astype(np.float32)
         return r if n_levels is None else np.full((n_levels,), r, dtype=np.float32)
 
