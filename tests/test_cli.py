@@ -97,6 +97,9 @@ def test_a_physics_coefficient_outside_its_range_is_refused_naming_it(tmp_path, 
     ):
         err = _refused(base + [x for s in sets for x in ("--set", s)], capsys)
         assert f"model.physics_coefficients.{key} must be in (0, {bound}]" in err, err
+    # a coefficient the mode does not have (paper mode has no convective mixing)
+    err = _refused(base + ["--set", "model.physics_coefficients.convective_kappa=1"], capsys)
+    assert "model.physics_coefficients: unknown physics coefficient(s) ['convective_kappa']" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -115,7 +115,8 @@ def default_raw(
     values = values or {}
     unknown = set(values) - set(specs)
     if unknown:
-        raise ConfigError(f"unknown physics coefficient(s) {sorted(unknown)}; known: {sorted(specs)}")
+        raise ConfigError(f"model.physics_coefficients: unknown physics coefficient(s) "
+                          f"{sorted(unknown)}; known: {sorted(specs)}")
     return {
         k: s.raw_init(values.get(k), n_levels if per_level and s.per_level else None)
         for k, s in specs.items()
