@@ -66,8 +66,8 @@ class PrimitiveTerms:
         follows the state every substep, a feedback that made float32 gradients of the small
         momentum coefficients ill-conditioned (3 deg x 4 levels, 5-day loss: nu_m 12.6 % from
         float64); with "step" 0.01 % there, and two cases of `tests/test_gradients.py` miss
-        its 1e-2 bar (23 levels, per-level nu_t, 1.6 % at 3 deg, 1.09 % at 6 deg). The twin's truth keeps
-        "substep" (`data/twin_truth.py`). Default "step".
+        its 1e-2 bar (23 levels, per-level nu_t, 2.05 % at 3 deg, 1.12 % at 6 deg). The twin's
+        truth keeps "substep" (`data/twin_truth.py`). Default "step".
       ice_ramp_k: the margin (K) above the freezing point over which the wind stress goes from
         none (ice) to full (open water); > 0. Default 0.2.
       convective_ramp_kg_m3: the density inversion (kg/m^3) over which the convective diffusivity
