@@ -29,6 +29,7 @@ from neuralogcm_jax.eval.evaluate import run_evaluation
 from neuralogcm_jax.rollout import load_model
 from neuralogcm_jax.train import config as config_lib
 from neuralogcm_jax.train.loop import check_config, train
+from neuralogcm_jax.train.state import physics_si
 
 
 def _note(msg: str, progress: bool) -> None:
@@ -68,15 +69,31 @@ def _train(name: str, root: Path, run_dir: Path, overrides: list[str], progress:
     res = train(cfg, progress=progress)
     _note(f"{name}: {res.step} steps ({res.skipped} skipped) in {time.perf_counter() - t0:.0f} s",
           progress)
+    check_trained(name, res, cfg.optim.trainable, run_dir)
+    return run_dir
+
+
+def check_trained(name: str, res, trainable: str, run_dir: Path) -> None:
+    """A `train` result the demo may report on: every update applied and, when the physics was
+    trainable, every learnable physics coefficient moved; else a `StateError` naming the
+    parameter groups. The demo is the main job and CI runs it: a model trained with skipped
+    updates, or whose physics the loss never reached, is not the model the report describes."""
     if res.skipped:
-        # The demo is the main job and CI runs it: a model trained with skipped updates is not
-        # the model the report would describe, so the demo fails instead of reporting on it.
         groups = {g: n for g, n in res.skipped_by_group.items() if n}
         raise StateError(
             f"{name}: {res.skipped} of {res.step} training updates were skipped (non-finite loss "
             f"or gradient; by parameter group: {groups or 'loss only'}); see {run_dir}/metrics.jsonl"
         )
-    return run_dir
+    if trainable in ("all", "physics"):
+        # every update applied, yet a coefficient that never moved had a zero gradient
+        final = physics_si(res.graphdef, res.train_state)
+        still = sorted(k for k, v in res.physics_start.items() if np.array_equal(v, final[k]))
+        if still:
+            raise StateError(
+                f"{name}: after {res.step} applied updates the physics coefficient(s) "
+                f"{', '.join('physics_params.' + k for k in still)} never moved from their "
+                f"start (a zero gradient); see {run_dir}/metrics.jsonl"
+            )
 
 
 def _ranges(leads: list[int]) -> str:

@@ -58,10 +58,9 @@ from neuralogcm_jax.nn.baselines.fourcastnet import FourCastNetConfig
 from neuralogcm_jax.nn.baselines.simvp import SimVPConfig
 from neuralogcm_jax.nn.baselines.unet import UNetConfig
 from neuralogcm_jax.nn.ste import STEConfig
-from neuralogcm_jax.physics import Physics, make_physics
+from neuralogcm_jax.physics import Physics, coefficient_specs, make_physics
 from neuralogcm_jax.constants import SECONDS_PER_DAY
 from neuralogcm_jax.physics.params import (
-    PAPER_COEFFICIENTS,
     CoefficientSpec,
     default_raw,
     to_si,
@@ -149,17 +148,17 @@ class ModelConfig:
         object.__setattr__(self, "name", canonical_model_name(self.name))
         object.__setattr__(self, "physics_coefficients", FrozenDict(self.physics_coefficients))
         d = self.climate_damping_days
-        if d is not None and not (isinstance(d, (int, float)) and np.isfinite(d) and d >= 1):
-            raise ConfigError(f"model.climate_damping_days must be a number of days >= 1 (the "
-                              f"damping rates' bound is 1/day) or null, got {d!r}")
+        if d is not None and not (isinstance(d, (int, float)) and np.isfinite(d)
+                                  and d >= MIN_CLIMATE_DAMPING_DAYS):
+            raise ConfigError(
+                f"model.climate_damping_days must be a number of days >= "
+                f"{MIN_CLIMATE_DAMPING_DAYS:g} (the damping rates' stability bound) or null, "
+                f"got {d!r}")
         if self.name == "neuralogcm" and self.physics_coefficients:
             # Unknown names and values outside (0, bound]: a ConfigError naming the key, before
             # any data is read or any model built.
-            from neuralogcm_jax.physics.primitive_terms import PRIMITIVE_COEFFICIENTS
-
-            primitive = self.physics.mode == "primitive"
-            core = PRIMITIVE_COEFFICIENTS if primitive else PAPER_COEFFICIENTS
-            default_raw({**core, **climate_damping_specs(d)}, dict(self.physics_coefficients))
+            specs = {**coefficient_specs(self.physics), **climate_damping_specs(d)}
+            default_raw(specs, dict(self.physics_coefficients))
         if self.dtype not in ("float32", "bfloat16", "float64"):
             raise ConfigError(
                 f"model.dtype must be 'float32', 'bfloat16' or 'float64', got {self.dtype!r}"
@@ -171,6 +170,8 @@ class Constant(nnx.Variable):
 
 
 DAMPED_VARIABLES = ("S", "U", "V", "T", "SSH")
+# The fastest climate damping: an e-folding of one day (the rates' stability bound).
+MIN_CLIMATE_DAMPING_DAYS = 1.0
 
 
 def climate_damping_specs(days: float | None) -> dict[str, CoefficientSpec]:
@@ -183,7 +184,7 @@ def climate_damping_specs(days: float | None) -> dict[str, CoefficientSpec]:
         f"climate_damping_{v}": CoefficientSpec(
             f"climate_damping_{v}", rate, "1/s",
             f"relaxation rate of the {v} anomaly toward the model's climatology",
-            max_value=1.0 / SECONDS_PER_DAY, per_level=False)
+            max_value=1.0 / (MIN_CLIMATE_DAMPING_DAYS * SECONDS_PER_DAY), per_level=False)
         for v in DAMPED_VARIABLES
     }
 

@@ -31,3 +31,43 @@ def test_the_verdict_says_so_when_the_hybrid_wins_everywhere():
     r = results(neuralogcm=[0.1, 0.2], persistence=[0.4, 0.8], climatology=[1.3, 1.3])
     assert verdict(r)["wins"] == [1, 2]
     assert "at **every** lead" in "\n".join(verdict_lines(r, {}))
+
+
+def test_the_demo_refuses_a_run_with_skipped_updates_or_unmoved_physics(tmp_path):
+    """`check_trained`, the demo's guard before it reports on a model: a skipped update is named
+    with its parameter group; with every update applied, a learnable physics coefficient that
+    never moved is named (its gradient was zero), and one that moved passes."""
+    import jax.numpy as jnp
+    import pytest
+    from test_model import small_world, tiny
+
+    from neuralogcm_jax.demo import check_trained
+    from neuralogcm_jax.errors import StateError
+    from neuralogcm_jax.model import build_model
+    from neuralogcm_jax.train.loop import RunResult
+    from neuralogcm_jax.train.state import physics_si, split_model
+
+    g, stats, _, _ = small_world()
+    graphdef, params, rngs, consts = split_model(build_model(tiny("neuralogcm"), g, stats, seed=0))
+    ts = {"params": params, "rngs": rngs, "consts": consts}
+    start = physics_si(graphdef, ts)
+    assert set(start) == {"nu_m", "nu_t"}
+
+    def result(ts, skipped=0, groups=None):
+        return RunResult(20, ts, graphdef, {}, skipped=skipped, physics_start=start,
+                         skipped_by_group=groups or {"physics_params.nu_m": 0})
+
+    with pytest.raises(StateError, match=r"2 of 20 training updates were skipped .*"
+                       r"'physics_params.nu_m': 2"):
+        check_trained("neuralogcm", result(ts, 2, {"physics_params.nu_m": 2, "corrector.head": 0}),
+                      "all", tmp_path)
+    with pytest.raises(StateError, match=r"physics_params.nu_m, physics_params.nu_t never moved"):
+        check_trained("neuralogcm", result(ts), "all", tmp_path)
+    moved = {**params, "physics_params": {**params["physics_params"],
+                                          "nu_m": params["physics_params"]["nu_m"] + 1e-3}}
+    with pytest.raises(StateError, match=r"coefficient\(s\) physics_params.nu_t never moved"):
+        check_trained("neuralogcm", result({**ts, "params": moved}), "physics", tmp_path)
+    check_trained("neuralogcm", result(ts), "network", tmp_path)  # the physics was frozen
+    moved["physics_params"]["nu_t"] = params["physics_params"]["nu_t"] * 1.01
+    check_trained("neuralogcm", result({**ts, "params": moved}), "all", tmp_path)
+    assert not jnp.array_equal(moved["physics_params"]["nu_t"], params["physics_params"]["nu_t"])

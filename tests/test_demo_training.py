@@ -6,6 +6,12 @@ skipped each update, and the run died after ``train.nonfinite_patience`` steps. 
 only in float32 with x64 disabled, as the demo runs; this test process enables x64, so the
 dataset and the training run in child processes through the command line, as `make demo` does.
 
+Slow (about 4 minutes, most of it the dataset). CI runs `make demo` after `make test`: the demo
+trains this configuration for 240 steps on the full demo dataset and fails (exit 2) when any
+update was skipped or a learnable physics coefficient never moved (`demo.check_trained`, tested
+in tests/test_demo.py). The default set keeps the float32 gradient check at the demo's grid
+(tests/test_gradients.py::test_hybrid_gradients_at_the_demo_configuration).
+
 ``DEMO_TEST_XLA_FLAGS`` sets the children's XLA_FLAGS (default: none, one CPU device, like
 `make demo`); ``--xla_cpu_experimental_ynn_fusion_type=+reduce`` restores the faulty XLA default
 and makes this test fail.
@@ -66,6 +72,7 @@ def demo_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # ~4 min; CI's `make demo` makes the same claim at full scale (below)
 def test_demo_configuration_applies_every_update_and_moves_nu_m_and_nu_t(demo_data, tmp_path):
     """configs/demo.yaml (6 deg x 23 levels, batch 1, float32, NeuralOGCM; a smaller corrector)
     for 20 steps: no update skipped, and from step 2 on (step 1 runs at the warmup's zero

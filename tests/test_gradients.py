@@ -63,7 +63,7 @@ def check(result: dict) -> None:
 
 
 def test_hybrid_gradients_at_the_demo_configuration():
-    """The demo's grid (6 deg x 4 levels of the embedded world), batch of one, float32, default
+    """The demo's resolution (6 deg; the top 4 of its 23 levels), batch of one, float32, default
     paper physics, currents up to 1.5 m/s in the polar-filter band: every gradient of the one- and
     five-day training loss is finite and those of nu_m and nu_t match float64 central differences.
     (Before the XLA setting of `_xla_flags` both physics gradients were NaN here.)"""

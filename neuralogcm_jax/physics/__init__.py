@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.physics.paper import make_paper_physics
+from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
 from neuralogcm_jax.physics.planning import SubstepPlan, plan_substeps
 from neuralogcm_jax.physics.primitive import make_primitive_physics
+from neuralogcm_jax.physics.primitive_terms import PRIMITIVE_COEFFICIENTS
 from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig, check_state
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "PhysicsConfig",
     "SubstepPlan",
     "check_state",
+    "coefficient_specs",
     "make_physics",
     "plan_substeps",
 ]
@@ -36,3 +39,9 @@ def make_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> Physics
     if config.mode == "primitive":
         return make_primitive_physics(grid, config)
     return make_paper_physics(grid, config)
+
+
+def coefficient_specs(config: PhysicsConfig = PhysicsConfig()) -> dict[str, CoefficientSpec]:
+    """The learnable coefficients (`Physics.specs`) of the core `make_physics` builds for
+    `config`, without a grid or a build (a configuration checks its values with them)."""
+    return dict(PRIMITIVE_COEFFICIENTS if config.mode == "primitive" else PAPER_COEFFICIENTS)

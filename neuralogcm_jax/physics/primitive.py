@@ -644,9 +644,7 @@ class PrimitivePhysics(Physics):
                                                  self.n_barotropic, self.dt_barotropic_s,
                                                  self.specs)
         dt = self.dt_substep_s
-        # Convective diffusivity diagnosed once, from the step's initial state (penetrative),
-        # and held through the substeps (`PrimitiveTerms.convective_closure`).
-        eq = eq.with_step_convection(s.T, s.S)
+        eq = eq.with_step_convection(s.T, s.S)  # the "step" closure; else unchanged
         s = repeat(lambda st: eq.split_explicit_step(st, forcing, dt), self.n_substeps,
                    self.config.remat_substeps)(s)
         keep = lambda new, old, m: jnp.where(m, new, old)  # noqa: E731

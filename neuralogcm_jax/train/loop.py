@@ -84,7 +84,8 @@ class RunResult:
 
     `skipped`: steps of this call whose update was skipped (non-finite loss or gradient),
     rewound ones included; `skipped_by_group`: for every parameter group (`state.param_group`),
-    how many of them had a non-finite gradient in that group."""
+    how many of them had a non-finite gradient in that group; `physics_start`: the learnable
+    physics coefficients (SI) when this call began (empty for a model without them)."""
 
     step: int
     train_state: Any
@@ -93,6 +94,7 @@ class RunResult:
     stopped_by_signal: bool = False
     skipped: int = 0
     skipped_by_group: dict = dataclasses.field(default_factory=dict)
+    physics_start: dict = dataclasses.field(default_factory=dict)
 
 
 def train(cfg: config_lib.Config, *, resume: bool | None = None,
@@ -167,6 +169,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
         step = 0
         position = {"epoch": 0, "batch": 0, "iter": None}
     del model_vars
+    physics_start = st.physics_si(graphdef, ts)
     if main:
         config_lib.write_config(cfg, out_dir)
     log = MetricsLog(out_dir, main)
@@ -340,4 +343,4 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
         print(f"neuralogcm train: stopped by {stop.describe()}; checkpoint at step {step}",
               flush=True)
     return RunResult(step, ts, graphdef, last, stopped, skipped=skipped_here,
-                     skipped_by_group=dict(skipped_by_group))
+                     skipped_by_group=dict(skipped_by_group), physics_start=physics_start)
