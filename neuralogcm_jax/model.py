@@ -363,6 +363,25 @@ class NeuralOGCM(Forecaster):
         return phys + corr.astype(phys.dtype)
 
 
+class PurePhysics(NeuralOGCM):
+    """A hybrid whose corrector never runs: a step is the physics core's day (with the climate
+    damping, when configured) alone, land masked. The evaluation's pure-physics reference: equal
+    bit for bit to the hybrid with a zero corrector, without the network's cost (about half a
+    hybrid step on the demo grid)."""
+
+    @classmethod
+    def of(cls, hybrid: NeuralOGCM) -> "PurePhysics":
+        """A copy of `hybrid` (its coefficients, statistics and parameters) as pure physics."""
+        if not isinstance(hybrid, NeuralOGCM):
+            raise ConfigError(f"pure physics needs a NeuralOGCM, got {type(hybrid).__name__}")
+        physics = nnx.clone(hybrid)
+        physics.__class__ = cls  # the same variables; only `_advance` differs
+        return physics
+
+    def _advance(self, state, forcing_next, doy, doy_next, deterministic):
+        return self.physics_tendency_step(state, forcing_next, doy, doy_next)
+
+
 class Baseline(Forecaster):
     """A data-driven baseline: ``next = state + net([state, forcing_next])``."""
 

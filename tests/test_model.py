@@ -351,3 +351,30 @@ def test_a_physics_coefficient_outside_its_range_is_named(world, mode):
     m = build_model(tiny("neuralogcm", physics=physics, physics_coefficients={name: at_bound}),
                     g, stats, seed=0)
     assert float(m.physics_coefficients_si()[name]) == pytest.approx(at_bound, rel=1e-5)
+
+
+def test_pure_physics_is_the_hybrid_with_a_zero_corrector_bit_for_bit(world):
+    """`PurePhysics.of(hybrid)` (the evaluation's pure-physics reference) never runs the
+    corrector and rolls out exactly like the hybrid whose corrector parameters are all zero; the
+    hybrid itself is left as it was."""
+    from neuralogcm_jax.model import PurePhysics
+
+    g, stats, state, forcing = world
+    m = build_model(tiny("neuralogcm", climate_damping_days=30.0), g, stats, seed=0)
+    params = [v for _, v in nnx.iter_graph(m.corrector) if isinstance(v, nnx.Param)]
+    for i, v in enumerate(params):  # a corrector that does something
+        v[...] = 1e-2 * jax.random.normal(jax.random.key(i), v[...].shape, v[...].dtype)
+    before = np.asarray(rollout(m, state, forcing, 3, 40))
+    pure = PurePhysics.of(m)
+    zeroed = nnx.clone(m)
+    for _, v in nnx.iter_graph(zeroed.corrector):
+        if isinstance(v, nnx.Param):
+            v[...] = jnp.zeros_like(v[...])
+    a = np.asarray(rollout(pure, state, forcing, 3, 40))
+    b = np.asarray(rollout(zeroed, state, forcing, 3, 40))
+    np.testing.assert_array_equal(a, b)
+    assert float(np.abs(a - before).max()) > 1e-3  # the corrector mattered in the hybrid
+    np.testing.assert_array_equal(np.asarray(rollout(m, state, forcing, 3, 40)), before)
+    assert type(m) is NeuralOGCM and pure.name == "neuralogcm"
+    with pytest.raises(ConfigError, match="pure physics needs a NeuralOGCM, got Baseline"):
+        PurePhysics.of(build_model(tiny("unet"), g, stats, seed=0))

@@ -27,7 +27,6 @@ from typing import Any
 import h5py
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from tqdm.auto import tqdm
 
 from neuralogcm_jax import checkpointing
@@ -40,7 +39,7 @@ from neuralogcm_jax.eval.report import write_report
 from neuralogcm_jax.eval.xr import trajectories_to_netcdf
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import OCEAN_3D_VARIABLES, ChannelLayout
-from neuralogcm_jax.model import ModelConfig, NeuralOGCM, build_model
+from neuralogcm_jax.model import ModelConfig, NeuralOGCM, PurePhysics, build_model
 from neuralogcm_jax.rollout import rollout
 
 REFERENCES = ("persistence", "climatology", "physics")
@@ -193,16 +192,13 @@ def evaluate_reference(
 
 
 def pure_physics_model(models: dict[str, Any], data: SplitData):
-    """The hybrid with a zero corrector: a copy of the first evaluated hybrid whose corrector
-    output is switched off, or the default physics if none is evaluated."""
+    """The first evaluated hybrid's physics alone (`model.PurePhysics`: its corrector never
+    runs, equal bit for bit to the hybrid with a zero corrector), or the default physics if no
+    hybrid is evaluated."""
     hybrid = next((m for m in models.values() if isinstance(m, NeuralOGCM)), None)
     if hybrid is None:
-        return build_model(ModelConfig(name="neuralogcm"), data.grid, data.stats)
-    physics = nnx.clone(hybrid)
-    for path, v in nnx.iter_graph(physics.corrector):
-        if isinstance(v, nnx.Param):
-            v[...] = jnp.zeros_like(v[...])
-    return physics
+        hybrid = build_model(ModelConfig(name="neuralogcm"), data.grid, data.stats)
+    return PurePhysics.of(hybrid)
 
 
 def variable_rows(layout: ChannelLayout) -> list[tuple[str, int, float, int]]:
