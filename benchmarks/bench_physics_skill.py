@@ -12,6 +12,12 @@ Variants: the seed's paper form (no pressure gradient, flux-form advection), the
 advective forms only, balanced paper mode (the default: hydrostatic pressure gradient and advective
 forms), balanced paper mode with smaller diffusivities, primitive mode.
 
+Two references say how much 1-day skill a surface physics could add to persistence at all:
+`wind_response` (statistical: each upper level's velocity change regressed on the day's change of
+wind stress, fitted on the training years) and `slab_forecast` (physical: a wind-driven slab over
+levels that keep their velocity, with and without the previous day's wind; its depth and friction
+chosen on the validation year).
+
 The demo twin is generated (``make-data --preset demo``, ~30 s) into
 ``$NEURALOGCM_BENCH_DEMO`` (default: ``demo-twin`` in the system temporary directory) unless it is
 there already.
@@ -119,6 +125,157 @@ def balance_rows(data, inits, depths_idx=(10, 16, 22), min_lat_deg=15.0) -> list
     return rows
 
 
+def wind_response(train, max_level: int = 12, eq_lat_deg: float = 10.0):
+    """A statistical reference, not a physics: each level's day-to-day velocity change as a local,
+    linear response to the day's change of wind stress, fitted on the training years.
+
+    Poleward of `eq_lat_deg` the regressor is the change of the Ekman transport
+    ``M = tau x k / (rho0 f)`` (m^2/s) and the fit ``dU = (a + b k x) dM`` (``1/a`` is the depth of
+    a slab carrying all of it); within `eq_lat_deg` of the equator, where ``f`` vanishes, ``dU``
+    is a general 2 x 2 matrix times ``d tau`` (``86400 / (rho0 A_xx)`` is the depth of a slab
+    accelerated downwind for a day). Stress: `primitive_terms.wind_stress` of the stored 10 m wind.
+    Levels below `max_level` are not touched. Returns ``predict(state0, forcing0, forcing1)``
+    (normalised anomalies and forcing) and a dict of fitted depths and explained variances."""
+    import jax.numpy as jnp
+
+    from neuralogcm_jax.constants import RHO0_KG_M3, SECONDS_PER_DAY
+    from neuralogcm_jax.physics.primitive_terms import wind_stress
+
+    stats, lay = train.stats, train.stats.layout
+    n = lay.n_ocean
+    lat = np.asarray(train.grid.lat)
+    f = 2 * 7.2921e-5 * np.sin(np.deg2rad(lat))[:, None]
+    eq = (np.abs(lat) <= eq_lat_deg)[:, None]
+    inv = np.where(eq, 0.0, 1.0 / (RHO0_KG_M3 * np.where(eq, 1.0, f)))
+    std = stats.std[:n].astype(np.float64)
+    levels = range(min(max_level, lay.n_levels))
+    cu = [lay.channel("U", k) for k in levels]
+    cv = [lay.channel("V", k) for k in levels]
+
+    def stress(forcing):
+        phys = np.asarray(stats.denormalize_forcing(forcing), np.float64)
+        tx, ty = wind_stress(jnp.asarray(phys[..., 0, :, :]), jnp.asarray(phys[..., 1, :, :]))
+        return np.asarray(tx, np.float64), np.asarray(ty, np.float64)
+
+    tx, ty = stress(train.forcing)
+    dtx, dty = tx[1:] - tx[:-1], ty[1:] - ty[:-1]
+    dmu, dmv = dty * inv, -dtx * inv
+    coef, info = [], {}
+    for k, (iu, iv) in enumerate(zip(cu, cv)):
+        du = (train.state[1:, iu] - train.state[:-1, iu]) * std[iu]
+        dv = (train.state[1:, iv] - train.state[:-1, iv]) * std[iv]
+        wet = np.broadcast_to(stats.wet[iu] > 0, du.shape)
+        m = wet & ~eq
+        a = np.stack([np.concatenate([dmu[m], dmv[m]]), np.concatenate([-dmv[m], dmu[m]])], 1)
+        y = np.concatenate([du[m], dv[m]])
+        ab = np.linalg.lstsq(a, y, rcond=None)[0]
+        me = wet & eq
+        x = np.stack([dtx[me], dty[me]], 1)
+        au = np.linalg.lstsq(x, du[me], rcond=None)[0]
+        av = np.linalg.lstsq(x, dv[me], rcond=None)[0]
+        coef.append((ab, au, av))
+        info[k] = {
+            "ekman_explained": 1 - np.var(y - a @ ab) / np.var(y),
+            "ekman_depth_m": 1 / ab[0] if ab[0] > 0 else np.inf,
+            "equator_explained": 1 - (np.var(du[me] - x @ au) + np.var(dv[me] - x @ av))
+            / (np.var(du[me]) + np.var(dv[me])),
+            "equator_depth_m": SECONDS_PER_DAY / (RHO0_KG_M3 * au[0]) if au[0] > 0 else np.inf,
+        }
+
+    def predict(state0, forcing0, forcing1):
+        t0x, t0y = stress(forcing0)
+        t1x, t1y = stress(forcing1)
+        ex, ey = t1x - t0x, t1y - t0y
+        mu, mv = ey * inv, -ex * inv
+        out = np.array(state0, np.float64)
+        for (ab, au, av), iu, iv in zip(coef, cu, cv):
+            du = np.where(eq, au[0] * ex + au[1] * ey, ab[0] * mu - ab[1] * mv)
+            dv = np.where(eq, av[0] * ex + av[1] * ey, ab[1] * mu + ab[0] * mv)
+            out[:, iu] += np.where(stats.wet[iu] > 0, du, 0.0) / std[iu]  # land stays 0
+            out[:, iv] += np.where(stats.wet[iv] > 0, dv, 0.0) / std[iv]
+        return out.astype(np.float32)
+
+    return predict, info
+
+
+def slab_forecast(data, depth_m: float, rate_per_day: float, wind_change: bool):
+    """A physical reference: below a wind-driven slab of depth `depth_m`, every level keeps its
+    velocity (its daily-mean imbalance is taken as balanced by what the grid does not resolve,
+    instead of being turned inertially); the levels above it, relative to the first level below,
+    obey ``dW/dt = -(r + i f) W + tau / (rho0 h)`` (complex ``W = u + i v``; Pollard-Millard slab,
+    friction rate ``r``) over the day. With `wind_change` the initial slab is taken to be in
+    equilibrium with the previous day's stress and the forecast moves it by the change of the
+    equilibrium; without it (what a step that sees only the new day's forcing can do) the slab
+    starts from the state and is driven by the new stress. T, S and SSH are persisted. Returns
+    ``predict(inits)`` (normalised anomalies of the days ``inits + 1``)."""
+    import jax.numpy as jnp
+
+    from neuralogcm_jax.constants import RHO0_KG_M3, SECONDS_PER_DAY
+    from neuralogcm_jax.physics.primitive_terms import wind_stress
+
+    stats, lay = data.stats, data.stats.layout
+    std = stats.std[: lay.n_ocean].astype(np.float64)
+    f = 2 * 7.2921e-5 * np.sin(np.deg2rad(np.asarray(data.grid.lat)))[:, None]
+    lam = rate_per_day / SECONDS_PER_DAY + 1j * f
+    phys = np.asarray(stats.denormalize_forcing(data.forcing), np.float64)
+    tx, ty = wind_stress(jnp.asarray(phys[:, 0]), jnp.asarray(phys[:, 1]))
+    force = (np.asarray(tx, np.float64) + 1j * np.asarray(ty, np.float64)) / (
+        RHO0_KG_M3 * depth_m)
+    below = int(np.searchsorted(np.asarray(lay.depths_m), depth_m))
+    decay = np.exp(-lam * SECONDS_PER_DAY)
+
+    def velocity(t, k):
+        cu, cv = lay.channel("U", k), lay.channel("V", k)
+        return data.state[t, cu] * std[cu] + 1j * data.state[t, cv] * std[cv]
+
+    def predict(inits):
+        out = np.array(data.state[inits], np.float64)
+        base = velocity(inits, below)
+        new = force[inits + 1] / lam
+        for k in range(min(below, lay.n_levels)):
+            w0 = velocity(inits, k) - base
+            if wind_change:
+                w = w0 + (new - force[inits] / lam) * (1 - decay)
+            else:
+                w = new + decay * (w0 - new)
+            cu, cv = lay.channel("U", k), lay.channel("V", k)
+            out[:, cu] = np.where(stats.wet[cu] > 0, (base + w).real, 0.0) / std[cu]
+            out[:, cv] = np.where(stats.wet[cv] > 0, (base + w).imag, 0.0) / std[cv]
+        return out.astype(np.float32)
+
+    return predict
+
+
+def slab_rows(valid, test, inits, where, layout) -> list[dict]:
+    """`slab_forecast` with its depth and rate chosen on every third day of the validation year,
+    scored on the test dates `inits`, with and without the previous day's wind."""
+    from neuralogcm_jax.eval.evaluate import initial_dates, score_predictions
+
+    every_day = initial_dates(valid.n_days, 1, 3)
+    rows = []
+    for change in (False, True):
+        best = None
+        for h in (10.0, 20.0, 30.0, 45.0):
+            for r in (1.0, 2.0, 4.0):
+                p = slab_forecast(valid, h, r, change)
+                score = score_predictions(valid, every_day, lambda k: p(every_day), 1)[0]
+                if best is None or score["paper_rmse"][0] < best[0]:
+                    best = (score["paper_rmse"][0], h, r)
+        _, h, r = best
+        p = slab_forecast(test, h, r, change)
+        res = score_predictions(test, inits, lambda k: p(inits), 1)[0]
+        what = ("the previous and the new day's wind (slab moved by the change of its "
+                "equilibrium)" if change else "the new day's wind only (the model step's forcing)")
+        rows.append({
+            "name": f"slab_{'wind_change' if change else 'new_wind'}_1d",
+            "value": float(res["paper_rmse"][0]), "unit": "paper RMSE",
+            "notes": (f"physical reference (slab_forecast): levels below a {h:g} m wind-driven "
+                      f"slab (friction {r:g}/day; both chosen on the validation year) keep their "
+                      f"velocity, the slab sees {what}; {where}; 1-day per variable: "
+                      f"{_per_variable(res, layout)}")})
+    return rows
+
+
 def run(quick: bool) -> list[dict]:
     from neuralogcm_jax.eval.evaluate import (
         evaluate_forecaster,
@@ -126,6 +283,7 @@ def run(quick: bool) -> list[dict]:
         initial_dates,
         load_split,
         pure_physics_model,
+        score_predictions,
     )
     from neuralogcm_jax.model import ModelConfig, build_model
 
@@ -152,6 +310,21 @@ def run(quick: bool) -> list[dict]:
     for ref in ("persistence", "climatology"):
         r, _ = evaluate_reference(ref, data, inits, max_lead)
         add(ref, r, f"reference forecast: {ref}")
+    predict, info = wind_response(load_split(root, "train"))
+    r, _ = score_predictions(
+        data, inits,
+        lambda k: predict(data.state[inits], data.forcing[inits], data.forcing[inits + 1]), 1)
+    fits = "; ".join(
+        f"{layout.depths_m[k]:g} m: Ekman slab {v['ekman_depth_m']:.0f} m explains "
+        f"{v['ekman_explained']:.2f}, equatorial slab {v['equator_depth_m']:.0f} m explains "
+        f"{v['equator_explained']:.2f}" for k, v in info.items() if k in (0, 4, 7))
+    rows.append({
+        "name": "wind_response_1d", "value": float(r["paper_rmse"][0]), "unit": "paper RMSE",
+        "notes": (f"statistical reference (wind_response): persistence plus each of the top "
+                  f"{len(info)} levels' velocity change as a local linear response to the day's "
+                  f"change of wind stress, fitted on the training years; {where}; 1-day per "
+                  f"variable: {_per_variable(r, layout)}; fits: {fits}")})
+    rows += slab_rows(load_split(root, "valid"), data, inits, where, layout)
     for name, cfg, coeffs, what in variants():
         t0 = time.perf_counter()
         hybrid = build_model(ModelConfig(name="neuralogcm", physics=cfg,

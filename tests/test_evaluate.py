@@ -172,3 +172,115 @@ def test_a_trained_hybrid_runs_a_year_finite_and_bounded(tmp_path):
     assert rc == 0
     assert np.isfinite(summary["drift_T_degC_per_year"])
     assert (out / "rollout_diagnostics.png").stat().st_size > 0
+
+
+def test_a_forecast_equal_to_the_truth_scores_zero_and_an_unknown_reference_is_named(tmp_path):
+    from neuralogcm_jax import ConfigError
+    from neuralogcm_jax.eval.evaluate import (
+        evaluate_reference,
+        initial_dates,
+        load_split,
+        score_predictions,
+    )
+
+    write_tiny_dataset(tmp_path)
+    data = load_split(tmp_path, "test")
+    inits = initial_dates(data.n_days, 3, 40)
+    r, first = score_predictions(data, inits, lambda k: data.state[inits + k + 1], 3)
+    assert first.shape == (3,) + data.state.shape[1:]
+    np.testing.assert_array_equal(r["paper_rmse"], 0.0)
+    p, _ = evaluate_reference("persistence", data, inits, 3)
+    assert np.all(p["paper_rmse"] > 0.1)  # red noise of lag-1 correlation 0.8
+    with pytest.raises(ConfigError, match="'persistance'"):
+        evaluate_reference("persistance", data, inits, 3)
+
+
+def test_the_wind_response_reference_recovers_a_slab_and_predicts_its_change(tmp_path):
+    """benchmarks/bench_physics_skill.wind_response on data whose top level's velocity change is
+    exactly a slab's response to the change of wind stress: Ekman (depth 20 m) off the equator,
+    a day's downwind acceleration (40 m) on it; the level below does not respond."""
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_physics_skill import wind_response
+
+    from neuralogcm_jax.eval.evaluate import load_split
+    from neuralogcm_jax.physics.primitive_terms import wind_stress
+
+    write_tiny_dataset(tmp_path)
+    data = load_split(tmp_path, "train")
+    stats, lay = data.stats, data.stats.layout
+    rng = np.random.default_rng(1)
+    data.forcing = rng.normal(size=data.forcing.shape).astype(np.float32)
+    phys = np.asarray(stats.denormalize_forcing(data.forcing), np.float64)
+    tx, ty = (np.asarray(x, np.float64) for x in
+              wind_stress(jnp.asarray(phys[:, 0]), jnp.asarray(phys[:, 1])))
+    lat = np.asarray(data.grid.lat)
+    eq = (np.abs(lat) <= 10.0)[:, None]
+    f = 2 * 7.2921e-5 * np.sin(np.deg2rad(lat))[:, None]
+    rho0 = 1025.0
+    u_resp = np.where(eq, tx * 86400 / (rho0 * 40.0), ty / (rho0 * np.where(eq, 1, f) * 20.0))
+    v_resp = np.where(eq, ty * 86400 / (rho0 * 40.0), -tx / (rho0 * np.where(eq, 1, f) * 20.0))
+    iu, iv = lay.channel("U", 0), lay.channel("V", 0)
+    wet = stats.wet[iu] > 0
+    state = np.zeros_like(data.state)
+    state[:, iu] = np.where(wet, u_resp / stats.std[iu], 0)
+    state[:, iv] = np.where(wet, v_resp / stats.std[iv], 0)
+    state[:, lay.channel("U", 1)] = rng.normal(size=state[:, 0].shape) * wet
+    data.state = state.astype(np.float32)
+
+    predict, info = wind_response(data, max_level=2)
+    np.testing.assert_allclose(info[0]["ekman_depth_m"], 20.0, rtol=1e-4)
+    np.testing.assert_allclose(info[0]["equator_depth_m"], 40.0, rtol=1e-4)
+    assert info[0]["ekman_explained"] > 0.9999 and info[0]["equator_explained"] > 0.9999
+    assert info[1]["ekman_explained"] < 0.05  # noise: nothing to explain
+    t = np.arange(10, 20)
+    pred = predict(data.state[t], data.forcing[t], data.forcing[t + 1])
+    for c in (iu, iv):
+        np.testing.assert_allclose(pred[:, c], data.state[t + 1, c], atol=2e-4)
+
+
+@pytest.mark.parametrize("wind_change", [False, True])
+def test_the_slab_reference_keeps_a_slab_in_equilibrium_with_a_steady_wind(tmp_path, wind_change):
+    """benchmarks/bench_physics_skill.slab_forecast: a surface level whose velocity relative to
+    the level below is the slab's equilibrium ``tau / (rho0 h (r + i f))`` under a steady wind
+    stays there (either variant); change the wind and the slab moves toward the new one."""
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_physics_skill import slab_forecast
+
+    from neuralogcm_jax.eval.evaluate import load_split
+    from neuralogcm_jax.physics.primitive_terms import wind_stress
+
+    write_tiny_dataset(tmp_path)
+    data = load_split(tmp_path, "test")
+    stats, lay = data.stats, data.stats.layout
+    rng = np.random.default_rng(2)
+    data.forcing = np.repeat(rng.normal(size=(1,) + data.forcing.shape[1:]),
+                             data.n_days, axis=0).astype(np.float32)
+    phys = np.asarray(stats.denormalize_forcing(data.forcing[0]), np.float64)
+    tx, ty = (np.asarray(x, np.float64) for x in
+              wind_stress(jnp.asarray(phys[0]), jnp.asarray(phys[1])))
+    h, rate = 1.0, 2.0  # level 0 (0.49 m) in the slab, level 1 (1.54 m) below it
+    f = 2 * 7.2921e-5 * np.sin(np.deg2rad(np.asarray(data.grid.lat)))[:, None]
+    w = (tx + 1j * ty) / (1025.0 * h * (rate / 86400.0 + 1j * f))
+    base = rng.normal(size=w.shape) * 0.1 + 1j * rng.normal(size=w.shape) * 0.1
+    state = data.state.copy()
+    for k, z in ((0, base + w), (1, base)):
+        cu, cv = lay.channel("U", k), lay.channel("V", k)
+        state[:, cu] = np.where(stats.wet[cu] > 0, z.real / stats.std[cu], 0)
+        state[:, cv] = np.where(stats.wet[cv] > 0, z.imag / stats.std[cv], 0)
+    data.state = state.astype(np.float32)
+    t = np.arange(5, 15)
+    pred = slab_forecast(data, h, rate, wind_change)(t)
+    vel = [lay.channel(v, k) for v in ("U", "V") for k in range(LEVELS)]
+    np.testing.assert_allclose(pred[:, vel], data.state[t + 1][:, vel], atol=2e-5)
+    rest = [c for c in range(lay.n_ocean) if c not in vel]
+    np.testing.assert_array_equal(pred[:, rest], data.state[t][:, rest])  # persisted
+    # a stronger wind on the next day moves the slab (and only the slab) downwind
+    data.forcing[t + 1, :2] = data.forcing[t, :2] * 2.0 + 0.5
+    moved = slab_forecast(data, h, rate, wind_change)(t)
+    c0, c1 = lay.channel("U", 0), lay.channel("U", 1)
+    assert np.abs(moved[:, c0] - pred[:, c0]).max() > 1e-2
+    np.testing.assert_array_equal(moved[:, c1], pred[:, c1])

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from neuralogcm_jax import checkpointing
 from neuralogcm_jax.data.h5format import open_dataset
 from neuralogcm_jax.data.normalize import Stats
-from neuralogcm_jax.errors import DataError, LayoutError
+from neuralogcm_jax.errors import ConfigError, DataError, LayoutError
 from neuralogcm_jax.eval import plots as eval_plots
 from neuralogcm_jax.eval.metrics import SkillAccumulator, area_weights, paper_rmse
 from neuralogcm_jax.eval.report import write_report
@@ -181,14 +181,28 @@ def evaluate_reference(
     kind: str, data: SplitData, inits: np.ndarray, max_lead: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Persistence or climatology, scored like a model."""
+    if kind not in ("persistence", "climatology"):
+        raise ConfigError(f"reference must be 'persistence' or 'climatology', got {kind!r}")
+
+    def predict(lead_idx: int) -> np.ndarray:
+        return data.state[inits] if kind == "persistence" else np.zeros_like(data.state[inits])
+
+    return score_predictions(data, inits, predict, max_lead)
+
+
+def score_predictions(
+    data: SplitData, inits: np.ndarray, predict, max_lead: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Score forecasts made outside a model, like a model: ``predict(k)`` gives the anomalies
+    ``[N, n_ocean, H, W]`` forecast for the days ``inits + k + 1``. Returns (results, the first
+    initial date's trajectory ``[max_lead, n_ocean, H, W]``)."""
     scorer = _Scorer(data, max_lead)
-    first = None
+    first = []
     for k in range(max_lead):
-        pred = data.state[inits] if kind == "persistence" else np.zeros_like(data.state[inits])
+        pred = predict(k)
         scorer.add(k, pred, inits + k + 1)
-    first = np.stack([data.state[inits[0]] if kind == "persistence" else
-                      np.zeros_like(data.state[0])] * max_lead)
-    return scorer.result(), first
+        first.append(pred[0])
+    return scorer.result(), np.stack(first)
 
 
 def pure_physics_model(models: dict[str, Any], data: SplitData):
