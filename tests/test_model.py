@@ -72,6 +72,17 @@ def tiny(name, **kw):
     return ModelConfig(name=name, **{key: net_cfg}, **kw)
 
 
+def _corrector_params(m) -> list:
+    """The corrector's `nnx.Param` variables, in graph order (the output head last)."""
+    return [v for _, v in nnx.iter_graph(m.corrector) if isinstance(v, nnx.Param)]
+
+
+def _fill(params: list, value) -> None:
+    """Set each variable to ``value(i, current)``."""
+    for i, v in enumerate(params):
+        v[...] = value(i, v[...])
+
+
 @pytest.fixture(scope="module")
 def world():
     return small_world()
@@ -186,9 +197,8 @@ def test_gradient_through_a_4_step_hybrid_rollout_matches_finite_differences(phy
     m = build_model(tiny("neuralogcm", dtype="float64", **kw), g, stats, seed=0)
     cast_model(m, jnp.float64)
     # Give the zero-initialised head some weight so gradients reach the whole corrector.
-    head = [v for p, v in nnx.iter_graph(m.corrector) if isinstance(v, nnx.Param)][-2:]
-    for i, v in enumerate(head):
-        v[...] = 1e-2 * jax.random.normal(jax.random.key(i), v[...].shape, jnp.float64)
+    _fill(_corrector_params(m)[-2:], lambda i, x: 1e-2 * jax.random.normal(
+        jax.random.key(i), x.shape, jnp.float64))
     x0 = state.astype(jnp.float64)
     forc = forcing[:, :4].astype(jnp.float64)
     doys = jnp.tile(jnp.arange(5, dtype=jnp.int32)[None] + 40, (2, 1))
@@ -361,15 +371,12 @@ def test_pure_physics_is_the_hybrid_with_a_zero_corrector_bit_for_bit(world):
 
     g, stats, state, forcing = world
     m = build_model(tiny("neuralogcm", climate_damping_days=30.0), g, stats, seed=0)
-    params = [v for _, v in nnx.iter_graph(m.corrector) if isinstance(v, nnx.Param)]
-    for i, v in enumerate(params):  # a corrector that does something
-        v[...] = 1e-2 * jax.random.normal(jax.random.key(i), v[...].shape, v[...].dtype)
+    _fill(_corrector_params(m), lambda i, x: 1e-2 * jax.random.normal(  # a corrector that acts
+        jax.random.key(i), x.shape, x.dtype))
     before = np.asarray(rollout(m, state, forcing, 3, 40))
     pure = PurePhysics.of(m)
     zeroed = nnx.clone(m)
-    for _, v in nnx.iter_graph(zeroed.corrector):
-        if isinstance(v, nnx.Param):
-            v[...] = jnp.zeros_like(v[...])
+    _fill(_corrector_params(zeroed), lambda i, x: jnp.zeros_like(x))
     a = np.asarray(rollout(pure, state, forcing, 3, 40))
     b = np.asarray(rollout(zeroed, state, forcing, 3, 40))
     np.testing.assert_array_equal(a, b)

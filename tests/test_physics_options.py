@@ -89,3 +89,16 @@ def test_level_blocks_give_the_same_day_as_all_levels_at_once(tracer_advection):
 def test_bad_level_block_is_named():
     with pytest.raises(ConfigError, match="level_block"):
         PhysicsConfig(level_block=0)
+
+
+@pytest.mark.parametrize("mode", ["paper", "primitive"])
+def test_the_coefficients_a_config_declares_are_those_its_physics_learns(mode):
+    """`coefficient_specs(config)` (what a model configuration checks its values against,
+    without a grid) names the same coefficients, with the same specs, as the built physics."""
+    from neuralogcm_jax.physics import coefficient_specs
+
+    g = Grid.regular(12.0, depth=[5.0, 20.0])
+    config = PhysicsConfig(mode=mode)
+    specs = coefficient_specs(config)
+    assert specs == make_physics(g, config).specs
+    assert ("kappa_v" in specs) == (mode == "primitive")

@@ -34,14 +34,19 @@ __all__ = [
 ]
 
 
+# mode -> (builder, its learnable coefficients): the one place a mode is dispatched on
+_MODES = {
+    "paper": (make_paper_physics, PAPER_COEFFICIENTS),
+    "primitive": (make_primitive_physics, PRIMITIVE_COEFFICIENTS),
+}
+
+
 def make_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> Physics:
     """The physics core for `grid`: paper mode, or primitive mode when ``config.mode`` says so."""
-    if config.mode == "primitive":
-        return make_primitive_physics(grid, config)
-    return make_paper_physics(grid, config)
+    return _MODES[config.mode][0](grid, config)
 
 
 def coefficient_specs(config: PhysicsConfig = PhysicsConfig()) -> dict[str, CoefficientSpec]:
     """The learnable coefficients (`Physics.specs`) of the core `make_physics` builds for
     `config`, without a grid or a build (a configuration checks its values with them)."""
-    return dict(PRIMITIVE_COEFFICIENTS if config.mode == "primitive" else PAPER_COEFFICIENTS)
+    return dict(_MODES[config.mode][1])
