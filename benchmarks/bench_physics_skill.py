@@ -125,6 +125,23 @@ def balance_rows(data, inits, depths_idx=(10, 16, 22), min_lat_deg=15.0) -> list
     return rows
 
 
+def _stress(stats, forcing) -> np.ndarray:
+    """Wind stress ``tau_x + i tau_y`` (N/m^2, complex ``[..., H, W]``) of normalised forcing
+    ``[..., 4, H, W]``: `primitive_terms.wind_stress` of the stored 10 m wind."""
+    import jax.numpy as jnp
+
+    from neuralogcm_jax.physics.primitive_terms import wind_stress
+
+    phys = np.asarray(stats.denormalize_forcing(forcing), np.float64)
+    tx, ty = wind_stress(jnp.asarray(phys[..., 0, :, :]), jnp.asarray(phys[..., 1, :, :]))
+    return np.asarray(tx, np.float64) + 1j * np.asarray(ty, np.float64)
+
+
+def _coriolis(grid) -> np.ndarray:
+    """``[H, 1]`` Coriolis parameter (1/s)."""
+    return np.asarray(grid.coriolis, np.float64)[:, None]
+
+
 def wind_response(train, max_level: int = 12, eq_lat_deg: float = 10.0):
     """A statistical reference, not a physics: each level's day-to-day velocity change as a local,
     linear response to the day's change of wind stress, fitted on the training years.
@@ -134,18 +151,15 @@ def wind_response(train, max_level: int = 12, eq_lat_deg: float = 10.0):
     a slab carrying all of it); within `eq_lat_deg` of the equator, where ``f`` vanishes, ``dU``
     is a general 2 x 2 matrix times ``d tau`` (``86400 / (rho0 A_xx)`` is the depth of a slab
     accelerated downwind for a day). Stress: `primitive_terms.wind_stress` of the stored 10 m wind.
-    Levels below `max_level` are not touched. Returns ``predict(state0, forcing0, forcing1)``
-    (normalised anomalies and forcing) and a dict of fitted depths and explained variances."""
-    import jax.numpy as jnp
-
+    Only the top `max_level` levels are fitted and moved. Returns
+    ``predict(state0, forcing0, forcing1)`` (normalised anomalies and forcing) and, per level, the
+    fitted depths and explained variances."""
     from neuralogcm_jax.constants import RHO0_KG_M3, SECONDS_PER_DAY
-    from neuralogcm_jax.physics.primitive_terms import wind_stress
 
     stats, lay = train.stats, train.stats.layout
     n = lay.n_ocean
-    lat = np.asarray(train.grid.lat)
-    f = 2 * 7.2921e-5 * np.sin(np.deg2rad(lat))[:, None]
-    eq = (np.abs(lat) <= eq_lat_deg)[:, None]
+    f = _coriolis(train.grid)
+    eq = (np.abs(np.asarray(train.grid.lat)) <= eq_lat_deg)[:, None]
     inv = np.where(eq, 0.0, 1.0 / (RHO0_KG_M3 * np.where(eq, 1.0, f)))
     std = stats.std[:n].astype(np.float64)
     levels = range(min(max_level, lay.n_levels))
@@ -153,9 +167,8 @@ def wind_response(train, max_level: int = 12, eq_lat_deg: float = 10.0):
     cv = [lay.channel("V", k) for k in levels]
 
     def stress(forcing):
-        phys = np.asarray(stats.denormalize_forcing(forcing), np.float64)
-        tx, ty = wind_stress(jnp.asarray(phys[..., 0, :, :]), jnp.asarray(phys[..., 1, :, :]))
-        return np.asarray(tx, np.float64), np.asarray(ty, np.float64)
+        tau = _stress(stats, forcing)
+        return tau.real, tau.imag
 
     tx, ty = stress(train.forcing)
     dtx, dty = tx[1:] - tx[:-1], ty[1:] - ty[:-1]
@@ -208,19 +221,12 @@ def slab_forecast(data, depth_m: float, rate_per_day: float, wind_change: bool):
     equilibrium; without it (what a step that sees only the new day's forcing can do) the slab
     starts from the state and is driven by the new stress. T, S and SSH are persisted. Returns
     ``predict(inits)`` (normalised anomalies of the days ``inits + 1``)."""
-    import jax.numpy as jnp
-
     from neuralogcm_jax.constants import RHO0_KG_M3, SECONDS_PER_DAY
-    from neuralogcm_jax.physics.primitive_terms import wind_stress
 
     stats, lay = data.stats, data.stats.layout
     std = stats.std[: lay.n_ocean].astype(np.float64)
-    f = 2 * 7.2921e-5 * np.sin(np.deg2rad(np.asarray(data.grid.lat)))[:, None]
-    lam = rate_per_day / SECONDS_PER_DAY + 1j * f
-    phys = np.asarray(stats.denormalize_forcing(data.forcing), np.float64)
-    tx, ty = wind_stress(jnp.asarray(phys[:, 0]), jnp.asarray(phys[:, 1]))
-    force = (np.asarray(tx, np.float64) + 1j * np.asarray(ty, np.float64)) / (
-        RHO0_KG_M3 * depth_m)
+    lam = rate_per_day / SECONDS_PER_DAY + 1j * _coriolis(data.grid)
+    force = _stress(stats, data.forcing) / (RHO0_KG_M3 * depth_m)
     below = int(np.searchsorted(np.asarray(lay.depths_m), depth_m))
     decay = np.exp(-lam * SECONDS_PER_DAY)
 

@@ -215,9 +215,8 @@ def test_the_wind_response_reference_recovers_a_slab_and_predicts_its_change(tmp
     phys = np.asarray(stats.denormalize_forcing(data.forcing), np.float64)
     tx, ty = (np.asarray(x, np.float64) for x in
               wind_stress(jnp.asarray(phys[:, 0]), jnp.asarray(phys[:, 1])))
-    lat = np.asarray(data.grid.lat)
-    eq = (np.abs(lat) <= 10.0)[:, None]
-    f = 2 * 7.2921e-5 * np.sin(np.deg2rad(lat))[:, None]
+    eq = (np.abs(np.asarray(data.grid.lat)) <= 10.0)[:, None]
+    f = np.asarray(data.grid.coriolis)[:, None]
     rho0 = 1025.0
     u_resp = np.where(eq, tx * 86400 / (rho0 * 40.0), ty / (rho0 * np.where(eq, 1, f) * 20.0))
     v_resp = np.where(eq, ty * 86400 / (rho0 * 40.0), -tx / (rho0 * np.where(eq, 1, f) * 20.0))
@@ -263,7 +262,7 @@ def test_the_slab_reference_keeps_a_slab_in_equilibrium_with_a_steady_wind(tmp_p
     tx, ty = (np.asarray(x, np.float64) for x in
               wind_stress(jnp.asarray(phys[0]), jnp.asarray(phys[1])))
     h, rate = 1.0, 2.0  # level 0 (0.49 m) in the slab, level 1 (1.54 m) below it
-    f = 2 * 7.2921e-5 * np.sin(np.deg2rad(np.asarray(data.grid.lat)))[:, None]
+    f = np.asarray(data.grid.coriolis)[:, None]
     w = (tx + 1j * ty) / (1025.0 * h * (rate / 86400.0 + 1j * f))
     base = rng.normal(size=w.shape) * 0.1 + 1j * rng.normal(size=w.shape) * 0.1
     state = data.state.copy()
