@@ -248,15 +248,13 @@ def test_a_year_on_the_realistic_ocean_stays_finite_and_slow():
 
 
 # ----------------------------------------------------------------------------- wiring
-def test_primitive_mode_is_dispatched_to_its_module(monkeypatch):
-    import neuralogcm_jax.physics as physics_pkg
+def test_each_mode_is_dispatched_to_its_module():
+    from neuralogcm_jax.physics.paper import PaperPhysics
+    from neuralogcm_jax.physics.primitive import PrimitivePhysics
 
-    calls = []
-    monkeypatch.setattr(physics_pkg, "make_primitive_physics",
-                        lambda grid, config: calls.append((grid, config)) or "primitive")
     g = _gradient_grid()
-    cfg = PhysicsConfig(mode="primitive")
-    assert make_physics(g, cfg) == "primitive" and calls == [(g, cfg)]
+    assert type(make_physics(g, PhysicsConfig(mode="primitive"))) is PrimitivePhysics
+    assert type(make_physics(g)) is PaperPhysics
     assert make_physics(g).specs.keys() == {"nu_m", "nu_t"}
 
 
