@@ -9,8 +9,10 @@ hybrid with its corrector switched off (`evaluate.pure_physics_model`), so it is
 hybrid's physics contributes. The notes give the 1-day RMSE per variable (mean over levels).
 
 Variants: the seed's paper form (no pressure gradient, flux-form advection), the seed with the
-advective forms only, balanced paper mode (the default: hydrostatic pressure gradient and advective
-forms), balanced paper mode with smaller diffusivities, primitive mode.
+advective forms only, balanced paper mode (the code's default: hydrostatic pressure gradient and
+advective forms), balanced paper mode with smaller diffusivities, balanced paper mode holding 90 %
+of the start state's Coriolis-pressure residual over the day (``imbalance: held``, the shipped
+configs'), primitive mode.
 
 Two references say how much 1-day skill a surface physics could add to persistence at all:
 `wind_response` (statistical: each upper level's velocity change regressed on the day's change of
@@ -61,6 +63,9 @@ def variants():
          "forms"),
         ("paper_balanced_small_nu", PhysicsConfig(), {"nu_m": 1e4, "nu_t": 1e2},
          "balanced paper mode with nu_m = 1e4, nu_t = 1e2 m^2/s (defaults 5e4, 1e3)"),
+        ("paper_held", PhysicsConfig(imbalance="held"), {},
+         "balanced paper mode holding the start state's Coriolis-pressure residual (imbalance: "
+         "held, imbalance_release 0.1; the shipped configs' physics)"),
         ("primitive", PhysicsConfig(mode="primitive"), {},
          "primitive mode with its default terms (free surface, wind stress, heat flux, mixing)"),
     ]

@@ -255,3 +255,48 @@ def test_gradient_of_a_one_day_loss_wrt_the_coefficients_in_float32_matches_floa
               - float(f64(jnp.asarray(x0 - e), s64, t64, jnp.float64))) / (2 * eps)
         assert abs(fd) > 0
         assert g32[i] == pytest.approx(fd, rel=1e-2), (i, g32[i], fd)
+
+
+def test_a_held_imbalance_scales_the_days_coriolis_pressure_response_by_its_release():
+    """``PhysicsConfig.imbalance = "held"``: the start state's Coriolis-pressure residual ``r0``
+    is held at the fraction ``1 - a``, so (complex velocity ``W``, ``dW/dt = -i f W + G -
+    (1 - a) r0``) the day's change is exactly ``a`` times the free day's, ``W(t) - W0 = a r0
+    (1 - exp(-i f t)) / (i f)``, level by level for per-level ``a``. Checked on a beta-plane
+    channel with a weak density front and SSH bump (TEOS-10) and an unbalanced start velocity
+    of grid-scale noise, at amplitudes (1e-5 m/s) where advection, the only nonlinear term, is
+    4e-6 of Coriolis at the grid scale, against a free day that turns the flow by 0.5 rad or
+    more; ``a = 1`` is the free day to round-off."""
+    g = Grid.cartesian(8, 48, 40e3, 40e3, depth=[10.0, 60.0, 200.0, 500.0], f0=7e-5,
+                       beta=2.5e-11, periodic_x=True)
+    s = _thermal_wind_jet(g, width_m=250e3, dT=6e-4)
+    y = (np.arange(g.shape[0]) + 0.5) * g.dy
+    rng = np.random.default_rng(0)
+    shape = (g.n_levels,) + g.shape
+    u0 = 1e-5 * rng.standard_normal(shape) * g.wet
+    v0 = 1e-5 * rng.standard_normal(shape) * g.wet
+    ssh = s.ssh + 1e-6 * np.exp(-((y - 0.6e6) / 2e5) ** 2)[:, None]
+    state = _f64(OceanState(u0, v0, s.T, s.S, ssh))
+    nu = {"nu_m": 1e-8, "nu_t": 1e-8}
+    free = jax.jit(make_physics(g, PhysicsConfig()).day_step)(nu, state, None)
+    dw_free = (np.asarray(free.u) - u0) + 1j * (np.asarray(free.v) - v0)
+    assert np.abs(dw_free).max() > 1e-6  # the free day moves the flow by its own size or more
+    a = np.array([1e-3, 0.1, 0.5, 0.9])
+    held = make_physics(g, PhysicsConfig(imbalance="held"))
+    assert set(held.specs) == {"nu_m", "nu_t", "imbalance_release"}
+    out = jax.jit(held.day_step)({**nu, "imbalance_release": jnp.asarray(a)}, state, None)
+    dw = (np.asarray(out.u) - u0) + 1j * (np.asarray(out.v) - v0)
+    for k in range(g.n_levels):
+        err = np.abs(dw[k] - a[k] * dw_free[k]).max() / np.abs(dw_free[k]).max()
+        assert err < 1e-4, (k, err)
+    one = jax.jit(held.day_step)({**nu, "imbalance_release": jnp.asarray(1.0)}, state, None)
+    for x, y_ in zip(one, free):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y_), rtol=0, atol=1e-15)
+
+
+def test_a_held_imbalance_is_a_paper_mode_option_named_when_misused():
+    from neuralogcm_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="physics.imbalance"):
+        PhysicsConfig(imbalance="kept")
+    with pytest.raises(ConfigError, match="physics.imbalance"):
+        PhysicsConfig(mode="primitive", imbalance="held")

@@ -63,11 +63,13 @@ def check(result: dict) -> None:
 
 
 def test_hybrid_gradients_at_the_demo_configuration():
-    """The demo's resolution (6 deg; the top 4 of its 23 levels), batch of one, float32, default
-    paper physics, currents up to 1.5 m/s in the polar-filter band: every gradient of the one- and
-    five-day training loss is finite and those of nu_m and nu_t match float64 central differences.
-    (Before the XLA setting of `_xla_flags` both physics gradients were NaN here.)"""
-    check(run_case({"res": 6.0, "levels": 4, "mode": "paper", "days": [1, 5]}))
+    """The demo's resolution (6 deg; the top 4 of its 23 levels), batch of one, float32, the
+    shipped configs' paper physics (balanced, held imbalance), currents up to 1.5 m/s in the
+    polar-filter band: every gradient of the one- and five-day training loss is finite and those
+    of nu_m, nu_t and imbalance_release match float64 central differences. (Before the XLA
+    setting of `_xla_flags` the physics gradients were NaN here.)"""
+    check(run_case({"res": 6.0, "levels": 4, "mode": "paper", "imbalance": "held",
+                    "days": [1, 5]}))
 
 
 # Every choice a user has, one at a time from the defaults (balanced paper mode, advective forms,
@@ -78,6 +80,7 @@ PAPER_OPTIONS = {
     "pressure_gradient": ("hydrostatic", "none"),
     "integrator": ("ssprk3", "ssprk43"),
     "polar_filter_transfer": ("joint", "split"),
+    "imbalance": ("free", "held"),
     "per_level": (False, True),
 }
 

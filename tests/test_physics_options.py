@@ -91,14 +91,21 @@ def test_bad_level_block_is_named():
         PhysicsConfig(level_block=0)
 
 
-@pytest.mark.parametrize("mode", ["paper", "primitive"])
-def test_the_coefficients_a_config_declares_are_those_its_physics_learns(mode):
-    """`coefficient_specs(config)` (what a model configuration checks its values against,
-    without a grid) names the same coefficients, with the same specs, as the built physics."""
+@pytest.mark.parametrize("mode,imbalance", [("paper", "free"), ("paper", "held"),
+                                            ("primitive", "free")])
+def test_the_coefficients_a_config_declares_are_those_its_physics_learns(mode, imbalance):
+    """Each mode is built by its own module, and `coefficient_specs(config)` (what a model
+    configuration checks its values against, without a grid) names the same coefficients, with
+    the same specs, as the built physics."""
     from neuralogcm_jax.physics import coefficient_specs
+    from neuralogcm_jax.physics.paper import PaperPhysics
+    from neuralogcm_jax.physics.primitive import PrimitivePhysics
 
     g = Grid.regular(12.0, depth=[5.0, 20.0])
-    config = PhysicsConfig(mode=mode)
+    config = PhysicsConfig(mode=mode, imbalance=imbalance)
     specs = coefficient_specs(config)
-    assert specs == make_physics(g, config).specs
+    physics = make_physics(g, config)
+    assert type(physics) is {"paper": PaperPhysics, "primitive": PrimitivePhysics}[mode]
+    assert specs == physics.specs
     assert ("kappa_v" in specs) == (mode == "primitive")
+    assert ("imbalance_release" in specs) == (imbalance == "held")

@@ -248,16 +248,6 @@ def test_a_year_on_the_realistic_ocean_stays_finite_and_slow():
 
 
 # ----------------------------------------------------------------------------- wiring
-def test_each_mode_is_dispatched_to_its_module():
-    from neuralogcm_jax.physics.paper import PaperPhysics
-    from neuralogcm_jax.physics.primitive import PrimitivePhysics
-
-    g = _gradient_grid()
-    assert type(make_physics(g, PhysicsConfig(mode="primitive"))) is PrimitivePhysics
-    assert type(make_physics(g)) is PaperPhysics
-    assert make_physics(g).specs.keys() == {"nu_m", "nu_t"}
-
-
 def test_physics_demo_writes_a_figure_and_diagnostics(tmp_path):
     import json
 

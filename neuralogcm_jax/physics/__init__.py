@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.physics.paper import make_paper_physics
-from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
+from neuralogcm_jax.physics.params import CoefficientSpec, paper_coefficients
 from neuralogcm_jax.physics.planning import SubstepPlan, plan_substeps
 from neuralogcm_jax.physics.primitive import make_primitive_physics
 from neuralogcm_jax.physics.primitive_terms import PRIMITIVE_COEFFICIENTS
@@ -34,10 +34,11 @@ __all__ = [
 ]
 
 
-# mode -> (builder, its learnable coefficients): the one place a mode is dispatched on
+# mode -> (builder, its learnable coefficients for a config): the one place a mode is
+# dispatched on
 _MODES = {
-    "paper": (make_paper_physics, PAPER_COEFFICIENTS),
-    "primitive": (make_primitive_physics, PRIMITIVE_COEFFICIENTS),
+    "paper": (make_paper_physics, paper_coefficients),
+    "primitive": (make_primitive_physics, lambda config: dict(PRIMITIVE_COEFFICIENTS)),
 }
 
 
@@ -49,4 +50,4 @@ def make_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> Physics
 def coefficient_specs(config: PhysicsConfig = PhysicsConfig()) -> dict[str, CoefficientSpec]:
     """The learnable coefficients (`Physics.specs`) of the core `make_physics` builds for
     `config`, without a grid or a build (a configuration checks its values with them)."""
-    return dict(_MODES[config.mode][1])
+    return _MODES[config.mode][1](config)

@@ -21,13 +21,14 @@ from neuralogcm_jax.layout import Forcing, OceanState
 from neuralogcm_jax.physics.eos import make_eos
 from neuralogcm_jax.physics.equations import (
     PaperEquation,
+    level_coefficient,
     pressure_gradient_acceleration,
     stack_prognostic,
     unstack_prognostic,
 )
 from neuralogcm_jax.physics.integrators import INTEGRATORS, repeat_strang
 from neuralogcm_jax.physics.operators import Operators
-from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS
+from neuralogcm_jax.physics.params import paper_coefficients
 from neuralogcm_jax.physics.planning import choose_integrator
 from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig
 
@@ -136,6 +137,16 @@ class PaperPhysics(Physics):
                 # 10-day gradient at 1.5 deg x 23 levels (1.5 -> 3.0 GB).
                 pressure = jax.checkpoint(pressure)
             pg = pressure(q[2], q[3], ssh)
+        if config.imbalance == "held":
+            # The start state's residual r0 = (f v0 + gx, -f u0 + gy) is held at the fraction
+            # 1 - a over the day: the constant force becomes pg - (1 - a) r0, so the fixed point
+            # of the exact Coriolis-pressure step moves from the geostrophic velocity toward the
+            # start velocity (reached at a = 0).
+            a = level_coefficient(coeffs_si["imbalance_release"], self.specs["imbalance_release"],
+                                  dtype, q.shape[-3])
+            f = ops.coriolis
+            gx, gy = (0.0, 0.0) if pg is None else (pg[0], pg[1])
+            pg = jnp.stack([a * gx - (1 - a) * f * q[1], a * gy + (1 - a) * f * q[0]]) * ops.wet
         eq = PaperEquation.from_coefficients(
             ops, coeffs_si, self.specs, advective_tracers=config.tracer_advection == "advective",
             advective_momentum=config.momentum_advection == "advective", pg=pg,
@@ -160,7 +171,7 @@ class PaperPhysics(Physics):
 def make_paper_physics(grid: Grid, config: PhysicsConfig = PhysicsConfig()) -> PaperPhysics:
     """The paper-mode physics of `grid` (see `neuralogcm_jax.physics.equations`): the integrator
     and substep of `planning.choose_integrator`."""
-    specs = dict(PAPER_COEFFICIENTS)
+    specs = paper_coefficients(config)
     method, plan = choose_integrator(grid, config, specs)
     return PaperPhysics(specs=specs, n_substeps=plan.n_substeps, dt_substep_s=plan.dt_s,
                         config=config, grid=grid, plan=plan, integrator=method.name)

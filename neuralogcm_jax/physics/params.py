@@ -94,6 +94,21 @@ PAPER_COEFFICIENTS: dict[str, CoefficientSpec] = {
     ),
 }
 
+# Paper mode with ``PhysicsConfig.imbalance = "held"``: the fraction of the start state's
+# Coriolis-pressure residual that the day leaves unbalanced (`PaperPhysics.day_step`).
+IMBALANCE_RELEASE = CoefficientSpec(
+    "imbalance_release", 0.1, "1",
+    "fraction of the start state's Coriolis-pressure residual left to turn over the day",
+    max_value=1.0)
+
+
+def paper_coefficients(config: Any = None) -> dict[str, CoefficientSpec]:
+    """Paper mode's learnable coefficients for a `PhysicsConfig` (None: the defaults)."""
+    specs = dict(PAPER_COEFFICIENTS)
+    if config is not None and getattr(config, "imbalance", "free") == "held":
+        specs["imbalance_release"] = IMBALANCE_RELEASE
+    return specs
+
 
 def to_si(raw: dict[str, Array], specs: dict[str, CoefficientSpec], clip: bool = True) -> dict:
     """Raw values -> SI values (clipped at each spec's `max_value` when `clip`)."""

@@ -103,6 +103,17 @@ class PhysicsConfig:
         fixed over its substeps (see `make_paper_physics`). ``"none"``: no pressure gradient,
         the seed's paper form (Coriolis rotates every current, balanced or not). Default
         "hydrostatic".
+      imbalance: paper mode only. What the day does with the part of the start state's momentum
+        balance that Coriolis and the pressure gradient leave over, ``r0 = f k x U0 + (1/rho0)
+        grad p0`` (zero for geostrophic flow). ``"free"``: nothing; that residual turns
+        inertially, by ``f`` x 86400 s a day. ``"held"``: the state is a daily mean on a coarse
+        grid, whose residual is held in the ocean by forces the paper equation lacks (wind
+        stress and vertical friction of the surface layers, the unresolved part of the pressure
+        field), and those are taken as constant over the day: the momentum equations gain
+        ``-(1 - a) r0``, where ``a`` is the learnable ``imbalance_release`` (dimensionless, in
+        (0, 1]: 1 is ``"free"``). At ``a -> 0`` the start velocity is a fixed point of the
+        Coriolis and pressure part of the step, and the day changes it only by advection and
+        diffusion. Default "free".
       eos: equation of state of paper mode's hydrostatic pressure, ``"teos10"`` or ``"linear"``
         (`eos.EOS_NAMES`); primitive mode uses `PrimitiveTerms.eos`. Default "teos10".
       level_block: paper mode has no vertical terms, so its levels evolve independently; a day
@@ -128,6 +139,7 @@ class PhysicsConfig:
     momentum_advection: str = "advective"
     pressure_gradient: str = "hydrostatic"
     eos: str = "teos10"
+    imbalance: str = "free"
 
     def __post_init__(self):
         for name in ("tracer_advection", "momentum_advection"):
@@ -140,6 +152,9 @@ class PhysicsConfig:
                 f"physics.pressure_gradient must be 'hydrostatic' or 'none', "
                 f"got {self.pressure_gradient!r}"
             )
+        if self.imbalance not in ("free", "held"):
+            raise ConfigError(
+                f"physics.imbalance must be 'free' or 'held', got {self.imbalance!r}")
         if self.eos not in EOS_NAMES:
             raise ConfigError(f"physics.eos must be one of {list(EOS_NAMES)}, got {self.eos!r}")
         if self.polar_filter_transfer not in ("split", "joint"):
@@ -154,6 +169,9 @@ class PhysicsConfig:
             )
         if self.mode not in ("paper", "primitive"):
             raise ConfigError(f"physics.mode must be 'paper' or 'primitive', got {self.mode!r}")
+        if self.imbalance == "held" and self.mode != "paper":
+            raise ConfigError("physics.imbalance 'held' is a paper-mode option; primitive mode "
+                              "carries its own momentum balance (use 'free')")
         lat = self.polar_filter_lat_deg
         if lat is not None and not 0.0 < float(lat) <= 90.0:
             raise ConfigError(f"physics.polar_filter_lat_deg must be in (0, 90] or None, got {lat}")
