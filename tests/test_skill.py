@@ -104,7 +104,9 @@ def test_quick_mode_writes_every_declared_file(quick_run):
         assert fr["days"] == B.QUICK.free_run_days and fr["finite"]
     assert len(js["verdict"]["leads"]) == n and not js["verdict"]["bar_met"]  # 5 leads < 120
     damping = {f"climate_damping_{v}" for v in ("S", "U", "V", "T", "SSH")}
-    assert set(js["coefficients"]) == {"nu_m", "nu_t"} | damping  # configs/demo.yaml damps
+    # configs/demo.yaml damps toward climatology and holds the imbalance
+    assert set(js["coefficients"]) == {"nu_m", "nu_t", "imbalance_release"} | damping
+    assert js["coefficients"]["imbalance_release"]["truth"] is None  # no such term in the truth
     for k in damping:  # the truth has no such coefficient; the model's start is 1/(30 days)
         c = js["coefficients"][k]
         assert c["truth"] is None and c["model_default"] == pytest.approx(1 / (30 * 86400))
