@@ -104,16 +104,16 @@ class PhysicsConfig:
         the seed's paper form (Coriolis rotates every current, balanced or not). Default
         "hydrostatic".
       imbalance: paper mode only. What the day does with the part of the start state's momentum
-        balance that Coriolis and the pressure gradient leave over, ``r0 = f k x U0 + (1/rho0)
-        grad p0`` (zero for geostrophic flow). ``"free"``: nothing; that residual turns
-        inertially, by ``f`` x 86400 s a day. ``"held"``: the state is a daily mean on a coarse
-        grid, whose residual is held in the ocean by forces the paper equation lacks (wind
-        stress and vertical friction of the surface layers, the unresolved part of the pressure
-        field), and those are taken as constant over the day: the momentum equations gain
-        ``-(1 - a) r0``, where ``a`` is the learnable ``imbalance_release`` (dimensionless, in
-        (0, 1]: 1 is ``"free"``). At ``a -> 0`` the start velocity is a fixed point of the
-        Coriolis and pressure part of the step, and the day changes it only by advection and
-        diffusion. Default "free".
+        balance that Coriolis and the pressure gradient leave over, their acceleration
+        ``r0 = -f k x U0 - (1/rho0) grad p0`` (zero for geostrophic flow). ``"free"``: nothing;
+        that residual turns inertially, by ``f`` x 86400 s a day. ``"held"``: the state is a
+        daily mean on a coarse grid, whose residual is held in the ocean by forces the paper
+        equation lacks (wind stress and vertical friction of the surface layers, the unresolved
+        part of the pressure field), and those are taken as constant over the day: the momentum
+        equations gain ``-(1 - a) r0``, where ``a`` is the learnable ``imbalance_release``
+        (dimensionless, in (0, 1]: 1 is ``"free"``). At ``a -> 0`` the start velocity is a
+        fixed point of the Coriolis and pressure part of the step, and the day changes it only
+        by advection and diffusion. Default "free".
       eos: equation of state of paper mode's hydrostatic pressure, ``"teos10"`` or ``"linear"``
         (`eos.EOS_NAMES`); primitive mode uses `PrimitiveTerms.eos`. Default "teos10".
       level_block: paper mode has no vertical terms, so its levels evolve independently; a day
