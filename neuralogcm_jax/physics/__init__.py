@@ -20,7 +20,7 @@ from neuralogcm_jax.physics.paper import make_paper_physics
 from neuralogcm_jax.physics.params import CoefficientSpec, paper_coefficients
 from neuralogcm_jax.physics.planning import SubstepPlan, plan_substeps
 from neuralogcm_jax.physics.primitive import make_primitive_physics
-from neuralogcm_jax.physics.primitive_terms import PRIMITIVE_COEFFICIENTS
+from neuralogcm_jax.physics.primitive_terms import primitive_coefficients
 from neuralogcm_jax.physics.stepping import Physics, PhysicsConfig, check_state
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
 # dispatched on
 _MODES = {
     "paper": (make_paper_physics, paper_coefficients),
-    "primitive": (make_primitive_physics, lambda config: dict(PRIMITIVE_COEFFICIENTS)),
+    "primitive": (make_primitive_physics, primitive_coefficients),
 }
 
 

@@ -102,10 +102,11 @@ IMBALANCE_RELEASE = CoefficientSpec(
     max_value=1.0)
 
 
-def paper_coefficients(config: Any = None) -> dict[str, CoefficientSpec]:
-    """Paper mode's learnable coefficients for a `PhysicsConfig` (None: the defaults)."""
+def paper_coefficients(config: Any) -> dict[str, CoefficientSpec]:
+    """Paper mode's learnable coefficients for a `PhysicsConfig` (typed `Any` here: this module
+    sits below `stepping`, which defines it)."""
     specs = dict(PAPER_COEFFICIENTS)
-    if config is not None and getattr(config, "imbalance", "free") == "held":
+    if config.imbalance == "held":
         specs["imbalance_release"] = IMBALANCE_RELEASE
     return specs
 

@@ -113,6 +113,7 @@ from neuralogcm_jax.physics.primitive_terms import (  # re-exported: the setting
     PRIMITIVE_COEFFICIENTS,
     PrimitiveTerms,
     check_primitive_grid,
+    primitive_coefficients,
     wind_stress,
 )
 from neuralogcm_jax.physics.integrators import repeat
@@ -668,7 +669,7 @@ def make_primitive_physics(grid: Grid, config: PhysicsConfig) -> PrimitivePhysic
             f"physics.primitive must be a PrimitiveTerms, got {type(terms).__name__}"
         )
     check_primitive_grid(grid)
-    specs = dict(PRIMITIVE_COEFFICIENTS)
+    specs = primitive_coefficients(config)
     # Baroclinic substep: the paper-mode CFL plan for advection and horizontal diffusion, capped
     # at max_substep_s.
     plan = plan_substeps(grid, config, {k: specs[k] for k in ("nu_m", "nu_t")})

@@ -182,6 +182,13 @@ PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
 }
 
 
+
+def primitive_coefficients(config: Any) -> dict[str, CoefficientSpec]:
+    """Primitive mode's learnable coefficients for a `PhysicsConfig` (the same set for every
+    configuration: the paper-mode ones and the vertical, surface and bottom terms)."""
+    del config
+    return dict(PRIMITIVE_COEFFICIENTS)
+
 def wind_stress(u10: Array, v10: Array, drag_coefficient: float = 1.3e-3,
                 rho_air: float = RHO_AIR_KG_M3) -> tuple[Array, Array]:
     """Surface wind stress ``rho_air C_d |U10| U10`` (N/m^2), components ``[..., H, W]``."""
