@@ -48,18 +48,32 @@ def run_case(case: dict, timeout: float = 900.0) -> dict:
 
 
 def check(result: dict) -> None:
+    """A global coefficient: its float32 gradient against float64 central differences. A
+    per-level one (a vector g): along g's own direction (float64), float32 g against central
+    differences; along a random +-1 direction, the float64 autodiff gradient against central
+    differences; and the whole float32 vector against the float64 one, norm-wise. (The vector's
+    relative error is norm-wise: along a random +-1 direction alone, levels of opposite sign
+    can cancel to a sum far smaller than each level's gradient, see `gradient_worker`.)"""
     for k, r in result["days"].items():
         assert r["nonfinite"] == [], f"{k}-day loss: non-finite gradients of {r['nonfinite']}"
         assert np.isfinite(r["loss32"])
-        for name, fd in r["fd64"].items():
-            ad = r["ad32"][name]
-            scale = max(abs(fd), 1e-12)
-            assert abs(ad - fd) <= RTOL * scale, (
-                f"{k}-day loss, {name}: float32 autodiff {ad:.6g} vs float64 central difference "
-                f"{fd:.6g} (relative {abs(ad - fd) / scale:.2g} > {RTOL}; float64 autodiff "
-                f"{r['ad64'][name]:.6g})"
-            )
-            assert fd != 0.0, f"{k}-day loss does not depend on {name}"
+        pairs = [("ad32", "fd64", "float32 autodiff")]
+        if r["fd64_random"]:
+            pairs.append(("ad64_random", "fd64_random", "float64 autodiff, random direction,"))
+        for ad_key, fd_key, what in pairs:
+            for name, fd in r[fd_key].items():
+                ad = r[ad_key][name]
+                scale = max(abs(fd), 1e-12)
+                assert abs(ad - fd) <= RTOL * scale, (
+                    f"{k}-day loss, {name}: {what} {ad:.6g} vs float64 central difference "
+                    f"{fd:.6g} (relative {abs(ad - fd) / scale:.2g} > {RTOL}; float64 autodiff "
+                    f"{r[ad_key.replace('32', '64')][name]:.6g})"
+                )
+                assert fd != 0.0, f"{k}-day loss does not depend on {name}"
+        for name, rel in r["rel32_norm"].items():
+            assert rel <= RTOL, (
+                f"{k}-day loss, {name}: float32 gradient {rel:.2g} from float64 norm-wise "
+                f"(worst level {r['rel32_worst_level'][name]:.2g})")
 
 
 def test_hybrid_gradients_at_the_demo_configuration():
@@ -145,10 +159,18 @@ def matrix_cases():
 # 0.86 % (5-day convective_kappa; passes, narrowly); the other five cases not re-run on it.
 # Still ill-conditioned at convective_kappa = 1 m^2/s (3 deg x 23 per level, 5-day: heat_restoring
 # 8.6 % with the C1 ramp, nu_t 15 % with a linear one), hence its default of 0.1.
-PRIMITIVE_FLOAT32_GAP_CASES = {(3.0, 23, True), (6.0, 23, True)}
+# 2026-12-02: a per-level coefficient's relative error became norm-wise (`check`); before, it was
+# the relative error of its sum along one random +-1 direction, in which the levels' gradients of
+# opposite sign cancel. On the 6 deg x 23 per-level case, 5-day nu_t: 1.08 % along that random
+# direction, 0.22 % norm-wise against central differences level by level (46 extra losses; the
+# float64 autodiff vector is 2.6e-5 from those), 0.07 % along the gradient's own direction; every
+# coefficient of the case passes (worst: the global convective_kappa, 0.87 %). 3 deg x 23 per
+# level does not: 5-day nu_t 1.22 % along its gradient direction, 1.83 % norm-wise from float64
+# autodiff, 33 % at its worst level (kappa_v 0.42 % / 0.58 %; all else below 0.4 %).
+PRIMITIVE_FLOAT32_GAP_CASES = {(3.0, 23, True)}
 PRIMITIVE_FLOAT32_GAP = pytest.mark.xfail(
-    strict=True, reason="primitive mode, 23 levels per level: the 5-day float32 gradient of nu_t "
-    "misses the 1e-2 bar against float64 central differences (3 deg 2.05 %, 6 deg 1.12 %)")
+    strict=True, reason="primitive mode, 3 deg x 23 levels per level: the 5-day float32 gradient "
+    "of nu_t misses the 1e-2 bar (1.22 % along its direction, 1.83 % norm-wise)")
 
 
 def case_id(case):
