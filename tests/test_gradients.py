@@ -162,9 +162,9 @@ def matrix_cases():
 # 2026-12-02: a per-level coefficient's relative error became norm-wise (`check`); before, it was
 # the relative error of its sum along one random +-1 direction, in which the levels' gradients of
 # opposite sign cancel. On the 6 deg x 23 per-level case, 5-day nu_t: 1.08 % along that random
-# direction, 0.22 % norm-wise against central differences level by level (46 extra losses; the
-# float64 autodiff vector is 2.6e-5 from those), 0.07 % along the gradient's own direction; every
-# coefficient of the case passes (worst: the global convective_kappa, 0.87 %). 3 deg x 23 per
+# direction, 0.22 % norm-wise against central differences level by level (46 more losses a day;
+# the float64 autodiff vector is 2.6e-5 from those), 0.07 % along the gradient's own direction;
+# every coefficient of the case passes (worst: the global convective_kappa, 0.87 %). 3 deg x 23 per
 # level does not: 5-day nu_t 1.22 % along its gradient direction, 1.83 % norm-wise from float64
 # autodiff, 33 % at its worst level (kappa_v 0.42 % / 0.58 %; all else below 0.4 %).
 PRIMITIVE_FLOAT32_GAP_CASES = {(3.0, 23, True)}

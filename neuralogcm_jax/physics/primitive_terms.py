@@ -182,12 +182,12 @@ PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
 }
 
 
-
 def primitive_coefficients(config: Any) -> dict[str, CoefficientSpec]:
     """Primitive mode's learnable coefficients for a `PhysicsConfig` (the same set for every
     configuration: the paper-mode ones and the vertical, surface and bottom terms)."""
     del config
     return dict(PRIMITIVE_COEFFICIENTS)
+
 
 def wind_stress(u10: Array, v10: Array, drag_coefficient: float = 1.3e-3,
                 rho_air: float = RHO_AIR_KG_M3) -> tuple[Array, Array]:
