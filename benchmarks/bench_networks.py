@@ -7,6 +7,10 @@ Rows per network NAME (``ste``, ``unet``, ``convlstm``, ``simvp``, ``fourcastnet
 * ``NAME_forward`` (s): median wall time of one jitted forward call after compilation;
 * ``NAME_grad`` (s, full mode only): median wall time of one jitted gradient of a mean-square
   loss with respect to every parameter (forward + backward), the cost of a training step.
+* ``NAME_grad_in_scan`` (s, full mode only): the same gradient with the network called inside a
+  one-step `lax.scan`, as a rollout (and so every training step) calls it. XLA on CPU compiles
+  the backward convolutions of a loop body differently from those of a whole function; the
+  networks' own convolution (`neuralogcm_jax.nn.conv`) exists so that the two cost the same.
 
 Full mode: 1.5 deg (120 x 240); quick mode: 3 deg (60 x 120), fewer repetitions, no gradient.
 Run alone: ``python benchmarks/bench_networks.py [--quick]``.
@@ -70,6 +74,20 @@ def run(quick: bool) -> list[dict]:
             rows.append(
                 dict(name=f"{name}_grad", value=t_grad, unit="s",
                      notes=f"{where}; forward + backward of a mean-square loss; median of 3")
+            )
+
+            def scanned(params, x, target):
+                def body(c, _):  # the input depends on the carry, as a rollout's state does
+                    return c + loss(params, x + c, target), None
+                return jax.lax.scan(body, jnp.zeros((), x.dtype), None, length=1)[0]
+
+            grad_scan = jax.jit(jax.grad(scanned))
+            jax.block_until_ready(grad_scan(params, x, target))
+            t_scan = _median_seconds(lambda: jax.block_until_ready(grad_scan(params, x, target)), 3)
+            rows.append(
+                dict(name=f"{name}_grad_in_scan", value=t_scan, unit="s",
+                     notes=f"{where}; the same gradient, the network inside a one-step lax.scan; "
+                           "median of 3")
             )
     return rows
 

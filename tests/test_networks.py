@@ -307,3 +307,58 @@ def test_chunked_attention_equals_the_one_shot_softmax(dtype):
     assert scale > 0
     with pytest.raises(ConfigError, match="query_chunk"):
         SelfAttention(16, 4, query_chunk=0, rngs=nnx.Rngs(0))
+
+
+# ------------------------------------------------------------------------------------------
+# the networks' convolution (`neuralogcm_jax.nn.conv`)
+
+# (H, W, C_in, C_out, kernel, stride, groups): dense, strided with rows no window reaches,
+# depthwise, grouped, 1x1, a patch embedding (kernel = stride)
+CONV_CASES = [(9, 12, 5, 7, 3, 1, 1), (9, 13, 5, 7, 3, 2, 1), (11, 13, 6, 6, 3, 1, 6),
+              (10, 12, 4, 4, 3, 2, 4), (9, 11, 6, 4, 3, 2, 2), (8, 8, 3, 5, 1, 1, 1),
+              (8, 12, 3, 5, 4, 4, 1)]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_the_networks_convolution_has_lax_convolutions_value_and_gradients(case):
+    """`nn.conv.conv_general_dilated` (hand-written backward pass) against autodiff of
+    `jax.lax.conv_general_dilated`, in float64 and inside a `lax.scan`, as a rollout runs it."""
+    from jax import lax
+
+    from neuralogcm_jax.nn.conv import conv_general_dilated
+
+    h, w, cin, cout, k, s, g = case
+    rng = np.random.default_rng(sum(case))
+    x = jnp.asarray(rng.normal(size=(2, h, w, cin)))
+    kernel = jnp.asarray(rng.normal(size=(k, k, cin // g, cout)))
+    dn = lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def rolled(conv):
+        def loss(x, kernel):
+            def body(c, _):
+                y = conv(x + c, kernel, (s, s), "VALID", dimension_numbers=dn,
+                         feature_group_count=g)
+                return c + 1e-3 * jnp.mean(jnp.sin(y)), None
+            return lax.scan(body, 0.0, None, length=2)[0]
+        return loss
+
+    want = jax.grad(rolled(lax.conv_general_dilated), argnums=(0, 1))(x, kernel)
+    got = jax.grad(rolled(conv_general_dilated), argnums=(0, 1))(x, kernel)
+    for a, b in zip(got, want):
+        assert float(jnp.abs(b).max()) > 0
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0,
+                                   atol=1e-12 * float(jnp.abs(b).max()))
+    y = conv_general_dilated(x, kernel, (s, s), "VALID", dimension_numbers=dn,
+                             feature_group_count=g)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(lax.conv_general_dilated(
+        x, kernel, (s, s), "VALID", dimension_numbers=dn, feature_group_count=g)))
+
+
+def test_every_convolution_of_the_networks_goes_through_the_networks_convolution():
+    from neuralogcm_jax.nn.conv import conv_general_dilated
+
+    for name in sorted(TINY):
+        model = _tiny(name)[0]
+        convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Conv)]
+        assert convs, name
+        assert all(c.conv_general_dilated is conv_general_dilated for c in convs), name

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from neuralogcm_jax.errors import ConfigError, LayoutError
+from neuralogcm_jax.nn.conv import conv_general_dilated
 
 Dtype = jnp.dtype | type
 
@@ -173,6 +174,8 @@ class PeriodicConv(nnx.Module):
             use_bias=use_bias,
             dtype=dtype,
             param_dtype=jnp.float32,
+            # the same convolution, with a backward pass that stays fast inside a rollout's scan
+            conv_general_dilated=conv_general_dilated,
             rngs=rngs,
             **extra,
         )

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from neuralogcm_jax.nn.conv import conv_general_dilated
 from neuralogcm_jax.nn.layers import (
     DropPath,
     Dtype,
@@ -164,6 +165,7 @@ class FourCastNet(GridNetwork, label="FourCastNet", config_type=FourCastNetConfi
         self.embed = nnx.Conv(
             in_channels, cfg.embed_dim, (p, p), strides=(p, p), padding="VALID",
             dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+            conv_general_dilated=conv_general_dilated,  # see `neuralogcm_jax.nn.conv`
         )
         self.pos_embed = nnx.Param(
             0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (1, hp, wp, cfg.embed_dim), jnp.float32)
