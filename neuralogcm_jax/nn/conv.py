@@ -8,10 +8,10 @@ gradient as one whose batch and feature dimensions are swapped. In a function XL
 a whole, its CPU compiler rewrites both into the standard layout (with explicit transposes) and
 hands them to its fast convolution kernels; inside the body of a `lax.scan`, which is where a
 rollout's days and so every training step run them, they are left as they are and take a slow
-generic path. Measured on the demo corrector (6 deg, one day, `benchmarks/BENCHMARKS.md`,
-"networks inside the rollout"): the gradient of one 3x3 64->64 convolution of a 34x62 input
-71 ms inside a one-step scan against 4.7 ms outside; the corrector's gradient inside the
-rollout 0.45-0.54 s against 0.04-0.07 s alone.
+generic path. Measured (`benchmarks/BENCHMARKS.md`, "demo training step", and the
+``NAME_grad_in_scan`` rows of "networks"): the gradient of one 3x3 64->64 convolution of a 34x62
+input 71 ms inside a one-step scan against 4.7 ms outside; the demo corrector's gradient
+(6 deg, one day) 0.45-0.54 s inside the rollout against 0.04-0.07 s alone.
 
 `conv_general_dilated` here has the signature of `jax.lax.conv_general_dilated` (`nnx.Conv`
 takes it as its ``conv_general_dilated`` argument). For the networks' case it computes the same
@@ -41,10 +41,10 @@ from jax import lax
 _SPEC = ("NHWC", "HWIO", "NHWC")
 
 
-def _standard(x, w, padding, groups, precision, lhs_dilation=(1, 1)):
-    return lax.conv_general_dilated(
-        x, w, (1, 1), padding, lhs_dilation=lhs_dilation, dimension_numbers=_SPEC,
-        feature_group_count=groups, precision=precision)
+def _standard(x, w, padding, groups, precision):
+    """A stride-1 convolution in the standard layout (what XLA's fast CPU kernels take)."""
+    return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_SPEC,
+                                    feature_group_count=groups, precision=precision)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
