@@ -125,6 +125,10 @@ class ModelConfig:
         stands for what pulls the real ocean back to its seasonal cycle and paper mode lacks
         (surface fluxes, restoring, deep mixing), so errors cannot grow without bound on long
         rollouts (`climate_damping_factors`). None (default): no damping.
+      climate_damping_per_level: with `climate_damping_days`, one rate per level for S, U, V
+        and T (SSH keeps one), each starting at ``1 / (days * 86400)``: deep tracer anomalies
+        persist for months while surface currents forget theirs in days. Default False (one
+        rate per variable).
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
       dtype: compute dtype of the networks, "float32" or "bfloat16" (parameters, physics and
         loss stay float32); "float64" computes everything in double precision (gradient checks;
@@ -138,6 +142,7 @@ class ModelConfig:
     corrector: STEConfig = dataclasses.field(default_factory=STEConfig)
     corrector_sees_physics: bool = False
     climate_damping_days: float | None = None
+    climate_damping_per_level: bool = False
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     convlstm: ConvLSTMConfig = dataclasses.field(default_factory=ConvLSTMConfig)
     simvp: SimVPConfig = dataclasses.field(default_factory=SimVPConfig)
@@ -154,10 +159,18 @@ class ModelConfig:
                 f"model.climate_damping_days must be a number of days >= "
                 f"{MIN_CLIMATE_DAMPING_DAYS:g} (the damping rates' stability bound) or null, "
                 f"got {d!r}")
+        if not isinstance(self.climate_damping_per_level, bool):
+            raise ConfigError(f"model.climate_damping_per_level must be true or false, got "
+                              f"{self.climate_damping_per_level!r}")
+        if self.climate_damping_per_level and d is None:
+            raise ConfigError("model.climate_damping_per_level is true but "
+                              "model.climate_damping_days is null: there is no damping to give "
+                              "one rate per level")
         if self.name == "neuralogcm" and self.physics_coefficients:
             # Unknown names and values outside (0, bound]: a ConfigError naming the key, before
             # any data is read or any model built.
-            specs = {**coefficient_specs(self.physics), **climate_damping_specs(d)}
+            specs = {**coefficient_specs(self.physics),
+                     **climate_damping_specs(d, self.climate_damping_per_level)}
             default_raw(specs, dict(self.physics_coefficients))
         if self.dtype not in ("float32", "bfloat16", "float64"):
             raise ConfigError(
@@ -174,9 +187,11 @@ DAMPED_VARIABLES = ("S", "U", "V", "T", "SSH")
 MIN_CLIMATE_DAMPING_DAYS = 1.0
 
 
-def climate_damping_specs(days: float | None) -> dict[str, CoefficientSpec]:
+def climate_damping_specs(days: float | None, per_level: bool = False
+                          ) -> dict[str, CoefficientSpec]:
     """The learnable relaxation rates toward climatology of `ModelConfig.climate_damping_days`
-    (none when `days` is None): ``climate_damping_<v>`` in 1/s, one per variable."""
+    (none when `days` is None): ``climate_damping_<v>`` in 1/s, one per variable, or (when
+    `per_level`) one per level of S, U, V and T."""
     if days is None:
         return {}
     rate = 1.0 / (float(days) * SECONDS_PER_DAY)
@@ -184,7 +199,8 @@ def climate_damping_specs(days: float | None) -> dict[str, CoefficientSpec]:
         f"climate_damping_{v}": CoefficientSpec(
             f"climate_damping_{v}", rate, "1/s",
             f"relaxation rate of the {v} anomaly toward the model's climatology",
-            max_value=1.0 / (MIN_CLIMATE_DAMPING_DAYS * SECONDS_PER_DAY), per_level=False)
+            max_value=1.0 / (MIN_CLIMATE_DAMPING_DAYS * SECONDS_PER_DAY),
+            per_level=per_level and v != "SSH")
         for v in DAMPED_VARIABLES
     }
 
@@ -192,14 +208,20 @@ def climate_damping_specs(days: float | None) -> dict[str, CoefficientSpec]:
 class PhysicsParams(nnx.Module):
     """The learnable physics coefficients as raw values (``value = scale * softplus(raw)``): the
     physics core's (`Physics.specs`) and the model's own (`extra_specs`, e.g. the climate
-    damping rates)."""
+    damping rates). `per_level` applies to the core's coefficients; an extra spec is one per
+    level exactly when its own ``per_level`` says so."""
 
     def __init__(self, physics: Physics, init_si: dict[str, float], per_level: bool, n_levels: int,
                  extra_specs: dict[str, CoefficientSpec] | None = None):
-        specs = {**physics.specs, **(extra_specs or {})}
+        extra = dict(extra_specs or {})
+        specs = {**physics.specs, **extra}
         self.specs = FrozenDict(specs)  # static graph data: hashable
         self.core = tuple(physics.specs)  # the names the physics' day step takes
-        raw = default_raw(specs, init_si, per_level=per_level, n_levels=n_levels)
+        default_raw(specs, init_si)  # unknown names: one ConfigError listing every known one
+        raw = default_raw(dict(physics.specs), {k: v for k, v in init_si.items() if k not in extra},
+                          per_level=per_level, n_levels=n_levels)
+        raw |= default_raw(extra, {k: v for k, v in init_si.items() if k in extra},
+                           per_level=True, n_levels=n_levels)
         for name, r in raw.items():
             setattr(self, name, nnx.Param(jnp.asarray(r, dtype=jnp.float32)))
 
@@ -314,7 +336,8 @@ class NeuralOGCM(Forecaster):
         self.physics = make_physics(grid, cfg.physics)  # static: hashed by identity
         self.physics_params = PhysicsParams(
             self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels,
-            extra_specs=climate_damping_specs(cfg.climate_damping_days),
+            extra_specs=climate_damping_specs(cfg.climate_damping_days,
+                                              cfg.climate_damping_per_level),
         )
         n = self.layout.n_ocean
         n_in = self.layout.n_channels + (n if cfg.corrector_sees_physics else 0)
@@ -341,7 +364,8 @@ class NeuralOGCM(Forecaster):
         return out
 
     def climate_damping_factors(self) -> Array:
-        """``[n_ocean, 1, 1]``: ``exp(-r_v * step_s)`` of each channel's variable ``v``.
+        """``[n_ocean, 1, 1]``: ``exp(-r_v * step_s)`` of each channel's variable ``v`` (and level,
+        with `ModelConfig.climate_damping_per_level`).
 
         The anomaly of the model's normalisation is ``(x - clim - mean) / std``, so scaling it
         relaxes ``x`` toward ``clim + mean`` (``mean`` is the training years' mean departure

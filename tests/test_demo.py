@@ -71,3 +71,19 @@ def test_the_demo_refuses_a_run_with_skipped_updates_or_unmoved_physics(tmp_path
     moved["physics_params"]["nu_t"] = params["physics_params"]["nu_t"] * 1.01
     check_trained("neuralogcm", result({**ts, "params": moved}), "all", tmp_path)
     assert not jnp.array_equal(moved["physics_params"]["nu_t"], params["physics_params"]["nu_t"])
+
+    # per-level rates (climate_damping_per_level): one level that never moved is named
+    graphdef, params, rngs, consts = split_model(build_model(
+        tiny("neuralogcm", climate_damping_days=30.0, climate_damping_per_level=True), g, stats,
+        seed=0))
+    ts = {"params": params, "rngs": rngs, "consts": consts}
+    start = physics_si(graphdef, ts)
+    assert start["climate_damping_T"].shape == (g.n_levels,)
+    pp = params["physics_params"]
+    moved = {**params, "physics_params": {k: v + 1e-3 for k, v in pp.items()}}
+    check_trained("neuralogcm", result({**ts, "params": moved}), "all", tmp_path)
+    moved["physics_params"]["climate_damping_T"] = pp["climate_damping_T"] + jnp.array(
+        [1e-3] + [0.0] * (g.n_levels - 1), jnp.float32)  # level 1 (and below) never moved
+    with pytest.raises(StateError, match=r"coefficient\(s\) physics_params.climate_damping_T "
+                       r"never moved from their start at every level"):
+        check_trained("neuralogcm", result({**ts, "params": moved}), "all", tmp_path)

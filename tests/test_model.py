@@ -342,6 +342,65 @@ def test_climate_damping_scales_each_variables_anomaly_and_learns_through_its_ra
         ModelConfig(climate_damping_days=0.5)  # a rate of 2/day, above its bound of 1/day
 
 
+def test_per_level_climate_damping_scales_each_levels_anomaly_by_its_own_rate(world):
+    """`climate_damping_per_level`: one rate per level for S, U, V and T (one for SSH), each
+    channel's anomaly multiplied by its own level's factor; each level's rate gets its own
+    gradient (central differences, float32); per-level without a damping is refused."""
+    g, stats, state, forcing = world
+    doy = jnp.array([30, 364])
+    lay = stats.layout
+    n_lev = g.n_levels
+    plain = build_model(tiny("neuralogcm"), g, stats, seed=0)
+    m = build_model(tiny("neuralogcm", climate_damping_days=30.0, climate_damping_per_level=True),
+                    g, stats, seed=0)
+    pp = m.physics_params
+    for v in ("S", "U", "V", "T"):
+        assert getattr(pp, f"climate_damping_{v}")[...].shape == (n_lev,)
+    assert getattr(pp, "climate_damping_SSH")[...].shape == ()
+    # distinct rates per level: 1/(5 days) ... 1/(200 days), a different order per variable
+    days = {v: np.geomspace(5.0, 200.0, n_lev)[::(1 if i % 2 == 0 else -1)]
+            for i, v in enumerate(("S", "U", "V", "T"))}
+    for v, d in days.items():
+        spec = pp.specs[f"climate_damping_{v}"]
+        getattr(pp, f"climate_damping_{v}")[...] = jnp.asarray(
+            np.stack([spec.raw_init(1.0 / (x * 86400)) for x in d]), jnp.float32)
+    undamped = plain.physics_tendency_step(state, forcing[:, 0], doy, next_doy(doy))
+    damped = m.physics_tendency_step(state, forcing[:, 0], doy, next_doy(doy))
+    for v, d in days.items():
+        s = lay.var_slice(v)
+        factor = np.exp(-1.0 / d)[None, :, None, None]
+        np.testing.assert_allclose(np.asarray(damped[:, s]), np.asarray(undamped[:, s]) * factor,
+                                   rtol=2e-5, atol=1e-7)
+    s = lay.var_slice("SSH")
+    np.testing.assert_allclose(np.asarray(damped[:, s]), np.asarray(undamped[:, s])
+                               * np.exp(-1.0 / 30.0), rtol=2e-5, atol=1e-7)
+
+    # each level's rate is learnable on its own: d loss / d raw rate of T at two levels
+    def loss(mm):
+        return jnp.mean(mm.step(state, forcing[:, 0], doy) ** 2)
+
+    @nnx.jit
+    def loss_at(mm, raw_t):
+        mm.physics_params.climate_damping_T[...] = raw_t
+        return loss(mm)
+
+    raw0 = jnp.asarray(pp.climate_damping_T[...])
+    ad = np.asarray(nnx.jit(nnx.grad(loss))(m)["physics_params"]["climate_damping_T"][...])
+    assert ad.shape == (n_lev,) and np.all(np.isfinite(ad))
+    h = 1e-2
+    for k in (0, n_lev - 1):
+        e = jnp.zeros(n_lev, raw0.dtype).at[k].set(h)
+        fd = (float(loss_at(m, raw0 + e)) - float(loss_at(m, raw0 - e))) / (2 * h)
+        assert abs(ad[k]) > 1e-6
+        assert ad[k] == pytest.approx(fd, rel=2e-2)
+    loss_at(m, raw0)
+
+    with pytest.raises(ConfigError, match="model.climate_damping_per_level"):
+        ModelConfig(climate_damping_per_level=True)  # no damping to give rates per level
+    with pytest.raises(ConfigError, match="model.climate_damping_per_level"):
+        ModelConfig(climate_damping_days=30.0, climate_damping_per_level="yes")
+
+
 @pytest.mark.parametrize("mode", ["paper", "primitive"])
 def test_a_physics_coefficient_outside_its_range_is_named(world, mode):
     """An initial coefficient above its stability bound (which the integrator would silently
