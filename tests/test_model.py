@@ -292,6 +292,24 @@ def test_a_trajectory_becomes_an_xarray_dataset_in_physical_units(world):
     assert np.isnan(float(ds["T"][0, 0, 6, 10]))  # land (the continent) is NaN
 
 
+def _damping_t_gradient(m, state, forcing, doy):
+    """For the damping tests: ``loss_at(model, raw)`` (the one-step mean-square loss with
+    ``climate_damping_T`` set to `raw`, jitted), the rate's raw value and autodiff's gradient of
+    the loss with respect to it."""
+
+    def loss(mm):
+        return jnp.mean(mm.step(state, forcing[:, 0], doy) ** 2)
+
+    @nnx.jit
+    def loss_at(mm, raw_t):
+        mm.physics_params.climate_damping_T[...] = raw_t
+        return loss(mm)
+
+    raw0 = jnp.asarray(m.physics_params.climate_damping_T[...])
+    ad = np.asarray(nnx.jit(nnx.grad(loss))(m)["physics_params"]["climate_damping_T"][...])
+    return loss_at, raw0, ad
+
+
 def test_climate_damping_scales_each_variables_anomaly_and_learns_through_its_rate(world):
     """`climate_damping_days`: the physics' forecast anomaly of each variable is multiplied by
     exp(-r_v * 86400 s), with r_v a learnable coefficient under physics_params (one per variable),
@@ -317,17 +335,8 @@ def test_climate_damping_scales_each_variables_anomaly_and_learns_through_its_ra
         np.asarray(jnp.where(m.wet[...] > 0, damped, 0.0)))
 
     # the rate is learnable: d loss / d raw rate against central differences (float32)
-    def loss(mm):
-        return jnp.mean(mm.step(state, forcing[:, 0], doy) ** 2)
-
-    @nnx.jit
-    def loss_at(mm, raw_t):
-        mm.physics_params.climate_damping_T[...] = raw_t
-        return loss(mm)
-
-    raw0 = jnp.asarray(m.physics_params.climate_damping_T[...])
-    grads = nnx.jit(nnx.grad(loss))(m)
-    ad = float(grads["physics_params"]["climate_damping_T"][...])
+    loss_at, raw0, ad = _damping_t_gradient(m, state, forcing, doy)
+    ad = float(ad)
     h = 1e-2
     fd = (float(loss_at(m, raw0 + h)) - float(loss_at(m, raw0 - h))) / (2 * h)
     loss_at(m, raw0)
@@ -376,16 +385,7 @@ def test_per_level_climate_damping_scales_each_levels_anomaly_by_its_own_rate(wo
                                * np.exp(-1.0 / 30.0), rtol=2e-5, atol=1e-7)
 
     # each level's rate is learnable on its own: d loss / d raw rate of T at two levels
-    def loss(mm):
-        return jnp.mean(mm.step(state, forcing[:, 0], doy) ** 2)
-
-    @nnx.jit
-    def loss_at(mm, raw_t):
-        mm.physics_params.climate_damping_T[...] = raw_t
-        return loss(mm)
-
-    raw0 = jnp.asarray(pp.climate_damping_T[...])
-    ad = np.asarray(nnx.jit(nnx.grad(loss))(m)["physics_params"]["climate_damping_T"][...])
+    loss_at, raw0, ad = _damping_t_gradient(m, state, forcing, doy)
     assert ad.shape == (n_lev,) and np.all(np.isfinite(ad))
     h = 1e-2
     for k in (0, n_lev - 1):
