@@ -217,11 +217,11 @@ class PhysicsParams(nnx.Module):
         specs = {**physics.specs, **extra}
         self.specs = FrozenDict(specs)  # static graph data: hashable
         self.core = tuple(physics.specs)  # the names the physics' day step takes
-        default_raw(specs, init_si)  # unknown names: one ConfigError listing every known one
-        raw = default_raw(dict(physics.specs), {k: v for k, v in init_si.items() if k not in extra},
-                          per_level=per_level, n_levels=n_levels)
-        raw |= default_raw(extra, {k: v for k, v in init_si.items() if k in extra},
-                           per_level=True, n_levels=n_levels)
+        # One value per level where the spec allows it and, for the core's, `per_level` asks;
+        # unknown names in `init_si`: one ConfigError listing every known one.
+        shaped = {k: dataclasses.replace(s, per_level=s.per_level and (per_level or k in extra))
+                  for k, s in specs.items()}
+        raw = default_raw(shaped, init_si, per_level=True, n_levels=n_levels)
         for name, r in raw.items():
             setattr(self, name, nnx.Param(jnp.asarray(r, dtype=jnp.float32)))
 
