@@ -18,6 +18,7 @@ from helpers import (
     assert_params_moved,
     assert_run_dir_trained,
     assert_trained,
+    checkpoint_params,
     run_child,
     train_records,
 )
@@ -96,18 +97,6 @@ def wait_for_line(p, marker, timeout=180):
     pytest.fail(f"child never printed {marker!r} (rc {p.poll()}): {p.stderr.read()[-2000:]}")
 
 
-def final_params(run_dir):
-    """Parameters of the latest checkpoint of a run, read back as numpy."""
-    ck = CK.Checkpointer(run_dir / "checkpoints", read_only=True)
-    step = ck.latest_step()
-    path = run_dir / "checkpoints" / str(step) / "state"
-    import orbax.checkpoint as ocp
-
-    with ocp.PyTreeCheckpointer() as c:
-        tree = c.restore(path)
-    return step, jax.tree.map(np.asarray, tree["params"])
-
-
 def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path):
     data = toy_dataset(tmp_path / "toy.npz")
     rc, out, err = child(train_args(tmp_path, data, "straight"))
@@ -123,8 +112,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_parameters(tmp_path):
     # read the same batches and end with the same parameters
     rc, out, err = child(train_args(tmp_path, data, "killed"))
     assert rc == 0, err[-2000:]
-    s1, p1 = final_params(tmp_path / "straight")
-    s2, p2 = final_params(tmp_path / "killed")
+    s1, p1 = checkpoint_params(tmp_path / "straight" / "checkpoints")
+    s2, p2 = checkpoint_params(tmp_path / "killed" / "checkpoints")
     assert s1 == s2 == 8
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
         np.testing.assert_array_equal(a, b)
