@@ -32,3 +32,15 @@ try:  # grain reads absl flags; pytest never parses them.
     flags.FLAGS.mark_as_parsed()
 except Exception:  # pragma: no cover
     pass
+
+
+import early  # noqa: E402  (tests/ is on sys.path: pytest put it there to import this file)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Start the children of `tests/early.py` whose tests were selected, beside the session."""
+    early.start_selected(items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    early.stop_all()

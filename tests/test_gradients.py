@@ -28,23 +28,33 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import early  # noqa: E402
 import pytest  # noqa: E402
 
 WORKER = Path(__file__).with_name("gradient_worker.py")
 RTOL = 1e-2  # float32 autodiff against float64 central differences
 
 
-def run_case(case: dict, timeout: float = 900.0) -> dict:
-    """Run one case of `gradient_worker.py` in a fresh float32 process (x64 off there: the
-    fault the matrix guards against never showed with x64 on, which this test process has)."""
+def _case_command(case: dict):
+    """`gradient_worker.py` for `case` in a fresh float32 process (x64 off there: the fault
+    the matrix guards against never showed with x64 on, which this test process has)."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = " ".join(
         f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
     )
-    proc = subprocess.run([sys.executable, str(WORKER), json.dumps(case)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return [sys.executable, str(WORKER), json.dumps(case)], env, None
+
+
+def _parse(rc: int, out: str, err: str) -> dict:
+    assert rc == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_case(case: dict, timeout: float = 900.0) -> dict:
+    """Run one case of `gradient_worker.py` (see `_case_command`) and read its result."""
+    cmd, env, _ = _case_command(case)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return _parse(proc.returncode, proc.stdout, proc.stderr)
 
 
 def check(result: dict) -> None:
@@ -82,8 +92,14 @@ def test_hybrid_gradients_at_the_demo_configuration():
     polar-filter band: every gradient of the one- and five-day training loss is finite and those
     of nu_m, nu_t and imbalance_release match float64 central differences. (Before the XLA
     setting of `_xla_flags` the physics gradients were NaN here.)"""
-    check(run_case({"res": 6.0, "levels": 4, "mode": "paper", "imbalance": "held",
-                    "days": [1, 5]}))
+    rc, out, err, _ = early.result("demo_gradients")
+    check(_parse(rc, out, err))
+
+
+# Started when the session starts, beside the other tests (`tests/early.py`).
+DEMO_CASE = {"res": 6.0, "levels": 4, "mode": "paper", "imbalance": "held", "days": [1, 5]}
+early.register("demo_gradients", "tests/test_gradients.py::test_hybrid_gradients_at_the_demo",
+               lambda _workdir: _case_command(DEMO_CASE), 900.0)
 
 
 # Every choice a user has, one at a time from the defaults (balanced paper mode, advective forms,

@@ -178,9 +178,12 @@ def test_rollout_is_one_compiled_scan_and_starts_like_the_step_function(world):
     assert len(traces) == 1
 
 
-# The seed's form is slow-only: the default physics keeps the claim in the default set, and the
-# slow gradient matrix (tests/test_gradients.py) covers the seed's form in float32 as well.
-@pytest.mark.parametrize("physics", [pytest.param("seed", marks=pytest.mark.slow), "default"])
+# Slow-only (about 40 s): in the default set, tests/test_gradients.py checks the float32
+# gradients of the one- and five-day training loss (a rollout through this API) at the demo's
+# configuration against float64 central differences, and the slow gradient matrix covers the
+# seed's form in float32 as well.
+@pytest.mark.slow
+@pytest.mark.parametrize("physics", ["seed", "default"])
 def test_gradient_through_a_4_step_hybrid_rollout_matches_finite_differences(physics):
     """float64 autodiff through 4 hybrid steps against central differences (relative 1e-4) in
     six parameters, each at a random element whose gradient is at least a tenth of its leaf's

@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import early
 from helpers import run_child
 
 import neuralogcm_jax
@@ -64,13 +65,6 @@ def child(args, cwd, timeout=600, code=None):
 
 
 # ---------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def twin(tmp_path_factory):
-    out = tmp_path_factory.mktemp("twin") / "data"
-    generate_dataset(out, TWIN, seed=5, progress=False)
-    return out
-
-
 ROLLOUT = """
     import sys, numpy as np, jax
     jax.config.update("jax_enable_x64", True)
@@ -87,12 +81,12 @@ ROLLOUT = """
 """
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, twin):
-    """A tiny hybrid trained 2 steps on a data root given as the *relative* path ``data`` from
-    its working directory, exported, and rolled out before anything moves."""
-    base = tmp_path_factory.mktemp("portable")
-    shutil.copytree(twin, base / "data")
+def build_run(base: Path) -> None:
+    """In `base`: the twin (``data``), a tiny hybrid trained 2 steps on it given as the
+    *relative* path ``data`` from its working directory (``run``), exported (``export``), and
+    rolled out before anything moves (``inputs.npz``, ``before.npz``); each step as a user runs
+    it, in a child process."""
+    generate_dataset(base / "data", TWIN, seed=5, progress=False)
     rc, out, err = child(["train", "--data_root", "data", "--out_dir", "run", *HYBRID], base)
     assert rc == 0, err[-3000:]
     rc, out, err = child(["export", "--checkpoint", "run/checkpoints", "--out", "export"], base)
@@ -102,6 +96,23 @@ def run(tmp_path_factory, twin):
     code = ROLLOUT.format(base=str(base), days=ROLL_DAYS, target=str(base / "before.npz"))
     rc, out, err = child(None, base, code=code)
     assert rc == 0 and "ROLLED" in out, err[-3000:]
+
+
+# `build_run` in a child started when the session starts, beside the other tests
+# (`tests/early.py`); float64 on, as in this test process.
+BUILD_RUN = ("import sys; from pathlib import Path; import jax; "
+             "jax.config.update('jax_enable_x64', True); sys.path.insert(0, sys.argv[2]); "
+             "import test_portable; test_portable.build_run(Path(sys.argv[1]))")
+early.register("portable_run", "tests/test_portable.py::",
+               lambda w: ([sys.executable, "-c", BUILD_RUN, str(w), str(Path(__file__).parent)],
+                          dict(os.environ), None), 900.0)
+
+
+@pytest.fixture(scope="module")
+def run():
+    """`build_run`'s directory."""
+    rc, out, err, base = early.result("portable_run")
+    assert rc == 0, (out[-2000:], err[-3000:])
     return base
 
 

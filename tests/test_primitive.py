@@ -303,7 +303,9 @@ def thermal_wind_front(free_surface: bool, beta: float):
     return grid, phys, co, st, T
 
 
-@pytest.mark.parametrize("free_surface,beta", [(False, 0.0), (True, 0.0), (True, 2e-11)])
+# The rigid lid is slow-only (about 30 s): the free surface, the default, keeps both planes here.
+@pytest.mark.parametrize("free_surface,beta", [pytest.param(False, 0.0, marks=pytest.mark.slow),
+                                               (True, 0.0), (True, 2e-11)])
 def test_thermal_wind_front_stays_balanced_for_60_days(free_surface, beta):
     """The front keeps its density (T within 0.1 % of its 8 K contrast, no grid-scale change) and
     its flow stays along the front (cross-front speed < 0.1 % of the jet) for 60 days, on an

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import early
 import numpy as np
 import pytest
 
@@ -65,27 +66,32 @@ def test_volume_weights_follow_area_thickness_and_mask():
     np.testing.assert_allclose(w[2, j, i] / w[0, j, i], g.dz[2] / g.dz[0])
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """``python -m benchmarks.bench_skill --quick`` in a child process, as a user runs it: one
-    CPU device (not the 8 simulated ones of this test session), a 10-minute limit."""
+def _quick_command(workdir):
+    """``python -m benchmarks.bench_skill --quick`` as a user runs it: one CPU device (not the
+    8 simulated ones of this test session)."""
     import os
     import re
-    import subprocess
 
-    base = tmp_path_factory.mktemp("skill")
     env = dict(os.environ)
     env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
                               env.get("XLA_FLAGS", ""))
     env["PYTHONPATH"] = os.pathsep.join([str(B.REPO), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_skill", "--quick", "--out", str(base / "out"),
-         "--data", str(base / "data"), "--no_progress"],
-        cwd=B.REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((base / "out" / "skill.json").read_text())
-    return base / "out", summary
+    cmd = [sys.executable, "-m", "benchmarks.bench_skill", "--quick", "--out",
+           str(workdir / "out"), "--data", str(workdir / "data"), "--no_progress"]
+    return cmd, env, str(B.REPO)
+
+
+# Started when the session starts, beside the other tests (`tests/early.py`); a 10-minute limit.
+early.register("skill_quick", "tests/test_skill.py::test_quick_mode", _quick_command, 600.0)
+
+
+@pytest.fixture(scope="module")
+def quick_run():
+    """The quick mode's output directory and summary."""
+    rc, _, err, workdir = early.result("skill_quick")
+    assert rc == 0, err[-3000:]
+    summary = json.loads((workdir / "out" / "skill.json").read_text())
+    return workdir / "out", summary
 
 
 def test_quick_mode_writes_every_declared_file(quick_run):
