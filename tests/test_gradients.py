@@ -99,7 +99,7 @@ def test_hybrid_gradients_at_the_demo_configuration():
 # Started when the session starts, beside the other tests (`tests/early.py`).
 DEMO_CASE = {"res": 6.0, "levels": 4, "mode": "paper", "imbalance": "held", "days": [1, 5]}
 early.register("demo_gradients", "tests/test_gradients.py::test_hybrid_gradients_at_the_demo",
-               lambda _workdir: _case_command(DEMO_CASE), 900.0)
+               lambda _workdir: _case_command(DEMO_CASE), 1200.0)
 
 
 # Every choice a user has, one at a time from the defaults (balanced paper mode, advective forms,

@@ -105,7 +105,7 @@ BUILD_RUN = ("import sys; from pathlib import Path; import jax; "
              "import test_portable; test_portable.build_run(Path(sys.argv[1]))")
 early.register("portable_run", "tests/test_portable.py::",
                lambda w: ([sys.executable, "-c", BUILD_RUN, str(w), str(Path(__file__).parent)],
-                          dict(os.environ), None), 900.0)
+                          dict(os.environ), None), 1200.0)
 
 
 @pytest.fixture(scope="module")

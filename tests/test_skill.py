@@ -81,8 +81,9 @@ def _quick_command(workdir):
     return cmd, env, str(B.REPO)
 
 
-# Started when the session starts, beside the other tests (`tests/early.py`); a 10-minute limit.
-early.register("skill_quick", "tests/test_skill.py::test_quick_mode", _quick_command, 600.0)
+# Started when the session starts, beside the other tests (`tests/early.py`); a 20-minute
+# limit, as it shares the machine with the session.
+early.register("skill_quick", "tests/test_skill.py::test_quick_mode", _quick_command, 1200.0)
 
 
 @pytest.fixture(scope="module")
