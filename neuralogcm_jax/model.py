@@ -113,7 +113,7 @@ class ModelConfig:
         Held as a `FrozenDict`, so the config is hashable (a model keeps it as static data).
       per_level_coefficients: one value per depth level instead of a global scalar, for the
         coefficients that act on every level (primitive mode's heat_restoring, at the surface,
-        bottom_drag, at the bottom, and convective_kappa stay one value).
+        bottom_drag, at the bottom, convective_kappa and shear_nu stay one value).
       corrector: the STE corrector's sizes (hybrid only).
       corrector_sees_physics: the corrector's input also holds the physics' forecast of the day
         (``[state, forcing_next, physics(state)]``), so it can correct what the physics did

@@ -353,13 +353,17 @@ def test_ekman_transport_under_a_uniform_wind_equals_tau_over_rho0_f():
     period/8, three substeps each, so the inertial oscillation the start sets off averages out),
     is the Ekman transport tau / (rho0 f) to the right of the wind, within 1 %, with no
     along-wind part (< 1e-3 of it). With the vertical step after the whole Coriolis rotation
-    the transport was turned by f dt / 2: an along-wind part of 13 % of it."""
+    the transport was turned by f dt / 2: an along-wind part of 13 % of it. Shear mixing is off:
+    it damps the inertial oscillation, and the decay of the oscillation within the averaging
+    period shows as an along-wind part of 2e-3 after twelve periods; the claim here is about the
+    order of the Coriolis and vertical steps."""
     depth = tuple([1.0 + 2 * k for k in range(20)] + [50.0, 70.0, 100.0, 140.0, 190.0])
     f0 = 1e-4
     period = 2 * np.pi / f0
     grid = Grid.cartesian(3, 1, 50e3, 50e3, depth=depth, f0=f0, periodic_x=True)
     phys = make_physics(grid, PhysicsConfig(mode="primitive", step_s=period / 8,
-                                            primitive=PrimitiveTerms(heat_flux=False)))
+                                            primitive=PrimitiveTerms(heat_flux=False,
+                                                                     shear_mixing=False)))
     assert phys.n_substeps == 3
     days = 8 * 12  # twelve inertial periods
     f = Forcing(u10=jnp.full(grid.shape, 10.0), v10=jnp.zeros(grid.shape),
@@ -431,6 +435,80 @@ def test_convective_diffusivity_skips_land_below_a_shallow_column():
     conv = np.asarray(eq.convective_diffusivity(T, S, penetrative=True))
     assert np.all(conv[:, 0, 0] == 0.0)
     np.testing.assert_allclose(conv[:, 0, 1], PRIMITIVE_COEFFICIENTS["convective_kappa"].default)
+
+
+def test_shear_mixing_follows_pacanowski_philander_in_the_richardson_number():
+    """The shear-mixing viscosity and diffusivity against the formula by hand, with the linear
+    EOS (density jump ``rho0 alpha dT`` exactly): ``nu = nu_0 / (1 + 5 Ri)^2``, ``kappa = nu /
+    (1 + 5 Ri)``, ``Ri = g alpha dT dz_c / |dU|^2``, at interfaces set up for Ri = 0.1, 1 and
+    10; an unstable interface gets nu_0 (Ri counts as 0), two levels moving together almost
+    nothing, an interface above land nothing. Doubling nu_0 doubles both."""
+    depth = (5.0, 15.0, 30.0, 50.0, 80.0)
+    wet = np.ones((5, 1, 2), bool)
+    wet[3:, 0, 1] = False
+    grid = Grid.cartesian(2, 1, 5e4, 5e4, depth=depth, wet=wet, periodic_x=False)
+    phys = primitive(grid, eos="linear")
+    geo = phys.geometry(jnp.float64)
+    nu0 = 7e-3
+    eq = PrimitiveEquation.from_coefficients(geo, coefficients(shear_nu=nu0), phys.terms,
+                                             phys.eos)
+    alpha = phys.eos.alpha
+    dzc = np.diff(depth)
+    du = 0.1  # m/s across each sheared interface
+    ri_set = np.array([0.1, 1.0, 10.0])
+    dT = ri_set * du**2 / (G * alpha * dzc[:3])  # warmer above: stable
+    T = 20.0 - np.concatenate([[0.0], np.cumsum(dT), [-5.0]])  # last interface: 5 K colder above
+    u = np.array([0.3, 0.2, 0.1, 0.0, 0.0])  # the last two levels move together
+    col = lambda x: jnp.asarray(np.asarray(x)[:, None, None] * wet)  # noqa: E731
+    kappa, nu = (np.asarray(a) for a in eq.shear_mixing(col(u), col(0 * u), col(T), col(35.0 + 0 * T)))
+    expect_nu = nu0 / (1 + 5 * ri_set) ** 2
+    # rtol 1e-6: the floor under S^2 (1e-12 dz_c^2 against |dU|^2 = 1e-2) shifts Ri by 1e-8.
+    np.testing.assert_allclose(nu[:3, 0, 0], expect_nu, rtol=1e-6)
+    np.testing.assert_allclose(kappa[:3, 0, 0], expect_nu / (1 + 5 * ri_set), rtol=1e-6)
+    # Unstable (5 K colder above) but not sheared: the floor under S^2 is irrelevant, Ri -> 0.
+    np.testing.assert_allclose(nu[3, 0, 0], nu0, rtol=1e-12)
+    # Column 1: the same upper interfaces, land below level 2.
+    np.testing.assert_allclose(nu[:2, 0, 1], expect_nu[:2], rtol=1e-6)
+    assert np.all(nu[2:, 0, 1] == 0) and np.all(kappa[2:, 0, 1] == 0)
+    # Stable and unsheared: the floor makes Ri ~ N^2 / 1e-12 and the mixing vanishes.
+    u2 = np.zeros(5)
+    k0, n0 = (np.asarray(a) for a in eq.shear_mixing(col(u2), col(u2), col(T), col(35.0 + 0 * T)))
+    assert n0[:3, 0, 0].max() < 1e-15 and np.isfinite(k0).all()
+    eq2 = PrimitiveEquation.from_coefficients(geo, coefficients(shear_nu=2 * nu0), phys.terms,
+                                              phys.eos)
+    k2, n2 = (np.asarray(a) for a in eq2.shear_mixing(col(u), col(0 * u), col(T), col(35.0 + 0 * T)))
+    np.testing.assert_allclose(n2, 2 * nu, rtol=1e-12)
+    np.testing.assert_allclose(k2, 2 * kappa, rtol=1e-12)
+
+
+def test_wind_mixes_a_deeper_surface_layer_with_shear_mixing():
+    """A stratified column (0.02 K/m) under a steady 0.1 N/m^2 wind for 5 days (f-plane, no heat
+    flux): with shear mixing the wind's momentum and the mixing of heat reach deeper than with the
+    background coefficients alone (the top 10 m hold a smaller share of the column's momentum,
+    the surface cools as deeper water is mixed up); heat is conserved to round-off either way."""
+    depth = tuple(1.0 + 2 * k for k in range(30))
+    grid = Grid.cartesian(3, 1, 50e3, 50e3, depth=depth, f0=1e-4, periodic_x=True)
+    T = (25.0 - 0.02 * np.asarray(grid.depth))[:, None, None] * np.ones((1, 1, 3))
+    st = rest_state(grid, 15.0, 35.0)._replace(T=jnp.asarray(T))
+    rho_air_cd = 1.2 * 1.3e-3
+    u10 = np.sqrt(0.1 / rho_air_cd)
+    forcing = Forcing(u10=jnp.full((1, 3), u10), v10=jnp.zeros((1, 3)),
+                      t2m=jnp.full((1, 3), 300.0), msl=jnp.full((1, 3), 101325.0))
+    dz = np.asarray(grid.dz)[:, None, None]
+    out = {}
+    for shear in (True, False):
+        phys = primitive(grid, heat_flux=False, shear_mixing=shear, free_surface=False)
+        day = jax.jit(lambda s, phys=phys: phys.day_step(coefficients(), s, forcing))
+        s = st
+        for _ in range(5):
+            s = day(s)
+        np.testing.assert_allclose((dz * np.asarray(s.T)).sum(), (dz * T).sum(), rtol=1e-12)
+        speed = np.hypot(np.asarray(s.u), np.asarray(s.v))[:, 0, 0]
+        top = np.asarray(grid.depth) < 10.0
+        out[shear] = ((dz[:, 0, 0] * speed)[top].sum() / (dz[:, 0, 0] * speed).sum(),
+                      float(np.asarray(s.T)[0, 0, 0]))
+    assert out[True][0] < 0.9 * out[False][0], out
+    assert out[True][1] < out[False][1] - 0.05, out
 
 
 def test_geostrophic_adjustment_of_an_ssh_step():
@@ -565,7 +643,7 @@ def test_per_level_coefficients_keep_the_surface_and_bottom_ones_global(world):
     raw = default_raw(PRIMITIVE_COEFFICIENTS, per_level=True, n_levels=L)
     assert {k: np.shape(v) for k, v in raw.items()} == {
         "nu_m": (L,), "nu_t": (L,), "kappa_v": (L,), "nu_v": (L,), "heat_restoring": (),
-        "bottom_drag": (), "convective_kappa": ()}
+        "bottom_drag": (), "convective_kappa": (), "shear_nu": ()}
     raw = {k: jnp.asarray(v, jnp.float64) for k, v in raw.items()}
     out = phys.day_step(to_si(raw, PRIMITIVE_COEFFICIENTS), stratified(grid), None)
     assert all(np.isfinite(np.asarray(x)).all() for x in out)

@@ -346,6 +346,52 @@ def test_the_runner_averages_every_substep_of_the_day():
     np.testing.assert_allclose(end.u, np.cos(12 * a), atol=1e-12)
 
 
+def test_primitive_truth_heat_flux_restores_toward_air_plus_the_climatological_offset():
+    """The heat budget of one truth substep: restoring toward ``sst_clim + (t2m - t2m_clim)``
+    (``heat_target="offset"``) instead of t2m puts, into every column, exactly
+    ``dt heat_restoring (sst_clim - t2m_clim + 273.15) / (rho0 cp)`` more heat (K m) than the
+    old target (the flux is explicit in the substep's top-level T, the vertical solve conserves
+    the column, and nothing else sees it within the substep); columns at the freezing clamp are
+    left out (at any level). The offset is large (a few K over open water, up to ~30 K over sea ice), so the
+    two targets differ."""
+    import jax
+    import jax.numpy as jnp
+
+    from neuralogcm_jax.constants import CP_SEAWATER_J_KG_K
+
+    runs = {}
+    for target in ("offset", "t2m"):
+        spec = dataclasses.replace(TINY, truth=dataclasses.replace(TINY.truth,
+                                                                   heat_target=target))
+        truth = twin.make_truth(spec)
+        world = truth.world
+        yf = ForcingSynthesizer(world, 3, spec.noise).year(1984, n_days=1)
+        sst_target = yf.sst_clim + (yf.forcing[:, 2] - yf.t2m_clim)
+        state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), world.initial_state())
+        step = jax.jit(truth.substep)
+        runs[target] = step(state, (jnp.asarray(yf.forcing[0]), jnp.asarray(sst_target[0])))
+    g = world.grid
+    phys = truth.physics
+    end = runs["offset"]
+    np.testing.assert_array_equal(end.ssh, runs["t2m"].ssh)  # same transports, same h_new
+    h_new = g.dz[:, None, None] * (1.0 + np.asarray(end.ssh, np.float64) / np.maximum(
+        (g.dz[:, None, None] * g.wet).sum(axis=0), 1e-9)) * g.wet
+    dT = np.asarray(end.T, np.float64) - np.asarray(runs["t2m"].T, np.float64)
+    gained = (h_new * dT).sum(axis=0)
+    lam = dict(TINY.truth.coefficients)["heat_restoring"]
+    offset = yf.sst_clim[0] - yf.t2m_clim[0] + 273.15
+    rho0 = phys.config.primitive.rho0_kg_m3
+    expected = TINY.truth.dt_s * lam * offset / (rho0 * CP_SEAWATER_J_KG_K)
+    # The clamp holds every level at or above its freezing point (or -1.9 degC).
+    freezing = lambda s: (np.asarray(s.T) <= np.maximum(  # noqa: E731
+        -0.054 * np.asarray(s.S), -1.9) + 1e-4).any(axis=0)
+    ok = g.wet[0] & ~freezing(end) & ~freezing(runs["t2m"])
+    assert ok.sum() > 0.8 * g.wet[0].sum()
+    assert np.abs(offset[ok]).max() > 2.0  # the two targets differ by kelvins somewhere
+    scale = np.abs(expected[ok]).max()
+    np.testing.assert_allclose(gained[ok], expected[ok], rtol=2e-3, atol=2e-3 * scale)
+
+
 @pytest.fixture(scope="module")
 def by_hand():
     return _first_days_by_hand(TINY, 3, 2)

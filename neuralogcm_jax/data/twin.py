@@ -329,8 +329,10 @@ def _readme(spec: DatasetSpec, seed: int, truth: Truth, timing: dict) -> str:
             "neighbouring levels; the model's default diagnoses it once a day, penetrative), "
             "wind stress rho_air C_d |U10| U10 "
             f"(C_d = {t.drag_coefficient:g}) and the surface heat flux heat_restoring x "
-            "(t2m - T_top) from the forcing, linear bottom drag; neuralogcm_jax/physics/"
-            "primitive.py)",
+            + ("(sst_clim + (t2m - t2m_clim) - T_top), the air temperature plus the COADS "
+               "climatological SST - t2m offset of the day"
+               if t.heat_target == "offset" else "(t2m - T_top)")
+            + " from the forcing, linear bottom drag; neuralogcm_jax/physics/primitive.py)",
             f"* numerics: {t.n_substeps} substeps of {t.dt_s:g} s a day (forward Euler of the "
             "baroclinic momentum, exact Coriolis rotation, split-explicit barotropic mode with "
             f"{physics.n_barotropic} short steps of {physics.dt_barotropic_s:.0f} s (Courant "

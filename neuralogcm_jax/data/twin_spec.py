@@ -16,7 +16,7 @@ from neuralogcm_jax.errors import ConfigError
 
 # Truth coefficients (SI), each different from the model's default in physics/params.py and
 # physics/primitive_terms.py (defaults: nu_m 5e4, nu_t 1e3, kappa_v 1e-4, nu_v 1e-3,
-# heat_restoring 40, bottom_drag 1e-3), except convective_kappa (0.1 in both; the truth's
+# heat_restoring 40, bottom_drag 1e-3, shear_nu 5e-3), except convective_kappa (0.1 in both; the truth's
 # convection differs in its closure instead: switched on at any inversion between neighbouring
 # levels, every substep; the model's ramps with the penetrative inversion, once a day).
 TRUTH_COEFFICIENTS = {
@@ -27,7 +27,12 @@ TRUTH_COEFFICIENTS = {
     "heat_restoring": 30.0,
     "bottom_drag": 5.0e-4,
     "convective_kappa": 0.1,
+    "shear_nu": 1.0e-2,
 }
+
+
+# What the primitive truth's surface heat flux restores toward (`TruthSpec.heat_target`).
+HEAT_TARGETS = ("offset", "t2m")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +63,13 @@ class TruthSpec:
         surface salinity restoring (both modes).
       heat_restoring_days: time scale (days) of the surface heat restoring toward
         ``sst_clim + (t2m - t2m_clim)`` (paper mode).
+      heat_target: what the primitive truth's surface heat flux ``heat_restoring x (target -
+        T_top)`` restores toward. ``"offset"`` (default): the air temperature plus the
+        climatological SST - t2m offset of the day, ``sst_clim + (t2m - t2m_clim)`` (COADS, degC),
+        so the flux is zero for a climatological sea under climatological air and follows the
+        air's anomaly. ``"t2m"``: the 2 m air temperature itself (the truth before the offset:
+        1-2 K too cold over open water and down to -30 degC over sea ice, held only by the
+        freezing clamp).
       salinity_restoring_days: time scale (days) of surface salinity restoring toward the
         climatology (both modes; decays with depth like the heat restoring).
       interior_restoring_days: time scale (days) of the restoring of T and S at every level
@@ -77,14 +89,18 @@ class TruthSpec:
     drag_days: float = 4.0
     heat_depth_m: float = 30.0
     heat_restoring_days: float = 15.0
+    heat_target: str = "offset"
     salinity_restoring_days: float = 90.0
     interior_restoring_days: float = 730.0
 
     def __post_init__(self):
         if self.mode not in ("paper", "primitive"):
             raise ConfigError(f"truth mode must be 'paper' or 'primitive', got {self.mode!r}")
+        if self.heat_target not in HEAT_TARGETS:
+            raise ConfigError(f"truth heat_target must be one of {list(HEAT_TARGETS)}, got "
+                              f"{self.heat_target!r}")
         skip = ("mode", "coefficients", "eos", "resolution_deg", "substep_s",
-                "convective_ramp_kg_m3")
+                "convective_ramp_kg_m3", "heat_target")
         if not float(self.convective_ramp_kg_m3) >= 0:
             raise ConfigError(
                 f"truth convective_ramp_kg_m3 must be >= 0, got {self.convective_ramp_kg_m3}")

@@ -6,7 +6,8 @@ on it means something:
 
 * primitive-equation physics (`neuralogcm_jax.physics.primitive`: pressure gradients from the
   TEOS-10 density, free surface, vertical advection and mixing, convective mixing, wind stress
-  and surface heat flux from the forcing, bottom drag), where the model's default physics is the
+  and a surface heat flux restoring toward the air temperature plus the climatological SST - t2m
+  offset (`TruthSpec.heat_target`), bottom drag), where the model's default physics is the
   paper mode (horizontal advection, Coriolis and Laplacian diffusion only, no forcing);
 * on its own grid, by default twice as fine as the model's (`TruthSpec.resolution_deg`), then
   coarse-grained conservatively (area-weighted over the wet fine cells, the converter's
@@ -53,6 +54,7 @@ from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.layout import Forcing, OceanState
 from neuralogcm_jax.physics import PhysicsConfig, make_physics
 from neuralogcm_jax.physics.primitive import PrimitiveTerms
+from neuralogcm_jax.physics.primitive_terms import KELVIN_OFFSET
 
 
 def _physics_for(world: World, truth: TruthSpec):
@@ -136,7 +138,9 @@ class Truth:
       physics: the physics core of one substep.
       substep: ``substep(state, inputs) -> state``, one truth substep of `TruthSpec.dt_s`
         seconds (jittable); `inputs` = ``(forcing [4, H, W], sst_target [H, W])`` on the truth
-        grid (sst_target in degC, used by the paper mode only).
+        grid (sst_target in degC, ``sst_clim + (t2m - t2m_clim)``: the paper mode's surface
+        closure and, with ``TruthSpec.heat_target == "offset"``, the primitive mode's heat flux
+        restore toward it).
       n_substeps: substeps per day.
       coarse: the `CoarseGrainer` onto the model grid, or None when the truth is on it.
       grid: the model grid (the dataset's), with its wet mask.
@@ -213,6 +217,11 @@ def make_truth(spec: DatasetSpec) -> Truth:
         if truth.mode == "paper":
             state = paper_piece(state, forcing, sst_target)
         else:
+            if truth.heat_target == "offset":
+                # Primitive mode's flux restores the top level toward its forcing's t2m (only
+                # the heat flux reads t2m): hand it the air temperature plus the day's
+                # climatological SST - t2m offset, sst_clim + (t2m - t2m_clim), in K.
+                forcing = forcing._replace(t2m=sst_target + jnp.asarray(KELVIN_OFFSET, dtype))
             state = physics.day_step(coeffs, state, forcing)
         state = climate_restoring(state, T_clim, S_clim, depth, wet, truth, dt)
         if truth.mode == "paper":

@@ -12,8 +12,9 @@ The equations, per level k (``u`` east, ``v`` north in m/s, ``T`` degC, ``S`` ps
 with the hydrostatic pressure anomaly ``p' = g int_0^z rho'(T, S, z) dz`` from the equation of
 state (`neuralogcm_jax.physics.eos`), ``rho' = rho - rho0``. Boundary conditions: wind stress
 ``tau = rho_air C_d |U10| U10`` (none where the top level is at its freezing point, ramping to
-full 0.2 K above it: `PrimitiveTerms.ice_ramp_k`) and a restoring heat flux ``Q = lambda (t2m - 273.15 - T_top)``
-enter the top layer; the sea floor (`Grid.bottom_level`) and coasts are closed (no flux), with
+full 0.2 K above it: `PrimitiveTerms.ice_ramp_k`) and a restoring heat flux ``Q = lambda (t2m -
+273.15 - T_top)`` enter the top layer (t2m is the forcing's; the twin's truth hands it the air
+temperature plus the climatological SST - t2m offset, `TruthSpec.heat_target`); the sea floor (`Grid.bottom_level`) and coasts are closed (no flux), with
 an optional linear bottom drag ``-r_b u / h`` on the deepest wet layer; salt has no surface flux.
 With surface fluxes on, T is held at or above the freezing point ``-0.054 S`` (no sea-ice model).
 
@@ -42,8 +43,9 @@ One substep ``dt`` (operator splitting, each piece stable at the substep):
 4. one implicit tridiagonal solve for T and S, one for u and v
    (`vertical.implicit_vertical_diffusion`, the fields of a pair share the operator): upwind
    vertical advection by ``w*`` (flux form for T, S; advective form for u, v), vertical mixing
-   (with convective mixing where the column is statically unstable, diagnosed once per model
-   step by default: `PrimitiveTerms.convective_closure`), the surface heat flux
+   (with convective mixing where the column is statically unstable and the Richardson-number
+   shear mixing of Pacanowski & Philander, both diagnosed once per model step by default:
+   `PrimitiveTerms.convective_closure`, `PrimitiveTerms.shear_mixing`), the surface heat flux
    (T), the wind stress and the bottom drag (u, v). Implicit, because the thin GLORYS top
    layers (1 m) would limit an explicit vertical advection to ``w dt < 1 m``.
 
@@ -111,6 +113,8 @@ from neuralogcm_jax.physics.primitive_terms import (  # re-exported: the setting
     FREEZING_SLOPE_K_PSU,
     KELVIN_OFFSET,
     PRIMITIVE_COEFFICIENTS,
+    SHEAR_FLOOR_S2,
+    SHEAR_RI_ALPHA,
     PrimitiveTerms,
     check_primitive_grid,
     primitive_coefficients,
@@ -193,7 +197,8 @@ class PrimitiveEquation:
     of state `eos` and the barotropic subcycle (`n_barotropic` short steps of
     `dt_barotropic_s`; 0 without a free surface); last `conv`, the convective diffusivity
     ``[L-1, H, W]`` held through the substeps of a model step (None: diagnosed every substep;
-    `PrimitiveTerms.convective_closure`). The pieces of one substep are methods, in the order
+    `PrimitiveTerms.convective_closure`), and `shear`, the shear-mixing diffusivity and
+    viscosity held likewise (`shear_mixing`). The pieces of one substep are methods, in the order
     of the module docstring:
     `baroclinic_momentum` (1), `barotropic` and `layer_transports` (2), `tracers` (3),
     `implicit_vertical_step` (4); `split_explicit_step` is the whole substep.
@@ -206,6 +211,7 @@ class PrimitiveEquation:
     n_barotropic: int = dataclasses.field(default=0, metadata=dict(static=True))
     dt_barotropic_s: float = dataclasses.field(default=0.0, metadata=dict(static=True))
     conv: Array | None = None
+    shear: tuple[Array, Array] | None = None
 
     @classmethod
     def from_coefficients(
@@ -227,7 +233,7 @@ class PrimitiveEquation:
         out = {}
         for name in ("nu_m", "nu_t", "kappa_v", "nu_v"):
             out[name] = level_coefficient(coeffs_si[name], specs[name], dtype, n_levels)
-        for name in ("heat_restoring", "bottom_drag", "convective_kappa"):
+        for name in ("heat_restoring", "bottom_drag", "convective_kappa", "shear_nu"):
             x = jnp.asarray(coeffs_si[name]).astype(dtype)
             if x.ndim != 0:
                 raise ConfigError(f"{name} must be a scalar (SI), got shape {x.shape}")
@@ -496,7 +502,29 @@ class PrimitiveEquation:
             return kappa * x
         return jnp.where(up > lo, kappa, jnp.zeros((), dtype))
 
-    def with_step_convection(self, T: Array, S: Array) -> "PrimitiveEquation":
+    def shear_mixing(self, u: Array, v: Array, T: Array, S: Array) -> tuple[Array, Array]:
+        """Richardson-number-dependent diffusivity and viscosity ``[L-1, H, W]`` (m^2/s) at the
+        inner interfaces (`PrimitiveTerms.shear_mixing`): ``nu = shear_nu / (1 + 5 Ri)^2``,
+        ``kappa = nu / (1 + 5 Ri)``, ``Ri = N^2 / S^2``. ``N^2 = g (rho_below - rho_above) /
+        (rho0 dz_c)`` compares the two levels next to the interface at its depth, ``S^2 =
+        |U_above - U_below|^2 / dz_c^2`` (dz_c the distance of their centres, a floor
+        `SHEAR_FLOOR_S2` under ``S^2``); ``Ri < 0`` counts as 0; zero where a level is land."""
+        geo = self.geo
+        dtype = T.dtype
+        up = self.eos.density_anomaly(T[:-1], S[:-1], geo.z_int)
+        lo = self.eos.density_anomaly(T[1:], S[1:], geo.z_int)
+        dzc = geo.depth[1:] - geo.depth[:-1]  # [L-1, 1, 1]
+        du2 = (u[:-1] - u[1:]) ** 2 + (v[:-1] - v[1:]) ** 2
+        # Ri = N^2 / S^2 = (g / rho0) (lo - up) dz_c / |dU|^2, written without dividing by dz_c
+        n2dz2 = jnp.maximum(jnp.asarray(self.gravity / self.rho0, dtype) * (lo - up) * dzc, 0.0)
+        ri = n2dz2 / (du2 + jnp.asarray(SHEAR_FLOOR_S2, dtype) * dzc * dzc)
+        x = 1.0 + jnp.asarray(SHEAR_RI_ALPHA, dtype) * ri
+        both_wet = geo.ops.wet[1:] > 0
+        nu = jnp.where(both_wet, self.coeffs["shear_nu"] / (x * x), jnp.zeros((), dtype))
+        return nu / x, nu
+
+    def with_step_convection(self, T: Array, S: Array, u: Array | None = None,
+                             v: Array | None = None) -> "PrimitiveEquation":
         """This equation with `conv` diagnosed from ``T, S`` (penetrative) when the "step"
         closure is on, to be held through the substeps of one model step; else unchanged.
 
@@ -505,11 +533,15 @@ class PrimitiveEquation:
         gradient's memory (the 5-day gradient at 1.5 deg: 3.46 GiB kept, 1.94 recomputed; the
         forward values are the same)."""
         terms = self.terms
-        if (terms.convective_closure == "step" and terms.vertical_mixing
-                and terms.convective_mixing and T.shape[0] > 1):
+        out = self
+        step = terms.convective_closure == "step" and terms.vertical_mixing and T.shape[0] > 1
+        if step and terms.convective_mixing:
             diagnose = jax.checkpoint(lambda T, S: self.convective_diffusivity(T, S, True))
-            return dataclasses.replace(self, conv=diagnose(T, S))
-        return self
+            out = dataclasses.replace(out, conv=diagnose(T, S))
+        if step and terms.shear_mixing and u is not None:
+            diagnose = jax.checkpoint(self.shear_mixing)
+            out = dataclasses.replace(out, shear=diagnose(u, v, T, S))
+        return out
 
     def implicit_vertical_step(self, u: Array, v: Array, T: Array, S: Array, h_new: Array,
                                w: Array | None, forcing: Forcing | None, dt: float):
@@ -545,6 +577,9 @@ class PrimitiveEquation:
             if terms.convective_mixing and L > 1:
                 conv = self.conv if self.conv is not None else self.convective_diffusivity(T, S)
                 kap_t, kap_m = kap_t + conv, kap_m + conv
+            if terms.shear_mixing and L > 1:
+                k_s, n_s = self.shear if self.shear is not None else self.shear_mixing(u, v, T, S)
+                kap_t, kap_m = kap_t + k_s, kap_m + n_s
         else:
             kap_t = kap_m = cast(0.0)
         ts_flux = None if heat is None else jnp.stack([heat, jnp.zeros_like(heat)])
@@ -645,7 +680,7 @@ class PrimitivePhysics(Physics):
                                                  self.n_barotropic, self.dt_barotropic_s,
                                                  self.specs)
         dt = self.dt_substep_s
-        eq = eq.with_step_convection(s.T, s.S)  # the "step" closure; else unchanged
+        eq = eq.with_step_convection(s.T, s.S, s.u, s.v)  # the "step" closure; else unchanged
         s = repeat(lambda st: eq.split_explicit_step(st, forcing, dt), self.n_substeps,
                    self.config.remat_substeps)(s)
         keep = lambda new, old, m: jnp.where(m, new, old)  # noqa: E731

@@ -68,6 +68,15 @@ class PrimitiveTerms:
         float64); with "step" 0.01 % there, and two cases of `tests/test_gradients.py` miss
         its 1e-2 bar (23 levels, per-level nu_t, 2.05 % at 3 deg, 1.12 % at 6 deg). The twin's
         truth keeps "substep" (`data/twin_truth.py`). Default "step".
+      shear_mixing: Richardson-number-dependent vertical viscosity and diffusivity (Pacanowski
+        & Philander 1981, the surface mixed layer of wind-driven shear) added to the background
+        ``nu_v``, ``kappa_v`` at each inner interface of two wet levels: ``nu = shear_nu / (1 +
+        5 Ri)^2``, ``kappa = nu / (1 + 5 Ri)``, with ``Ri = N^2 / S^2`` from the density jump
+        of the two levels at the interface depth and their velocity difference (``Ri`` taken
+        as 0 where the column is unstable there: convective mixing acts on top); learnable
+        ``shear_nu`` (m^2/s). Diagnosed when the convective diffusivity is
+        (`convective_closure`): once a model step from its initial state ("step"), or every
+        substep. Default True.
       ice_ramp_k: the margin (K) above the freezing point over which the wind stress goes from
         none (ice) to full (open water); > 0. Default 0.2.
       convective_ramp_kg_m3: the density inversion (kg/m^3) over which the convective diffusivity
@@ -110,6 +119,7 @@ class PrimitiveTerms:
     convective_mixing: bool = True
     convective_ramp_kg_m3: float = 0.3
     convective_closure: str = "step"
+    shear_mixing: bool = True
     ice_ramp_k: float = 0.2
     rho0_kg_m3: float = RHO0_KG_M3
     gravity_m_s2: float = GRAVITY_M_S2
@@ -136,6 +146,13 @@ class PrimitiveTerms:
                 f"physics.primitive.barotropic_cfl must be in (0, 1], got {self.barotropic_cfl}"
             )
 
+
+# Pacanowski & Philander (1981): nu = nu_0 / (1 + alpha Ri)^n + nu_b with alpha = 5, n = 2,
+# kappa = nu / (1 + alpha Ri) + kappa_b (their nu_0 = 50 cm^2/s).
+SHEAR_RI_ALPHA = 5.0
+# A floor (1/s^2) under the squared shear of the Richardson number: Ri stays finite (and its
+# gradient too) between levels moving together; 1e-12 s^-2 is far below any resolved shear.
+SHEAR_FLOOR_S2 = 1e-12
 
 PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
     **PAPER_COEFFICIENTS,
@@ -178,6 +195,14 @@ PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
         "convective_kappa", 0.1, "m^2/s",
         "vertical diffusivity and viscosity across statically unstable interfaces",
         max_value=10.0, per_level=False,
+    ),
+    # Pacanowski & Philander's nu_0 = 50 cm^2/s: the viscosity of an unstratified sheared
+    # interface (Ri = 0), the diffusivity there too. Implicit, so the bound only keeps it
+    # physical. One value: Ri sets the depth where it acts.
+    "shear_nu": CoefficientSpec(
+        "shear_nu", 5e-3, "m^2/s",
+        "Richardson-number-dependent vertical viscosity (and diffusivity) at Ri = 0",
+        max_value=1.0, per_level=False,
     ),
 }
 
