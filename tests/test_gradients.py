@@ -24,11 +24,11 @@ def test_package_import_sets_the_reduce_fusion_flag():
 
 # ------------------------------------------------------------------------------ the matrix
 import json  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import early  # noqa: E402
+from helpers import run_child  # noqa: E402
 import pytest  # noqa: E402
 
 WORKER = Path(__file__).with_name("gradient_worker.py")
@@ -51,10 +51,10 @@ def _parse(rc: int, out: str, err: str) -> dict:
 
 
 def run_case(case: dict, timeout: float = 900.0) -> dict:
-    """Run one case of `gradient_worker.py` (see `_case_command`) and read its result."""
+    """Run one case of `gradient_worker.py` (see `_case_command`) in its own process group
+    (killed, and the test failed, at `timeout`) and read its result."""
     cmd, env, _ = _case_command(case)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    return _parse(proc.returncode, proc.stdout, proc.stderr)
+    return _parse(*run_child(cmd, env=env, timeout=timeout, what=f"gradient case {case_id(case)}"))
 
 
 def check(result: dict) -> None:
