@@ -186,7 +186,9 @@ def _content(x, g):
     return float((np.asarray(x, np.float64) * g.cell_volume * g.wet).sum())
 
 
-@pytest.mark.parametrize("transfer", ["joint", "split"])
+# "split" is slow-only: the conservation claim is the scheme's, shown with the default transfer
+# in the default run (12 s of the 15-minute budget).
+@pytest.mark.parametrize("transfer", ["joint", pytest.param("split", marks=pytest.mark.slow)])
 def test_tracer_content_is_conserved_in_flux_form_and_only_nearly_in_advective_form(transfer):
     """3 deg global ocean with a rough coastline mask, balanced mode, divergent currents, 10 days
     in float64: with ``tracer_advection="flux"`` heat and salt content are conserved to 1e-13
@@ -210,6 +212,9 @@ def test_tracer_content_is_conserved_in_flux_form_and_only_nearly_in_advective_f
     assert 1e-11 < drift["advective"] < 1e-3, drift
 
 
+# Slow-only: the default run makes the same claim at the same grid with larger currents, the
+# held imbalance and its coefficient (`tests/test_gradients.py`, the demo-configuration case).
+@pytest.mark.slow
 def test_gradient_of_a_one_day_loss_wrt_the_coefficients_in_float32_matches_float64_fd():
     """Embedded world, 6 deg x 4 levels, real T/S and coasts, currents up to 1 m/s and a 0.5 m SSH
     pattern, balanced paper mode with its defaults: d loss / d (log nu_m, log nu_t) of a one-day

@@ -313,6 +313,9 @@ def _damping_t_gradient(m, state, forcing, doy):
     return loss_at, raw0, ad
 
 
+# Slow-only: the shipped configurations damp per level, whose test (below) makes the same claims
+# per level in the default run.
+@pytest.mark.slow
 def test_climate_damping_scales_each_variables_anomaly_and_learns_through_its_rate(world):
     """`climate_damping_days`: the physics' forecast anomaly of each variable is multiplied by
     exp(-r_v * 86400 s), with r_v a learnable coefficient under physics_params (one per variable),
