@@ -19,8 +19,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/neuralogcm demo --out demo_output
 
+# Two workers, whole modules each, longest first (tests/conftest.py): the CI machine's 2 cores.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

@@ -37,9 +37,33 @@ except Exception:  # pragma: no cover
 import early  # noqa: E402  (tests/ is on sys.path: pytest put it there to import this file)
 
 
+# `make test` runs two pytest-xdist workers, one module at a time each (`--dist loadfile
+# --no-loadscope-reorder`): the modules go out in this order, the longest first (their wall
+# time in the default run, 2026-12-04), so that the last to finish is a short one; the rest
+# follow in their usual order.
+LONGEST_MODULES_FIRST = (
+    "test_skill.py", "test_multiprocess.py", "test_model.py", "test_portable.py",
+    "test_primitive.py", "test_networks.py", "test_balanced.py", "test_gradients.py",
+    "test_twin.py", "test_evaluate.py", "test_train_loop.py", "test_physics_paper.py",
+)
+
+
+def _module_rank(item) -> int:
+    name = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return LONGEST_MODULES_FIRST.index(name) if name in LONGEST_MODULES_FIRST else len(
+        LONGEST_MODULES_FIRST)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Start the children of `tests/early.py` whose tests were selected, beside the session."""
-    early.start_selected(items)
+    """Start the children of `tests/early.py` whose tests were selected, beside the session.
+
+    Under pytest-xdist every worker collects every test, so a worker starts a child only when
+    its test runs (`early.result`; the other worker keeps the second core busy meanwhile), and
+    the modules are ordered longest first (`LONGEST_MODULES_FIRST`)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_module_rank)  # stable: the order within a module is kept
+    else:
+        early.start_selected(items)
 
 
 def pytest_sessionfinish(session, exitstatus):

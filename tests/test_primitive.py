@@ -18,6 +18,7 @@ from neuralogcm_jax.physics.primitive import (
     KELVIN_OFFSET,
     PRIMITIVE_COEFFICIENTS,
     PrimitiveEquation,
+    SHEAR_FLOOR_S2,
     PrimitiveTerms,
     check_primitive_grid,
     wind_stress,
@@ -461,19 +462,26 @@ def test_shear_mixing_follows_pacanowski_philander_in_the_richardson_number():
     u = np.array([0.3, 0.2, 0.1, 0.0, 0.0])  # the last two levels move together
     col = lambda x: jnp.asarray(np.asarray(x)[:, None, None] * wet)  # noqa: E731
     kappa, nu = (np.asarray(a) for a in eq.shear_mixing(col(u), col(0 * u), col(T), col(35.0 + 0 * T)))
+    # Ri = N^2 / (S^2 + floor): the floor (1e-6 s^-2) against S^2 = 1e-4 to 2.5e-5 s^-2 (dz_c
+    # 10 to 20 m) shifts Ri by 1 to 4 %, taken into the expected value
+    s2 = du**2 / dzc[:3] ** 2
+    ri_set = ri_set * s2 / (s2 + SHEAR_FLOOR_S2)
     expect_nu = nu0 / (1 + 5 * ri_set) ** 2
-    # rtol 1e-6: the floor under S^2 (1e-12 dz_c^2 against |dU|^2 = 1e-2) shifts Ri by 1e-8.
-    np.testing.assert_allclose(nu[:3, 0, 0], expect_nu, rtol=1e-6)
-    np.testing.assert_allclose(kappa[:3, 0, 0], expect_nu / (1 + 5 * ri_set), rtol=1e-6)
+    assert not np.allclose(expect_nu, nu0 / (1 + 5 * np.array([0.1, 1.0, 10.0])) ** 2, rtol=1e-3)
+    np.testing.assert_allclose(nu[:3, 0, 0], expect_nu, rtol=1e-9)
+    np.testing.assert_allclose(kappa[:3, 0, 0], expect_nu / (1 + 5 * ri_set), rtol=1e-9)
     # Unstable (5 K colder above) but not sheared: the floor under S^2 is irrelevant, Ri -> 0.
     np.testing.assert_allclose(nu[3, 0, 0], nu0, rtol=1e-12)
     # Column 1: the same upper interfaces, land below level 2.
-    np.testing.assert_allclose(nu[:2, 0, 1], expect_nu[:2], rtol=1e-6)
+    np.testing.assert_allclose(nu[:2, 0, 1], expect_nu[:2], rtol=1e-9)
     assert np.all(nu[2:, 0, 1] == 0) and np.all(kappa[2:, 0, 1] == 0)
-    # Stable and unsheared: the floor makes Ri ~ N^2 / 1e-12 and the mixing vanishes.
+    # Stable and unsheared: Ri = N^2 / floor (N^2 = 1e-5 to 1e-3 s^-2 here: Ri 10 to 1000), so
+    # the mixing falls to nu_0 / 2601 and below.
     u2 = np.zeros(5)
     k0, n0 = (np.asarray(a) for a in eq.shear_mixing(col(u2), col(u2), col(T), col(35.0 + 0 * T)))
-    assert n0[:3, 0, 0].max() < 1e-15 and np.isfinite(k0).all()
+    ri0 = np.array([0.1, 1.0, 10.0]) * s2 / SHEAR_FLOOR_S2
+    np.testing.assert_allclose(n0[:3, 0, 0], nu0 / (1 + 5 * ri0) ** 2, rtol=1e-9)
+    assert n0[:3, 0, 0].max() < nu0 / 2500 and np.isfinite(k0).all()
     eq2 = PrimitiveEquation.from_coefficients(geo, coefficients(shear_nu=2 * nu0), phys.terms,
                                               phys.eos)
     k2, n2 = (np.asarray(a) for a in eq2.shear_mixing(col(u), col(0 * u), col(T), col(35.0 + 0 * T)))
