@@ -65,9 +65,9 @@ class PrimitiveTerms:
         two levels next to each interface, with a linear ramp. With "substep" the diffusivity
         follows the state every substep, a feedback that made float32 gradients of the small
         momentum coefficients ill-conditioned (3 deg x 4 levels, 5-day loss: nu_m 12.6 % from
-        float64); with "step" 0.01 % there, and every case of `tests/test_gradients.py` meets
-        its 1e-2 bar (worst: 3 deg x 23 levels, per level, 5-day shear_nu 0.29 %). The twin's
-        truth keeps "substep" (`data/twin_truth.py`). Default "step".
+        float64); with "step" 0.01 % there, and every primitive case of
+        `tests/test_gradients.py` meets its 1e-2 bar (worst: 3 deg x 23 levels, per level,
+        5-day shear_nu 0.29 %). The twin's truth keeps "substep" (`data/twin_truth.py`). Default "step".
       shear_mixing: Richardson-number-dependent vertical viscosity and diffusivity (Pacanowski
         & Philander 1981, the surface mixed layer of wind-driven shear) added to the background
         ``nu_v``, ``kappa_v`` at each inner interface of two wet levels: ``nu = shear_nu / (1 +
