@@ -54,6 +54,24 @@ def test_unknown_key_names_the_full_dotted_key(override, key):
         C.load_config(None, [override])
 
 
+def test_primitive_settings_come_from_the_config_and_unknown_ones_are_named(tmp_path):
+    from neuralogcm_jax.physics.primitive import PrimitiveTerms
+
+    cfg = C.load_config(None, ["model.physics.mode=primitive",
+                               "model.physics.primitive.vertical_advection_scheme=centred",
+                               "model.physics.primitive.shear_mixing=false"])
+    assert cfg.model.physics.primitive == PrimitiveTerms(vertical_advection_scheme="centred",
+                                                         shear_mixing=False)
+    C.write_config(cfg, tmp_path)
+    assert C.load_config(tmp_path / "config.yaml").model.physics.primitive == cfg.model.physics.primitive
+    with pytest.raises(ConfigError, match=r"'model\.physics\.primitive\.shear'"):
+        C.load_config(None, ["model.physics.primitive.shear=false"])
+    with pytest.raises(ConfigError, match=r"model\.physics\.primitive\.shear_mixing.*true/false"):
+        C.load_config(None, ["model.physics.primitive.shear_mixing=3"])
+    with pytest.raises(ConfigError, match="vertical_advection_scheme must be one of"):
+        C.load_config(None, ["model.physics.primitive.vertical_advection_scheme=quick"])
+
+
 def test_unknown_key_in_a_yaml_file_is_named(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("train:\n  epochs: 3\n  curriculm: [[0, 1]]\n")

@@ -93,9 +93,14 @@ def test_resting_stratified_ocean_over_real_land_stays_at_rest(world):
     assert float(np.abs(np.asarray(out.ssh)[wet[0]]).max()) < 1e-6
 
 
-def test_closed_basin_keeps_its_volume_heat_and_salt(world):
-    """Without surface fluxes, 30 days of a baroclinic flow change no total beyond 1e-6."""
+@pytest.mark.parametrize("scheme", ["upwind", "centred"])
+def test_closed_basin_keeps_its_volume_heat_and_salt(world, scheme):
+    """Without surface fluxes, 30 days of a baroclinic flow change no total beyond 1e-12, with
+    either vertical advection scheme."""
     grid, phys, run = world
+    if scheme != "upwind":
+        phys = primitive(grid, vertical_advection_scheme=scheme)
+        run = jax.jit(lambda c, s: phys.integrate(c, s, None, 30))
     st = stratified(grid)
     lat = jnp.asarray(grid.lat)[None, :, None]
     st = st._replace(T=st.T + 5.0 * jnp.cos(jnp.deg2rad(lat)) ** 2 * jnp.cos(jnp.asarray(grid.lon) / 40.0),
@@ -115,6 +120,8 @@ def test_closed_basin_keeps_its_volume_heat_and_salt(world):
     assert float(jnp.abs(out.u).max()) > 1e-3  # the test is not trivially at rest
     for name, a, b in zip(("volume", "heat", "salt"), before, after):
         assert abs(float(b / a) - 1) < 1e-12, name  # measured 2e-15 (flux form, z* layers)
+    if scheme != "upwind":  # the option reaches the solve: T differs from the upwind run's
+        assert float(jnp.abs(out.T - world[2](coefficients(), st).T).max()) > 1e-4
 
 
 def test_heat_content_changes_by_the_integrated_surface_heat_flux(world):
@@ -668,6 +675,8 @@ def test_unphysical_configuration_is_named():
         PrimitiveTerms(convective_ramp_kg_m3=-0.1)
     with pytest.raises(ConfigError, match="convective_closure must be one of .* got 'hourly'"):
         PrimitiveTerms(convective_closure="hourly")
+    with pytest.raises(ConfigError, match="vertical_advection_scheme must be one of .* got 'quick'"):
+        PrimitiveTerms(vertical_advection_scheme="quick")
     wet = np.ones((2, 4, 4), bool)
     wet[0, 1, 2] = False  # land at the surface over ocean at level 1
     g = Grid.cartesian(4, 4, 1e4, 1e4, depth=(5.0, 15.0), wet=wet)
@@ -677,7 +686,15 @@ def test_unphysical_configuration_is_named():
     with pytest.raises(GridError, match="depth level 0 is -5.0 m"):
         check_primitive_grid(bad)
     with pytest.raises(ConfigError, match="PrimitiveTerms"):
-        make_physics(g.with_wet(np.ones((2, 4, 4))), PhysicsConfig(mode="primitive", primitive={"eos": "linear"}))
+        make_physics(g.with_wet(np.ones((2, 4, 4))), PhysicsConfig(mode="primitive", primitive=5))
+    # From a config file the settings come as a mapping: converted, an unknown field named.
+    cfg = PhysicsConfig(mode="primitive", primitive={"eos": "linear", "shear_mixing": False})
+    assert cfg.primitive == PrimitiveTerms(eos="linear", shear_mixing=False)
+    assert make_physics(g.with_wet(np.ones((2, 4, 4))), cfg).terms.eos == "linear"
+    with pytest.raises(ConfigError, match="unknown config key 'physics.primitive.shear'"):
+        PhysicsConfig(mode="primitive", primitive={"shear": False})
+    with pytest.raises(ConfigError, match="vertical_advection_scheme must be one of"):
+        PhysicsConfig(mode="primitive", primitive={"vertical_advection_scheme": "quick"})
 
 
 # ---------------------------------------------------------------- a year of the real world

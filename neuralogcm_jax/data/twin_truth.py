@@ -19,7 +19,8 @@ on it means something:
   filter cutoff `polar_filter_lat_deg` and barotropic Courant number `barotropic_cfl` other than
   the model defaults (60 deg, 0.5), and convective mixing diagnosed at every substep between
   neighbouring levels and switched fully on at any inversion (model: once a model step,
-  penetrative, ramped over 0.3 kg/m^3; `PrimitiveTerms.convective_closure`);
+  penetrative, ramped over 0.3 kg/m^3; `PrimitiveTerms.convective_closure`); vertical
+  advection upwind, pinned (`PrimitiveTerms.vertical_advection_scheme`);
 * coefficients different from the model's defaults (`TRUTH_COEFFICIENTS`);
 * surface salinity restoring and a slow interior restoring of T and S toward the climatology
   (`climate_restoring`, applied exactly at every substep), which keeps a decade from drifting
@@ -67,7 +68,8 @@ def _physics_for(world: World, truth: TruthSpec):
             primitive=PrimitiveTerms(max_substep_s=dt, barotropic_cfl=truth.barotropic_cfl,
                                      eos=truth.eos, drag_coefficient=truth.drag_coefficient,
                                      convective_ramp_kg_m3=truth.convective_ramp_kg_m3,
-                                     convective_closure="substep"),
+                                     convective_closure="substep",
+                                     vertical_advection_scheme="upwind"),
         )
     else:
         # The paper-mode truth interleaves its surface closure with the physics every substep.

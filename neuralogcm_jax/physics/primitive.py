@@ -42,9 +42,10 @@ One substep ``dt`` (operator splitting, each piece stable at the substep):
    integrated continuity equation, the z*-continuity velocity ``w*``;
 4. one implicit tridiagonal solve for T and S, one for u and v
    (`vertical.implicit_vertical_diffusion`, the fields of a pair share the operator): upwind
-   vertical advection by ``w*`` (flux form for T, S; advective form for u, v), vertical mixing
-   (with convective mixing where the column is statically unstable and the Richardson-number
-   shear mixing of Pacanowski & Philander, both diagnosed once per model step by default:
+   (or centred: `PrimitiveTerms.vertical_advection_scheme`) vertical advection by ``w*`` (flux
+   form for T, S; advective form for u, v), vertical mixing (with convective mixing where the
+   column is statically unstable and the Richardson-number shear mixing of Pacanowski &
+   Philander, both diagnosed once per model step by default:
    `PrimitiveTerms.convective_closure`, `PrimitiveTerms.shear_mixing`), the surface heat flux
    (T), the wind stress and the bottom drag (u, v). Implicit, because the thin GLORYS top
    layers (1 m) would limit an explicit vertical advection to ``w dt < 1 m``.
@@ -548,9 +549,10 @@ class PrimitiveEquation:
         """Step 4: surface fluxes and implicit vertical mixing and advection; new ``u, v, T, S``.
 
         One tridiagonal solve per field pair (T with S, u with v share the operator): mixing
-        (with convective mixing where the column is statically unstable), upwind vertical
-        advection by `w`, the surface heat flux (T), the wind stress and the bottom drag (u, v),
-        backward Euler (stable for any w dt / h of the thin top layers).
+        (with convective mixing where the column is statically unstable), vertical advection by
+        `w` (`PrimitiveTerms.vertical_advection_scheme`), the surface heat flux (T), the wind
+        stress and the bottom drag (u, v), backward Euler (stable for any w dt / h of the thin
+        top layers).
         """
         terms, c, geo = self.terms, self.coeffs, self.geo
         wetb = geo.ops.wet > 0
@@ -583,8 +585,9 @@ class PrimitiveEquation:
         else:
             kap_t = kap_m = cast(0.0)
         ts_flux = None if heat is None else jnp.stack([heat, jnp.zeros_like(heat)])
+        scheme = terms.vertical_advection_scheme
         T, S = vertical.implicit_vertical_diffusion(jnp.stack([T, S]), kap_t, dt, h_new, wetb,
-                                                    ts_flux, None, w)
+                                                    ts_flux, None, w, advection=scheme)
         if heat is not None:
             # No sea-ice model: restoring toward polar air temperatures (-30 degC) would cool the
             # sea below its freezing point, so T is held there (the heat that frazil ice would
@@ -592,7 +595,8 @@ class PrimitiveEquation:
             T = jnp.maximum(T, FREEZING_SLOPE_K_PSU * S)
         tau = None if taux is None else jnp.stack([taux, tauy])
         u, v = vertical.implicit_vertical_diffusion(jnp.stack([u, v]), kap_m, dt, h_new, wetb,
-                                                    tau, drag, w, advective_form=True)
+                                                    tau, drag, w, advective_form=True,
+                                                    advection=scheme)
         return u, v, T, S
 
     def split_explicit_step(self, state: OceanState, forcing: Forcing | None,

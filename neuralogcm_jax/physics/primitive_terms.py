@@ -17,6 +17,7 @@ from neuralogcm_jax.constants import GRAVITY_M_S2, RHO0_KG_M3, RHO_AIR_KG_M3
 from neuralogcm_jax.errors import ConfigError, GridError
 from neuralogcm_jax.grid import Grid, layer_interfaces
 from neuralogcm_jax.physics import eos as eos_lib
+from neuralogcm_jax.physics import vertical
 from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
 
 Array = Any
@@ -40,6 +41,11 @@ class PrimitiveTerms:
         Default True.
       vertical_advection: advection by the vertical velocity from continuity (tracers and
         momentum). Default True.
+      vertical_advection_scheme: its interface values, implicit in the vertical solve:
+        ``"upwind"`` (first order, monotone; numerical diffusivity ``|w| dzc / 2``) or
+        ``"centred"`` (second order, linear between the layer centres; not monotone where
+        ``|w| dzc`` exceeds twice the vertical diffusivity). What the choice changes at 1.5
+        deg: `benchmarks/bench_numerics.py`. Default "upwind".
       vertical_mixing: implicit vertical diffusion with ``kappa_v`` (tracers) and ``nu_v``
         (momentum) plus convective mixing. Default True.
       wind_stress: surface momentum flux ``rho_air C_d |U10| U10`` (N/m^2) from the forcing,
@@ -110,6 +116,7 @@ class PrimitiveTerms:
     pressure_gradient: bool = True
     free_surface: bool = True
     vertical_advection: bool = True
+    vertical_advection_scheme: str = "upwind"
     vertical_mixing: bool = True
     wind_stress: bool = True
     heat_flux: bool = True
@@ -141,6 +148,10 @@ class PrimitiveTerms:
             raise ConfigError(
                 f"physics.primitive.convective_closure must be one of {CONVECTIVE_CLOSURES}, "
                 f"got {self.convective_closure!r}")
+        if self.vertical_advection_scheme not in vertical.VERTICAL_ADVECTION_SCHEMES:
+            raise ConfigError(
+                f"physics.primitive.vertical_advection_scheme must be one of "
+                f"{vertical.VERTICAL_ADVECTION_SCHEMES}, got {self.vertical_advection_scheme!r}")
         if not 0.0 < float(self.barotropic_cfl) <= 1.0:
             raise ConfigError(
                 f"physics.primitive.barotropic_cfl must be in (0, 1], got {self.barotropic_cfl}"

@@ -38,6 +38,14 @@ __all__ = [
 ]
 
 
+def _primitive_schema(value: Any) -> Any:
+    """The config type of `PhysicsConfig.primitive` (`schema.from_dict` converts a mapping from
+    a config file into `PrimitiveTerms`, naming an unknown field by its full key)."""
+    from neuralogcm_jax.physics.primitive_terms import PrimitiveTerms
+
+    return type(None) if value is None else PrimitiveTerms
+
+
 @dataclasses.dataclass(frozen=True)
 class PhysicsConfig:
     """Settings of the physics core (one place; every field with its unit and default).
@@ -75,7 +83,9 @@ class PhysicsConfig:
         storing its RK stages, so memory for gradients through many days stays small.
         Default True.
       step_s: length (s) of one model step. Default 86400 (one day).
-      primitive: primitive-mode settings (used only when ``mode == "primitive"``). Default None.
+      primitive: primitive-mode settings, a `PrimitiveTerms` or a mapping of its fields (from a
+        config file: ``physics.primitive.shear_mixing: false``; an unknown field is named),
+        used only when ``mode == "primitive"``. Default None (the defaults).
       tracer_advection: paper mode only. ``"flux"`` advects T and S as ``-div(q U)`` (conserves
         content exactly); ``"advective"`` as ``-div(q U) + q div(U)`` (= ``-U . grad q`` in the
         continuum), which has no spurious source where the horizontal flow converges. Paper mode
@@ -133,7 +143,7 @@ class PhysicsConfig:
     min_substeps: int = 1
     remat_substeps: bool = True
     step_s: float = SECONDS_PER_DAY
-    primitive: Any = None
+    primitive: Any = dataclasses.field(default=None, metadata={"schema": _primitive_schema})
     tracer_advection: str = "advective"
     level_block: int | str | None = "auto"
     momentum_advection: str = "advective"
@@ -142,6 +152,12 @@ class PhysicsConfig:
     imbalance: str = "free"
 
     def __post_init__(self):
+        if isinstance(self.primitive, Mapping):  # from a config file: the settings' fields
+            from neuralogcm_jax import schema
+            from neuralogcm_jax.physics.primitive_terms import PrimitiveTerms
+
+            terms = schema.from_dict(PrimitiveTerms, dict(self.primitive), "physics.primitive")
+            object.__setattr__(self, "primitive", terms)
         for name in ("tracer_advection", "momentum_advection"):
             if getattr(self, name) not in ("flux", "advective"):
                 raise ConfigError(
