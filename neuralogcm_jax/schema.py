@@ -166,9 +166,8 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
                 f"unknown config key {key!r}; known keys of {where!r}: {sorted(fields)}"
             )
         f = fields[k]
-        schema = f.metadata.get("schema")
-        tp = schema(v) if schema is not None else hints.get(k, Any)
-        kwargs[k] = _convert(v, tp, key)
+        convert = f.metadata.get("convert")  # a field with its own conversion (value, key)
+        kwargs[k] = convert(v, key) if convert is not None else _convert(v, hints.get(k, Any), key)
     try:
         return cls(**kwargs)
     except ConfigError:

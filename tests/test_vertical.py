@@ -88,19 +88,6 @@ def test_vertical_velocity_closes_the_column():
     np.testing.assert_allclose(w_star[0], 0.0, atol=1e-20)
 
 
-@pytest.mark.parametrize("scheme", ["upwind", "centred"])
-def test_vertical_advection_only_moves_tracer_within_the_column(scheme):
-    rng = np.random.default_rng(4)
-    c = jnp.asarray(rng.normal(size=(6, 3, 3)))
-    w = jnp.asarray(rng.normal(size=(7, 3, 3))).at[0].set(0).at[-1].set(0)
-    wet = jnp.ones((6, 3, 3), bool)
-    tend = vertical.vertical_advection_tendency(c, w, wet, scheme)
-    np.testing.assert_allclose(tend.sum(0), 0.0, atol=1e-14)
-    # A uniform tracer in a non-divergent flow stays uniform: tendency = c * (w_{k+1} - w_k).
-    ones = jnp.ones_like(c)
-    np.testing.assert_allclose(vertical.vertical_advection_tendency(ones, w, wet, scheme), w[1:] - w[:-1], atol=1e-14)
-
-
 def _advect_one_step(c, h, w_mid, scheme, dt=1.0):
     """One implicit step of pure vertical advection by a uniform upward `w_mid` (closed ends);
     returns the tendency dc/dt of every level."""

@@ -38,12 +38,18 @@ __all__ = [
 ]
 
 
-def _primitive_schema(value: Any) -> Any:
-    """The config type of `PhysicsConfig.primitive` (`schema.from_dict` converts a mapping from
-    a config file into `PrimitiveTerms`, naming an unknown field by its full key)."""
+def _as_primitive_terms(value: Any, key: str) -> Any:
+    """`PhysicsConfig.primitive` from a mapping of `PrimitiveTerms` fields (a config file's
+    ``physics.primitive`` section, or a dict given in Python), an unknown or bad field named by
+    its full `key`; anything else is returned as is (`make_physics` checks it). The one
+    conversion: `schema.from_dict` calls it through the field's ``convert`` metadata and
+    `PhysicsConfig.__post_init__` for a mapping given directly."""
+    if not isinstance(value, Mapping):
+        return value
+    from neuralogcm_jax import schema
     from neuralogcm_jax.physics.primitive_terms import PrimitiveTerms
 
-    return type(None) if value is None else PrimitiveTerms
+    return schema.from_dict(PrimitiveTerms, dict(value), key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +149,7 @@ class PhysicsConfig:
     min_substeps: int = 1
     remat_substeps: bool = True
     step_s: float = SECONDS_PER_DAY
-    primitive: Any = dataclasses.field(default=None, metadata={"schema": _primitive_schema})
+    primitive: Any = dataclasses.field(default=None, metadata={"convert": _as_primitive_terms})
     tracer_advection: str = "advective"
     level_block: int | str | None = "auto"
     momentum_advection: str = "advective"
@@ -152,12 +158,8 @@ class PhysicsConfig:
     imbalance: str = "free"
 
     def __post_init__(self):
-        if isinstance(self.primitive, Mapping):  # from a config file: the settings' fields
-            from neuralogcm_jax import schema
-            from neuralogcm_jax.physics.primitive_terms import PrimitiveTerms
-
-            terms = schema.from_dict(PrimitiveTerms, dict(self.primitive), "physics.primitive")
-            object.__setattr__(self, "primitive", terms)
+        object.__setattr__(self, "primitive",
+                           _as_primitive_terms(self.primitive, "physics.primitive"))
         for name in ("tracer_advection", "momentum_advection"):
             if getattr(self, name) not in ("flux", "advective"):
                 raise ConfigError(

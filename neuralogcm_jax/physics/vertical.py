@@ -259,35 +259,3 @@ def vertical_velocity(div_transport: Array, dh_dt: Array | None = None) -> Array
     # w_k = sum_{m >= k} source_m: a reversed cumulative sum.
     w = level_cumsum(source, reverse=True)
     return jnp.concatenate([w, jnp.zeros_like(w[:1])], axis=0)
-
-
-def vertical_advection_tendency(
-    field: Array, w: Array, wet: Array, scheme: str = "upwind"
-) -> Array:
-    """Flux-form vertical advection: the tendency of the layer content ``h_k c_k`` (c m/s).
-
-    ``d(h_k c_k)/dt = w_{k+1} c_{k+1/2} - w_k c_{k-1/2}`` with the interface value c upwind
-    (first order, monotone: a stable choice at the model's long substep) or centred (second
-    order). Fluxes through the sea surface, the sea floor and land interfaces are zero, so the
-    column sum of the tendency is zero: advection only moves c within the column.
-
-    Args:
-      field: ``[L, H, W]`` c; w: ``[L+1, H, W]`` vertical velocity (m/s, up) at interfaces;
-      wet: ``[L, H, W]`` bool.
-    Returns:
-      ``[L, H, W]`` tendency of h c (c m/s); divide by h for the tendency of c.
-    """
-    if field.shape[0] == 1:
-        return jnp.zeros_like(field)
-    w_in = w[1:-1]  # inner interfaces, [L-1]: top of layer k+1
-    above, below = field[:-1], field[1:]
-    if scheme == "upwind":
-        c_face = jnp.where(w_in > 0, below, above)
-    elif scheme == "centred":
-        c_face = 0.5 * (above + below)
-    else:
-        raise ConfigError(f"unknown vertical advection scheme {scheme!r}; known: upwind, centred")
-    flux = jnp.where(interface_open(wet), w_in * c_face, jnp.zeros((), field.dtype))  # upward
-    zero = jnp.zeros_like(flux[:1])
-    # Layer k gains the upward flux through its bottom (interface k+1) and loses it through its top.
-    return jnp.concatenate([flux, zero], 0) - jnp.concatenate([zero, flux], 0)
