@@ -12,7 +12,7 @@ Variants: the seed's paper form (no pressure gradient, flux-form advection), the
 advective forms only, balanced paper mode (the code's default: hydrostatic pressure gradient and
 advective forms), balanced paper mode with smaller diffusivities, balanced paper mode holding 90 %
 of the start state's Coriolis-pressure residual over the day (``imbalance: held``, the shipped
-configs'), primitive mode.
+configs'), the held paper mode with the day-mean output (``output: day_mean``), primitive mode.
 
 Two references say how much 1-day skill a surface physics could add to persistence at all:
 `wind_response` (statistical: each upper level's velocity change regressed on the day's change of
@@ -66,6 +66,9 @@ def variants():
         ("paper_held", PhysicsConfig(imbalance="held"), {},
          "balanced paper mode holding the start state's Coriolis-pressure residual (imbalance: "
          "held, imbalance_release 0.1; the shipped configs' physics)"),
+        ("paper_held_day_mean", PhysicsConfig(imbalance="held", output="day_mean"), {},
+         "paper_held returning the mean of its substep states over the day (output: day_mean), "
+         "the quantity the daily-mean targets store"),
         ("primitive", PhysicsConfig(mode="primitive"), {},
          "primitive mode with its default terms (free surface, wind stress, heat flux, mixing)"),
     ]

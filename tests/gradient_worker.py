@@ -47,7 +47,7 @@ STD = {"T": 0.58, "S": 0.32, "U": 0.15, "V": 0.11, "SSH": 0.064}
 FORCING_MEAN = [-0.05, 0.19, 277.98, 100966.0]
 FORCING_STD = [5.39, 4.63, 21.55, 1307.0]
 PHYSICS_OPTIONS = ("tracer_advection", "momentum_advection", "pressure_gradient", "integrator",
-                   "polar_filter_transfer", "imbalance")
+                   "polar_filter_transfer", "imbalance", "output")
 
 
 def smooth_noise(rng, shape, passes=4):

@@ -88,16 +88,17 @@ def check(result: dict) -> None:
 
 def test_hybrid_gradients_at_the_demo_configuration():
     """The demo's resolution (6 deg; the top 4 of its 23 levels), batch of one, float32, the
-    shipped configs' paper physics (balanced, held imbalance), currents up to 1.5 m/s in the
-    polar-filter band: every gradient of the one- and five-day training loss is finite and those
-    of nu_m, nu_t and imbalance_release match float64 central differences. (Before the XLA
-    setting of `_xla_flags` the physics gradients were NaN here.)"""
+    shipped configs' paper physics (balanced, held imbalance, day-mean output), currents up to
+    1.5 m/s in the polar-filter band: every gradient of the one- and five-day training loss is
+    finite and those of nu_m, nu_t and imbalance_release match float64 central differences.
+    (Before the XLA setting of `_xla_flags` the physics gradients were NaN here.)"""
     rc, out, err, _ = early.result("demo_gradients")
     check(_parse(rc, out, err))
 
 
 # Started when the session starts, beside the other tests (`tests/early.py`).
-DEMO_CASE = {"res": 6.0, "levels": 4, "mode": "paper", "imbalance": "held", "days": [1, 5]}
+DEMO_CASE = {"res": 6.0, "levels": 4, "mode": "paper", "imbalance": "held", "output": "day_mean",
+             "days": [1, 5]}
 early.register("demo_gradients", "tests/test_gradients.py::test_hybrid_gradients_at_the_demo",
                lambda _workdir: _case_command(DEMO_CASE), 1200.0)
 
@@ -111,6 +112,7 @@ PAPER_OPTIONS = {
     "integrator": ("ssprk3", "ssprk43"),
     "polar_filter_transfer": ("joint", "split"),
     "imbalance": ("free", "held"),
+    "output": ("end", "day_mean"),
     "per_level": (False, True),
 }
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Array = Any
@@ -143,6 +144,7 @@ def repeat_strang(
     dt: float,
     n: int,
     remat: bool = True,
+    mean: bool = False,
 ) -> Callable[[Array], Array]:
     """`n` substeps of `strang_split` in one `lax.scan`, with the half steps of neighbouring
     substeps merged: ``S^n = E(dt/2) . (R . E(dt))^(n-1) . R . E(dt/2)`` with ``S = E(dt/2) . R .
@@ -152,16 +154,33 @@ def repeat_strang(
     (true of the exact Coriolis rotation). The exact part is applied to the loop carry, before
     the explicit step, so it fuses into the step's first reads instead of being evaluated on the
     last explicit stage, whose result it would otherwise recompute for every channel it mixes.
+
+    With `mean`, returns the mean of the states after each of the `n` substeps instead of the
+    last: the carry after substep ``i`` is ``E(-dt/2)`` of that state, and ``E`` is affine (a
+    rotation plus a constant kick), so the mean of the states is ``E(dt/2)`` of the carries' mean.
     """
     body_fn = (lambda q: explicit_step(exact_fn(q, dt)))
     body_fn = jax.checkpoint(body_fn) if remat else body_fn
 
     def run(q):
         q = exact_fn(q, -0.5 * dt)
-        q, _ = jax.lax.scan(lambda c, _: (body_fn(c), None), q, None, length=n)
-        return exact_fn(q, 0.5 * dt)
+        if not mean:
+            q, _ = jax.lax.scan(lambda c, _: (body_fn(c), None), q, None, length=n)
+            return exact_fn(q, 0.5 * dt)
+        (q, acc), _ = jax.lax.scan(_accumulate(body_fn), (q, jnp.zeros_like(q)), None, length=n)
+        return exact_fn(acc * jnp.asarray(1.0 / n, acc.dtype), 0.5 * dt)
 
     return run
+
+
+def _accumulate(step: Callable[[Array], Array]):
+    """A scan body that applies `step` to the carry and adds the result to a running sum."""
+    def body(carry, _):
+        q, acc = carry
+        q = step(q)
+        return (q, acc + q), None
+
+    return body
 
 
 def repeat(step: Callable[[Array], Array], n: int, remat: bool = True) -> Callable[[Array], Array]:

@@ -154,7 +154,8 @@ class PaperPhysics(Physics):
 
         def integrate_levels(eq_block: PaperEquation, q_block: Array) -> Array:
             return repeat_strang(eq_block.exact_step, method.make_step(eq_block.explicit_terms, dt),
-                                 dt, n, config.remat_substeps)(q_block)
+                                 dt, n, config.remat_substeps,
+                                 mean=config.output == "day_mean")(q_block)
 
         n_levels = q.shape[-3]
         block = resolve_level_block(config.level_block)
