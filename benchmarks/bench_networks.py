@@ -3,6 +3,9 @@ baselines with their default sizes, batch 1, float32, 97 channels in and 93 out.
 
 Rows per network NAME (``ste``, ``unet``, ``convlstm``, ``simvp``, ``fourcastnet``):
 * ``NAME_params``: trainable parameters;
+* ``NAME_build`` (s): `build_network` with the default config in a fresh process (the random
+  initialisers compile there for the first time, as in every command-line run); CPU seconds in
+  the notes;
 * ``NAME_compile`` (s): lowering + XLA compilation of the jitted forward pass;
 * ``NAME_forward`` (s): median wall time of one jitted forward call after compilation;
 * ``NAME_grad`` (s, full mode only): median wall time of one jitted gradient of a mean-square
@@ -18,9 +21,36 @@ Run alone: ``python benchmarks/bench_networks.py [--quick]``.
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Run in a fresh process: the build of network argv[1] on grid argv[2] x argv[3].
+_BUILD = """
+import json, sys, time
+from flax import nnx
+from neuralogcm_jax.nn import build_network
+name, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import jax; jax.numpy.zeros(1).block_until_ready()  # the backend's start-up is not the build
+t0, c0 = time.perf_counter(), time.process_time()
+m = build_network(name, None, 97, 93, (h, w), nnx.Rngs(0))
+jax.block_until_ready(jax.tree.leaves(nnx.state(m, nnx.Param)))
+print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}))
+"""
+
+
+def _build_seconds(name: str, grid: tuple[int, int]) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    out = subprocess.run([sys.executable, "-c", _BUILD, name, str(grid[0]), str(grid[1])],
+                         env=env, capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -59,8 +89,11 @@ def run(quick: bool) -> list[dict]:
         t_compile = time.perf_counter() - t0
         fwd(params, x).block_until_ready()
         t_fwd = _median_seconds(lambda: fwd(params, x).block_until_ready(), repeats)
+        build = _build_seconds(name, grid)
         rows += [
             dict(name=f"{name}_params", value=n_params, unit="parameters", notes="default config"),
+            dict(name=f"{name}_build", value=build["wall"], unit="s",
+                 notes=f"{where}; default config, a fresh process; {build['cpu']:.2f} CPU-s"),
             dict(name=f"{name}_compile", value=t_compile, unit="s", notes=where),
             dict(name=f"{name}_forward", value=t_fwd, unit="s", notes=f"{where}; median of {repeats}"),
         ]

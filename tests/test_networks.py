@@ -362,3 +362,52 @@ def test_every_convolution_of_the_networks_goes_through_the_networks_convolution
         convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Conv)]
         assert convs, name
         assert all(c.conv_general_dilated is conv_general_dilated for c in convs), name
+
+
+# ----------------------------------------------------------------------------- initialisers
+@pytest.mark.parametrize("shape", [(3,), (7, 5), (3, 3, 97, 16), (2, 4, 8, 32), (1, 5, 9, 300)])
+def test_initialisers_draw_the_values_of_jax_bit_for_bit(shape):
+    """`nn.initializers` cut a power-of-two flat draw (one compilation per size class): the
+    values are JAX's own initialisers' for every shape, small (under one `MIN_DRAW`) and large
+    (13500 values: a 16384 draw), and the flat draw really is longer than the shape."""
+    from neuralogcm_jax.nn import initializers as ini
+
+    key = jax.random.key(11)
+    pairs = [
+        (ini.normal(key, shape), jax.random.normal(key, shape, jnp.float32)),
+        (ini.truncated_normal(key, -2.0, 2.0, shape),
+         jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)),
+    ]
+    if len(shape) >= 2:
+        pairs.append((ini.lecun_normal(key, shape, jnp.float32),
+                      jax.nn.initializers.lecun_normal()(key, shape, jnp.float32)))
+    else:  # no fan-in without an input axis: refused, as by JAX
+        with pytest.raises(ValueError, match="input and an output axis"):
+            ini.lecun_normal(key, shape)
+    for ours, theirs in pairs:
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    n = int(np.prod(shape))
+    assert max(n, ini.MIN_DRAW) <= ini._draw_length(n) < 2 * max(n, ini.MIN_DRAW)
+
+
+@pytest.mark.slow
+def test_every_network_builds_the_parameters_of_jax_initialisers(monkeypatch):
+    """The networks' weights with the flat-draw initialisers equal those of a build in which
+    the cut is replaced by JAX's draw of each exact shape (what the networks drew before).
+    Slow: 38 s, the exact-shape builds compile once per shape, what the cut avoids."""
+    from neuralogcm_jax.nn import initializers as ini
+
+    def params(name):
+        m = build_network(name, TINY[name], C_IN, C_OUT, TINY_GRID, nnx.Rngs(3))
+        return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(m, nnx.Param)))
+
+    ours = {name: params(name) for name in sorted(TINY)}
+    monkeypatch.setattr(ini, "_cut", lambda draw, key, shape: draw(key, tuple(shape)))
+    for name in sorted(TINY):
+        theirs = params(name)
+        flat_ours = jax.tree_util.tree_flatten_with_path(ours[name])[0]
+        flat_theirs = jax.tree.leaves(theirs)
+        assert len(flat_ours) == len(flat_theirs) > 5
+        for (path, a), b in zip(flat_ours, flat_theirs):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}{jax.tree_util.keystr(path)}")

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from neuralogcm_jax.errors import ConfigError, LayoutError
+from neuralogcm_jax.nn import initializers as init
 from neuralogcm_jax.nn.conv import conv_general_dilated
 
 Dtype = jnp.dtype | type
@@ -159,9 +160,7 @@ class PeriodicConv(nnx.Module):
         if kernel_size % 2 != 1:
             raise ConfigError(f"PeriodicConv: kernel_size must be odd, got {kernel_size}")
         self.pad = (kernel_size - 1) // 2
-        extra = {}
-        if kernel_init is not None:
-            extra["kernel_init"] = kernel_init
+        extra = {"kernel_init": init.lecun_normal if kernel_init is None else kernel_init}
         if bias_init is not None:
             extra["bias_init"] = bias_init
         self.conv = nnx.Conv(
@@ -358,7 +357,7 @@ class SelfAttention(nnx.Module):
         self.attn_dropout_rate = float(attn_dropout)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        kw = dict(dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=jnp.float32, kernel_init=init.lecun_normal, rngs=rngs)
         self.query = nnx.Linear(dim, dim, **kw)
         self.key = nnx.Linear(dim, dim, use_bias=False, **kw)
         self.value = nnx.Linear(dim, dim, **kw)
@@ -416,7 +415,7 @@ class Mlp(nnx.Module):
     def __init__(
         self, dim: int, hidden: int, *, dropout: float = 0.0, rngs: nnx.Rngs, dtype: Dtype = jnp.float32
     ):
-        kw = dict(dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=jnp.float32, kernel_init=init.lecun_normal, rngs=rngs)
         self.fc1 = nnx.Linear(dim, hidden, **kw)
         self.fc2 = nnx.Linear(hidden, dim, **kw)
         self.drop = nnx.Dropout(dropout, rngs=rngs)

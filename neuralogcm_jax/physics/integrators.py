@@ -167,20 +167,16 @@ def repeat_strang(
         if not mean:
             q, _ = jax.lax.scan(lambda c, _: (body_fn(c), None), q, None, length=n)
             return exact_fn(q, 0.5 * dt)
-        (q, acc), _ = jax.lax.scan(_accumulate(body_fn), (q, jnp.zeros_like(q)), None, length=n)
+
+        def summed(carry, _):  # the step, and its result added to a running sum
+            q, acc = carry
+            q = body_fn(q)
+            return (q, acc + q), None
+
+        (q, acc), _ = jax.lax.scan(summed, (q, jnp.zeros_like(q)), None, length=n)
         return exact_fn(acc * jnp.asarray(1.0 / n, acc.dtype), 0.5 * dt)
 
     return run
-
-
-def _accumulate(step: Callable[[Array], Array]):
-    """A scan body that applies `step` to the carry and adds the result to a running sum."""
-    def body(carry, _):
-        q, acc = carry
-        q = step(q)
-        return (q, acc + q), None
-
-    return body
 
 
 def repeat(step: Callable[[Array], Array], n: int, remat: bool = True) -> Callable[[Array], Array]:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from neuralogcm_jax.nn import initializers as init
 from neuralogcm_jax.nn.conv import conv_general_dilated
 from neuralogcm_jax.nn.layers import (
     DropPath,
@@ -107,10 +108,10 @@ class AFNOFilter(nnx.Module):
         self.num_blocks, self.lam = num_blocks, float(lam)
         scale = 0.02
         key = rngs.params
-        self.w1 = nnx.Param(scale * jax.random.normal(key(), (2, num_blocks, bs, hs), jnp.float32))
-        self.b1 = nnx.Param(scale * jax.random.normal(key(), (2, num_blocks, hs), jnp.float32))
-        self.w2 = nnx.Param(scale * jax.random.normal(key(), (2, num_blocks, hs, bs), jnp.float32))
-        self.b2 = nnx.Param(scale * jax.random.normal(key(), (2, num_blocks, bs), jnp.float32))
+        self.w1 = nnx.Param(scale * init.normal(key(), (2, num_blocks, bs, hs), jnp.float32))
+        self.b1 = nnx.Param(scale * init.normal(key(), (2, num_blocks, hs), jnp.float32))
+        self.w2 = nnx.Param(scale * init.normal(key(), (2, num_blocks, hs, bs), jnp.float32))
+        self.b2 = nnx.Param(scale * init.normal(key(), (2, num_blocks, bs), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = x.dtype
@@ -164,16 +165,17 @@ class FourCastNet(GridNetwork, label="FourCastNet", config_type=FourCastNetConfi
         hp, wp = (h + sum(self.row_pads)) // p, (w + self.lon_pad) // p
         self.embed = nnx.Conv(
             in_channels, cfg.embed_dim, (p, p), strides=(p, p), padding="VALID",
-            dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+            dtype=dtype, param_dtype=jnp.float32, kernel_init=init.lecun_normal, rngs=rngs,
             conv_general_dilated=conv_general_dilated,  # see `neuralogcm_jax.nn.conv`
         )
         self.pos_embed = nnx.Param(
-            0.02 * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (1, hp, wp, cfg.embed_dim), jnp.float32)
+            0.02 * init.truncated_normal(rngs.params(), -2.0, 2.0, (1, hp, wp, cfg.embed_dim), jnp.float32)
         )
         rates = np.linspace(0.0, cfg.drop_path, cfg.depth)
         self.blocks = nnx.List([AFNOBlock(cfg, float(r), rngs=rngs, dtype=dtype) for r in rates])
         self.norm = nnx.LayerNorm(cfg.embed_dim, dtype=dtype, rngs=rngs)
-        self.head = nnx.Linear(cfg.embed_dim, out_channels * p * p, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.head = nnx.Linear(cfg.embed_dim, out_channels * p * p, dtype=dtype, param_dtype=jnp.float32,
+                               kernel_init=init.lecun_normal, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """Next-state (or tendency) channels ``[B, C_out, H, W]`` of input ``[B, C_in, H, W]``."""
