@@ -214,7 +214,9 @@ def matrix_cases():
 # Paper mode, 2026-12-04 (all 40 paper cases, on the code of f6fe48b-5cd2d4f, whose paper path is
 # the same): `python -m pytest -m slow tests/test_gradients.py -k paper`, 40 passed (6966 s in
 # one process at nice 19 on a shared 2-core machine). They had last run before the float32 EOS
-# change of an earlier round.
+# change of an earlier round. Added since and passed: the four day-mean cases (`-k day_mean`,
+# 2026-12-04 afternoon) and the four shipped-configuration cases (held imbalance and day-mean,
+# 2026-12-04 17:09 UTC, 130-204 s each, nothing else running).
 PRIMITIVE_FLOAT32_GAP_CASES: dict[tuple, str] = {}  # (res, levels, per_level) -> why it misses
 
 
