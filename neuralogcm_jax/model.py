@@ -62,6 +62,7 @@ from neuralogcm_jax.physics import Physics, coefficient_specs, make_physics
 from neuralogcm_jax.constants import SECONDS_PER_DAY
 from neuralogcm_jax.physics.params import (
     CoefficientSpec,
+    check_values,
     default_raw,
     to_si,
 )
@@ -109,7 +110,8 @@ class ModelConfig:
       name: "neuralogcm" (the hybrid) or a baseline: "unet", "convlstm", "simvp", "fourcastnet".
       physics: the physics core's settings (mode, polar filter, substepping); hybrid only.
       physics_coefficients: initial SI values of the learnable coefficients, e.g.
-        ``{"nu_m": 5e4}`` (m^2/s); missing ones take the defaults of `physics/params.py`.
+        ``{"nu_m": 5e4}`` (m^2/s), or one value per level (top first) for a coefficient held
+        per level; missing ones take the defaults of `physics/params.py`.
         Held as a `FrozenDict`, so the config is hashable (a model keeps it as static data).
       per_level_coefficients: one value per depth level instead of a global scalar, for the
         coefficients that act on every level (primitive mode's heat_restoring, at the surface,
@@ -129,6 +131,16 @@ class ModelConfig:
         and T (SSH keeps one), each starting at ``1 / (days * 86400)``: deep tracer anomalies
         persist for months while surface currents forget theirs in days. Default False (one
         rate per variable).
+      climate_damping_fit_lag: with `climate_damping_days`, the initial rates are fitted to the
+        training split instead of all starting at ``1 / days``: for each channel (or variable,
+        without `climate_damping_per_level`) the regression of the normalised anomaly `lag`
+        days later on today's, ``alpha = sum a(t) a(t+lag) / sum a(t)^2`` over wet cells, gives
+        the rate ``-ln(alpha) / lag`` (damped persistence's; bounded to e-foldings of
+        1 to 3650 days). The trainer resolves it (`fit_climate_damping`) before building the
+        model; the run's checkpoints keep the fitted values under `physics_coefficients` and
+        this key empty. A model built from a config whose lag is still set (`build_model`
+        without a training run, e.g. the speed benchmarks) starts every rate at ``1 / days``.
+        None (default): every rate starts at ``1 / days``.
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
       dtype: compute dtype of the networks, "float32" or "bfloat16" (parameters, physics and
         loss stay float32); "float64" computes everything in double precision (gradient checks;
@@ -137,12 +149,14 @@ class ModelConfig:
 
     name: str = "neuralogcm"
     physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
-    physics_coefficients: dict[str, float] = dataclasses.field(default_factory=FrozenDict)
+    physics_coefficients: dict[str, float | tuple[float, ...]] = dataclasses.field(
+        default_factory=FrozenDict)
     per_level_coefficients: bool = False
     corrector: STEConfig = dataclasses.field(default_factory=STEConfig)
     corrector_sees_physics: bool = False
     climate_damping_days: float | None = None
     climate_damping_per_level: bool = False
+    climate_damping_fit_lag: int | None = None
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     convlstm: ConvLSTMConfig = dataclasses.field(default_factory=ConvLSTMConfig)
     simvp: SimVPConfig = dataclasses.field(default_factory=SimVPConfig)
@@ -151,7 +165,9 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "name", canonical_model_name(self.name))
-        object.__setattr__(self, "physics_coefficients", FrozenDict(self.physics_coefficients))
+        object.__setattr__(self, "physics_coefficients", FrozenDict(
+            {k: tuple(v) if isinstance(v, (list, tuple, np.ndarray)) else v
+             for k, v in self.physics_coefficients.items()}))
         d = self.climate_damping_days
         if d is not None and not (isinstance(d, (int, float)) and np.isfinite(d)
                                   and d >= MIN_CLIMATE_DAMPING_DAYS):
@@ -166,12 +182,25 @@ class ModelConfig:
             raise ConfigError("model.climate_damping_per_level is true but "
                               "model.climate_damping_days is null: there is no damping to give "
                               "one rate per level")
+        lag = self.climate_damping_fit_lag
+        if lag is not None:
+            if isinstance(lag, bool) or not isinstance(lag, int) or not 1 <= lag <= MAX_FIT_LAG:
+                raise ConfigError(f"model.climate_damping_fit_lag must be a whole number of days "
+                                  f"in [1, {MAX_FIT_LAG}] or null, got {lag!r}")
+            if d is None:
+                raise ConfigError("model.climate_damping_fit_lag is set but "
+                                  "model.climate_damping_days is null: there is no damping to fit")
+            given = sorted(k for k in self.physics_coefficients if k.startswith("climate_damping_"))
+            if given:
+                raise ConfigError(f"model.climate_damping_fit_lag is set and "
+                                  f"model.physics_coefficients gives {given} too: fit the "
+                                  f"initial rates or give them, not both")
         if self.name == "neuralogcm" and self.physics_coefficients:
             # Unknown names and values outside (0, bound]: a ConfigError naming the key, before
-            # any data is read or any model built.
+            # any data is read or any model built (a per-level list's length: at the build).
             specs = {**coefficient_specs(self.physics),
                      **climate_damping_specs(d, self.climate_damping_per_level)}
-            default_raw(specs, dict(self.physics_coefficients))
+            check_values(specs, dict(self.physics_coefficients))
         if self.dtype not in ("float32", "bfloat16", "float64"):
             raise ConfigError(
                 f"model.dtype must be 'float32', 'bfloat16' or 'float64', got {self.dtype!r}"
@@ -185,6 +214,10 @@ class Constant(nnx.Variable):
 DAMPED_VARIABLES = ("S", "U", "V", "T", "SSH")
 # The fastest climate damping: an e-folding of one day (the rates' stability bound).
 MIN_CLIMATE_DAMPING_DAYS = 1.0
+# `ModelConfig.climate_damping_fit_lag`: the longest lag (days; a year file must hold a pair),
+# and the slowest fitted e-folding (days), for anomalies that do not decay at all over the lag.
+MAX_FIT_LAG = 180
+MAX_FITTED_DAMPING_DAYS = 3650.0
 
 
 def climate_damping_specs(days: float | None, per_level: bool = False
@@ -203,6 +236,42 @@ def climate_damping_specs(days: float | None, per_level: bool = False
             per_level=per_level and v != "SSH")
         for v in DAMPED_VARIABLES
     }
+
+
+def fit_climate_damping(cfg: ModelConfig, num: np.ndarray, den: np.ndarray, layout
+                        ) -> ModelConfig:
+    """`cfg` with its ``climate_damping_fit_lag`` resolved: the initial rates fitted to the lag
+    sums ``(num, den)`` of `neuralogcm_jax.data.persistence.lag_sums` (per ocean channel, in the
+    `layout`'s order) as ``physics_coefficients`` (one per level, or per variable without
+    ``climate_damping_per_level``), and the lag cleared, so the config rebuilds the same model
+    without the data. A config without a fit lag comes back unchanged."""
+    from neuralogcm_jax.data.persistence import lag_regression
+
+    lag = cfg.climate_damping_fit_lag
+    if lag is None:
+        return cfg
+    fitted = {}
+    for v in DAMPED_VARIABLES:
+        s = layout.var_slice(v)
+        per_level = cfg.climate_damping_per_level and v != "SSH"
+        groups = [slice(i, i + 1) for i in range(s.start, s.stop)] if per_level else [s]
+        alpha = lag_regression(num, den, groups)
+        rate = _damped_persistence_rate(alpha, lag, cfg.climate_damping_days)
+        fitted[f"climate_damping_{v}"] = tuple(float(r) for r in rate) if per_level else float(rate[0])
+    return dataclasses.replace(
+        cfg, physics_coefficients=FrozenDict({**cfg.physics_coefficients, **fitted}),
+        climate_damping_fit_lag=None)
+
+
+def _damped_persistence_rate(alpha: np.ndarray, lag: int, days: float) -> np.ndarray:
+    """``-ln(alpha) / lag`` in 1/s, bounded to e-foldings of MIN_CLIMATE_DAMPING_DAYS to
+    MAX_FITTED_DAMPING_DAYS (alpha <= 0: the fastest; alpha >= 1: the slowest); a channel
+    without variance (NaN) keeps ``1 / days``."""
+    lo = 1.0 / (MAX_FITTED_DAMPING_DAYS * SECONDS_PER_DAY)
+    hi = 1.0 / (MIN_CLIMATE_DAMPING_DAYS * SECONDS_PER_DAY)
+    a = np.clip(np.nan_to_num(alpha, nan=1.0), np.exp(-lag * SECONDS_PER_DAY * hi), 1.0)
+    rate = np.clip(-np.log(a) / (lag * SECONDS_PER_DAY), lo, hi)
+    return np.where(np.isnan(alpha), 1.0 / (days * SECONDS_PER_DAY), rate)
 
 
 class PhysicsParams(nnx.Module):

@@ -97,10 +97,11 @@ def test_hybrid_gradients_at_the_demo_configuration():
     check(_parse(rc, out, err))
 
 
-# Started when the session starts, beside the other tests (`tests/early.py`).
+# Started beside the other tests (`tests/early.py`: when the session starts in one process, when
+# its test runs under xdist, `make test`).
 # The one-day loss only: the five-day loss of the same configuration (held imbalance, day-mean
 # output, as the shipped configs) is a case of the slow matrix at each of its four grids; here it
-# cost 63 of the job's 142 CPU-s (2026-12-04), on the core the rest of the session shares.
+# cost 63 of the job's 142 CPU-s (2026-12-04).
 DEMO_CASE = {"res": 6.0, "levels": 4, "mode": "paper", "imbalance": "held", "output": "day_mean",
              "days": [1]}
 early.register("demo_gradients", "tests/test_gradients.py::test_hybrid_gradients_at_the_demo",

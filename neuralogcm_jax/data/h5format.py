@@ -208,6 +208,13 @@ def _read(d, sel, path: Path) -> np.ndarray:
         raise DataError(f"{path}: read of {FIELDS_KEY}[{sel}] failed (truncated or corrupt?): {e}") from None
 
 
+def read_days(path: Path, days: slice, n_channels: int) -> np.ndarray:
+    """``fields[days, :n_channels]`` of one year file as float32 ``[T, C, H, W]``; a missing,
+    corrupt or truncated file -> one DataError naming it."""
+    with _open_h5(Path(path)) as f:
+        return _read(_fields(f, Path(path)), (days, slice(0, n_channels)), Path(path))
+
+
 def list_split(root: Path, split: str) -> list[tuple[int, Path]]:
     """``(year, path)`` of every ``YEAR.h5`` in a split folder, sorted; errors on a missing or
     empty folder and on .h5 files not named after a year."""

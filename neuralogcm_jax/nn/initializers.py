@@ -3,9 +3,9 @@
 `jax.random.normal` and `jax.random.truncated_normal` are jitted with the shape static, so every
 weight of a new shape compiles its own XLA program (the threefry rounds, and the inverse error
 function of the truncated normal): 0.3-0.8 s each on the CPU, and a network has tens of distinct
-shapes (building a small SimVP took 28 CPU-s, almost all of it in these compilations;
-BENCHMARKS.md, "model build"). Every process that builds a model pays it again: each test
-process, each command-line run, each child of a multi-process launch.
+shapes (building a small SimVP took 17 CPU-s on a quiet machine, almost all of it in these
+compilations; BENCHMARKS.md, "networks: model build"). Every process that builds a model pays it
+again: each test process, each command-line run, each child of a multi-process launch.
 
 With the partitionable threefry (`jax_threefry_partitionable`, JAX's default) the bits of
 element ``i`` of a draw depend only on the key and ``i``, so the first ``n`` values of a longer

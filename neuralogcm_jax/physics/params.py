@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -65,9 +66,24 @@ class CoefficientSpec:
     def raw_scale(self) -> float:
         return self.default if self.scale is None else self.scale
 
-    def raw_init(self, value: float | None = None, n_levels: int | None = None) -> np.ndarray:
-        """Raw value giving `value` (default if None); one per level if `n_levels`."""
+    def raw_init(self, value: float | Sequence[float] | None = None,
+                 n_levels: int | None = None) -> np.ndarray:
+        """Raw value giving `value` (default if None); one per level if `n_levels`, where
+        `value` may also be a sequence of `n_levels` values (top first)."""
         v = self.default if value is None else value
+        if isinstance(v, (list, tuple, np.ndarray)):
+            if n_levels is None or len(v) != n_levels:
+                want = (f"one value or {n_levels} (one per level)" if n_levels is not None
+                        else "one value (it is not per level here)")
+                raise ConfigError(
+                    f"model.physics_coefficients.{self.name} has {len(v)} values; it takes "
+                    f"{want}")
+            vals = [self._checked(x, value) for x in v]
+            return inverse_softplus(np.asarray(vals) / self.raw_scale).astype(np.float32)
+        r = inverse_softplus(self._checked(v, value) / self.raw_scale).astype(np.float32)
+        return r if n_levels is None else np.full((n_levels,), r, dtype=np.float32)
+
+    def _checked(self, v, given) -> float:
         try:
             v = float(v)
         except (TypeError, ValueError):
@@ -76,9 +92,8 @@ class CoefficientSpec:
             # Above its bound the integrator would clip it: the run would not start from `value`.
             raise ConfigError(
                 f"model.physics_coefficients.{self.name} must be in (0, {self.max_value:g}] "
-                f"{self.units} (its stability bound), got {value!r}")
-        r = inverse_softplus(v / self.raw_scale).astype(np.float32)
-        return r if n_levels is None else np.full((n_levels,), r, dtype=np.float32)
+                f"{self.units} (its stability bound), got {given!r}")
+        return v
 
     def to_si(self, raw: Array) -> Array:
         """Raw -> SI value (unclipped)."""
@@ -119,6 +134,18 @@ def to_si(raw: dict[str, Array], specs: dict[str, CoefficientSpec], clip: bool =
         v = spec.to_si(r)
         out[name] = jnp.minimum(v, spec.max_value) if clip else v
     return out
+
+
+def check_values(specs: dict[str, CoefficientSpec], values: dict[str, Any]) -> None:
+    """Unknown names and values outside a spec's (0, bound]: one ConfigError naming the key
+    (a per-level list's length is checked where the number of levels is known)."""
+    unknown = set(values) - set(specs)
+    if unknown:
+        raise ConfigError(f"model.physics_coefficients: unknown physics coefficient(s) "
+                          f"{sorted(unknown)}; known: {sorted(specs)}")
+    for k, v in values.items():
+        for x in (v if isinstance(v, (list, tuple, np.ndarray)) else [v]):
+            specs[k]._checked(x, v)
 
 
 def default_raw(

@@ -66,6 +66,7 @@ from neuralogcm_jax.train.preflight import (  # noqa: F401  (public names re-exp
     check_config,
     check_writable,
     model_config_for_run,
+    resolve_model_config,
     resume_decision,
     use_compilation_cache,
 )
@@ -116,7 +117,8 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
     check_writable(out_dir, "train.out_dir")
     check_writable(ckpt_dir, "checkpoint directory")
     existing = ckpt_lib.list_steps(ckpt_dir)
-    model_cfg = model_config_for_run(cfg)
+    model_cfg = resolve_model_config(model_config_for_run(cfg), data, cfg.data.train_split,
+                                     progress=progress and main)
     mode = cfg.train.resume if resume is None else ("required" if resume else "never")
     resume = resume_decision(mode, existing, ckpt_dir)
     weights = loss_weights(data.grid, data.layout, cfg.train.var_weights)

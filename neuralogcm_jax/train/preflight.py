@@ -72,6 +72,25 @@ def model_config_for_run(cfg: config_lib.Config):
     return m
 
 
+def resolve_model_config(m, data, split: str, *, progress: bool = False):
+    """The model config with what it takes from the data resolved: the hybrid's fitted climate
+    damping (``model.climate_damping_fit_lag``: initial rates from the lag regression of the
+    training split, `neuralogcm_jax.model.fit_climate_damping`). The baselines have no damping,
+    so their fit lag is dropped unread. Deterministic, so a resumed run resolves the same."""
+    from neuralogcm_jax.model import fit_climate_damping
+
+    if m.climate_damping_fit_lag is None:
+        return m
+    if m.name != "neuralogcm":
+        return dataclasses.replace(m, climate_damping_fit_lag=None)
+    if data.lag_sums is None:
+        raise ConfigError("model.climate_damping_fit_lag needs a data root that can be read day "
+                          "by day (an HDF5 data root); this data format cannot give the lag "
+                          "regression: set it to null")
+    num, den = data.lag_sums(split, m.climate_damping_fit_lag, progress)
+    return fit_climate_damping(m, num, den, data.layout)
+
+
 def resume_decision(mode: str, existing: list[int], ckpt_dir) -> bool:
     """Whether to resume, by ``train.resume`` (`mode`) and the steps already in `ckpt_dir`."""
     if mode == "required" and not existing:

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from neuralogcm_jax.calendar import iso_date
-from neuralogcm_jax.data import h5format, pipeline
+from neuralogcm_jax.data import h5format, persistence, pipeline
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.data.pipeline import iterator_state  # noqa: F401  (the loop saves it)
 from neuralogcm_jax.grid import Grid
@@ -35,6 +35,9 @@ class TrainData:
     make: Any  # (split, k_steps, batch_size_per_process, seed, shuffle) -> loader
     splits: tuple[str, ...]
     day_names: Any = None  # (split, time [B], doy [B]) -> names of the windows' first days
+    # (split, lag, progress) -> per-channel lag sums (`data.persistence.lag_sums`), where the
+    # format can give them (the fitted climate damping needs them)
+    lag_sums: Any = None
 
     def loader(self, split, k_steps, batch_size, seed, shuffle):
         return self.make(split, k_steps, batch_size, seed, shuffle)
@@ -87,7 +90,11 @@ def open_data(cfg: config_lib.Config) -> TrainData:
         files = np.searchsorted(offsets, time, side="right") - 1
         return [iso_date(years[f], t - offsets[f]) for f, t in zip(files, time)]
 
-    return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted), h5_day_names)
+    def h5_lag_sums(split, lag, progress):
+        return persistence.lag_sums(droot, split, lag, stats, progress=progress)
+
+    return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted), h5_day_names,
+                     h5_lag_sums)
 
 
 def epoch_iterator(ld, position: dict, gb: int):

@@ -1,0 +1,71 @@
+"""How long anomalies persist in a dataset: the lag regression behind the fitted climate damping.
+
+`lag_regression` reads a split of an HDF5 data root and returns, for every ocean channel, the
+regression coefficient of the normalised anomaly `lag` days later on today's,
+
+    alpha_c = sum_{t, wet cells} a_c(t) a_c(t + lag) / sum_{t, wet cells} a_c(t)^2,
+
+with both days in the same year file (the files are whole calendar years). This is the
+coefficient a damped-persistence forecast ``a(t + lag) = alpha a(t)`` would use; the hybrid takes
+``-ln(alpha) / lag`` as the initial rate of its relaxation toward climatology
+(`neuralogcm_jax.model.fit_climate_damping`, ``model.climate_damping_fit_lag``). With
+``per_level=False`` the sums run over a variable's levels together.
+
+The anomalies are the model's own (`Stats.physical_to_anomaly`: departure from the data's
+day-of-year climatology, divided by the channel's std). Days are read in blocks, so memory stays
+a few blocks of days whatever the grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from neuralogcm_jax.data import h5format
+from neuralogcm_jax.errors import DataError
+
+BLOCK_DAYS = 32
+
+
+def lag_sums(droot, split: str, lag: int, stats=None, *, progress: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """``(sum a(t) a(t+lag), sum a(t)^2)`` per ocean channel ``[n_ocean]`` (float64) over the
+    split's year files of `droot` (an `h5format.DataRoot`), wet cells only."""
+    stats = droot.load_stats() if stats is None else stats
+    n = stats.layout.n_ocean
+    info = droot.split(split)
+    if all(yf.n_days <= lag for yf in info.files):
+        raise DataError(f"{droot.root / split}: no year file holds more than {lag} days, so "
+                        f"there is no pair of days {lag} days apart to fit the damping to")
+    num = np.zeros(n, np.float64)
+    den = np.zeros(n, np.float64)
+    total = sum(max(0, yf.n_days - lag) for yf in info.files)
+    bar = tqdm(total=total, desc=f"fit damping (lag {lag} d)", unit="day", disable=not progress,
+               leave=False)
+    for yf in info.files:
+        for t0 in range(0, yf.n_days - lag, BLOCK_DAYS):
+            t1 = min(t0 + BLOCK_DAYS, yf.n_days - lag)
+            a0 = _anomalies(stats, yf.path, t0, t1, n)
+            a1 = _anomalies(stats, yf.path, t0 + lag, t1 + lag, n)
+            num += np.einsum("tchw,tchw->c", a0, a1, dtype=np.float64)
+            den += np.einsum("tchw,tchw->c", a0, a0, dtype=np.float64)
+            bar.update(t1 - t0)
+    bar.close()
+    return num, den
+
+
+def _anomalies(stats, path, t0: int, t1: int, n: int) -> np.ndarray:
+    x = h5format.read_days(path, slice(t0, t1), n)
+    doy = np.arange(t0, t1)
+    return np.stack([stats.physical_to_anomaly(x[i], int(d)) for i, d in enumerate(doy)])
+
+
+def lag_regression(num: np.ndarray, den: np.ndarray, groups: list[slice] | None = None
+                   ) -> np.ndarray:
+    """``alpha`` per channel from `lag_sums` (or, with `groups`, one per group of channels,
+    e.g. a variable's levels). A channel with no variance (all land, or constant) -> NaN."""
+    if groups is not None:
+        num = np.array([num[g].sum() for g in groups])
+        den = np.array([den[g].sum() for g in groups])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
