@@ -8,6 +8,9 @@ and cores from ``lscpu``, JAX backend and devices), the date and the command.
 
 Modules in `ON_REQUEST` (the skill benchmark: trains five models, about 90 minutes on a 2-core
 CPU) run only when named, e.g. ``python -m benchmarks.run skill`` (``--quick`` for a smoke run).
+
+A ``--quick`` run prints its sections and leaves BENCHMARKS.md as it is (its small sizes would
+replace the recorded figures); ``--quick --write`` records it all the same.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ RESULTS = HERE / "BENCHMARKS.md"
 HEADER = (
     "# Benchmarks\n\n"
     "Recorded by `python -m benchmarks.run` (`make bench`); one section per `benchmarks/bench_*.py`"
-    " module, each rewritten only when that module runs. Numbers are from the machine named in the"
+    " module, each rewritten only when that module runs (a `--quick` smoke run prints only). Numbers"
+    " are from the machine named in the"
     " section; compare like with like.\n"
 )
 
@@ -104,9 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"modules to run (default all but {', '.join(ON_REQUEST)}: "
                         f"{', '.join(n for n in discover() if n not in ON_REQUEST)})")
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, for a smoke run (printed only, unless --write)")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
+    parser.add_argument("--write", action="store_true",
+                        help="record a --quick run in BENCHMARKS.md all the same")
     args = parser.parse_args(argv)
+    if args.write and args.no_write:
+        print("benchmarks.run: --write and --no-write contradict each other", file=sys.stderr)
+        return 2
+    write = args.write or not (args.no_write or args.quick)
     known = discover()
     names = args.names or [n for n in known if n not in ON_REQUEST]
     unknown = sorted(set(names) - set(known))
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         section = render(name, rows, command, time.perf_counter() - t0)
         print(section)
         text = update(text, name, section)
-        if not args.no_write:
+        if write:
             RESULTS.write_text(text)  # after every module, so a later failure loses nothing
     return 0
 
