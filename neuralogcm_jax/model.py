@@ -11,6 +11,7 @@ result the anomalies one day later, exactly 0 on land. One step is one day.
 `NeuralOGCM` composes (the reasons: `docs/design.md`, "Decisions, and why")
 
     next = physical_to_anomaly(physics_day(anomaly_to_physical(state, doy)), doy + 1)
+           (x climate damping, + fitted tendency correction: `ModelConfig`, when configured)
            + corrector([state, forcing_next])     (+ physics' forecast: `corrector_sees_physics`)
 
 The physics works in SI units on the physical fields; the corrector is a network whose
@@ -141,6 +142,18 @@ class ModelConfig:
         this key empty. A model built from a config whose lag is still set (`build_model`
         without a training run, e.g. the speed benchmarks) starts every rate at ``1 / days``.
         None (default): every rate starts at ``1 / days``.
+      tendency_correction_harmonics: hybrid only. When set to ``K``, the physics' forecast of
+        each day (after the climate damping) gains a fixed per-cell tendency in every ocean
+        channel, ``c(doy) = sum_k b_k(doy) C_k`` over the annual harmonics basis
+        ``1, cos(2 pi k d / 365.25), sin(...)`` for k = 1..K (`data.normalize.harmonic_basis`;
+        K = 0: one constant field). ``C`` is the least-squares fit of the physics' one-day
+        residual over the training split, ``a(t+1) - physics(a(t))`` in normalised anomalies
+        (`neuralogcm_jax.train.fitted.fit_tendency_correction`): the mean error of the model's
+        physics, by season, with the truth it is trained on (what a flux correction removes in
+        a coupled climate model). The trainer fits it after building the model, before the
+        first step; it is a parameter (``tendency_correction``, checkpointed and exported) that
+        the optimizer leaves alone and the loss gets no gradient from. A model built without a
+        training run starts with it at zero. None (default): no correction.
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
       dtype: compute dtype of the networks, "float32" or "bfloat16" (parameters, physics and
         loss stay float32); "float64" computes everything in double precision (gradient checks;
@@ -157,6 +170,7 @@ class ModelConfig:
     climate_damping_days: float | None = None
     climate_damping_per_level: bool = False
     climate_damping_fit_lag: int | None = None
+    tendency_correction_harmonics: int | None = None
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     convlstm: ConvLSTMConfig = dataclasses.field(default_factory=ConvLSTMConfig)
     simvp: SimVPConfig = dataclasses.field(default_factory=SimVPConfig)
@@ -195,6 +209,12 @@ class ModelConfig:
                 raise ConfigError(f"model.climate_damping_fit_lag is set and "
                                   f"model.physics_coefficients gives {given} too: fit the "
                                   f"initial rates or give them, not both")
+        k = self.tendency_correction_harmonics
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int)
+                              or not 0 <= k <= MAX_CORRECTION_HARMONICS):
+            raise ConfigError(f"model.tendency_correction_harmonics must be a whole number of "
+                              f"annual harmonics in [0, {MAX_CORRECTION_HARMONICS}] or null, "
+                              f"got {k!r}")
         if self.name == "neuralogcm" and self.physics_coefficients:
             # Unknown names and values outside (0, bound]: a ConfigError naming the key, before
             # any data is read or any model built (a per-level list's length: at the build).
@@ -218,6 +238,8 @@ MIN_CLIMATE_DAMPING_DAYS = 1.0
 # and the slowest fitted e-folding (days), for anomalies that do not decay at all over the lag.
 MAX_FIT_LAG = 180
 MAX_FITTED_DAMPING_DAYS = 3650.0
+# `ModelConfig.tendency_correction_harmonics`: the most annual harmonics (12: a month's detail).
+MAX_CORRECTION_HARMONICS = 12
 
 
 def climate_damping_specs(days: float | None, per_level: bool = False
@@ -413,6 +435,10 @@ class NeuralOGCM(Forecaster):
         self.corrector = build_network(
             "ste", cfg.corrector, n_in, n, grid.shape, rngs, self.compute_dtype
         )
+        k = cfg.tendency_correction_harmonics
+        if k is not None:  # fitted by the trainer (`train.fitted`); zero until then
+            self.tendency_correction = nnx.Param(
+                jnp.zeros((2 * k + 1, n) + tuple(grid.shape), jnp.float32))
 
     def physics_coefficients_si(self) -> dict[str, Array]:
         return self.physics_params.si()
@@ -430,7 +456,16 @@ class NeuralOGCM(Forecaster):
         out = self.physical_to_anomaly(self.layout.from_state(new), doy_next)
         if self.cfg.climate_damping_days is not None:
             out = out * self.climate_damping_factors().astype(out.dtype)
+        if self.cfg.tendency_correction_harmonics is not None:
+            out = out + self.tendency_correction_at(doy_next).astype(out.dtype)
         return out
+
+    def tendency_correction_at(self, doy) -> Array:
+        """``[B, n_ocean, H, W]``: the fitted tendency correction of the day-of-year indices
+        ``doy [B]`` (`ModelConfig.tendency_correction_harmonics`), land 0. Fixed: no gradient
+        reaches it (the optimizer leaves it alone too, `train.optim`)."""
+        coef = jax.lax.stop_gradient(self.tendency_correction[...])
+        return climatology_at(coef, doy) * self.wet[...].astype(coef.dtype)
 
     def climate_damping_factors(self) -> Array:
         """``[n_ocean, 1, 1]``: ``exp(-r_v * step_s)`` of each channel's variable ``v`` (and level,

@@ -12,8 +12,9 @@ coefficient a damped-persistence forecast ``a(t + lag) = alpha a(t)`` would use;
 ``per_level=False`` the sums run over a variable's levels together.
 
 The anomalies are the model's own (`Stats.physical_to_anomaly`: departure from the data's
-day-of-year climatology, divided by the channel's std). Days are read in blocks, so memory stays
-a few blocks of days whatever the grid.
+day-of-year climatology, divided by the channel's std). Days are read in blocks (`day_blocks`,
+which the hybrid's fitted tendency correction reads too), so memory stays a block of days
+whatever the grid.
 """
 
 from __future__ import annotations
@@ -42,22 +43,33 @@ def lag_sums(droot, split: str, lag: int, stats=None, *, progress: bool = False
     total = sum(max(0, yf.n_days - lag) for yf in info.files)
     bar = tqdm(total=total, desc=f"fit damping (lag {lag} d)", unit="day", disable=not progress,
                leave=False)
-    for yf in info.files:
-        for t0 in range(0, yf.n_days - lag, BLOCK_DAYS):
-            t1 = min(t0 + BLOCK_DAYS, yf.n_days - lag)
-            a0 = _anomalies(stats, yf.path, t0, t1, n)
-            a1 = _anomalies(stats, yf.path, t0 + lag, t1 + lag, n)
-            num += np.einsum("tchw,tchw->c", a0, a1, dtype=np.float64)
-            den += np.einsum("tchw,tchw->c", a0, a0, dtype=np.float64)
-            bar.update(t1 - t0)
+    for a, _, _ in day_blocks(droot, split, stats, BLOCK_DAYS, lag):
+        m = len(a) - lag  # the block's days whose partner is in it too
+        num += np.einsum("tchw,tchw->c", a[:m], a[lag:], dtype=np.float64)
+        den += np.einsum("tchw,tchw->c", a[:m], a[:m], dtype=np.float64)
+        bar.update(m)
     bar.close()
     return num, den
 
 
-def _anomalies(stats, path, t0: int, t1: int, n: int) -> np.ndarray:
-    x = h5format.read_days(path, slice(t0, t1), n)
-    doy = np.arange(t0, t1)
-    return np.stack([stats.physical_to_anomaly(x[i], int(d)) for i, d in enumerate(doy)])
+def day_blocks(droot, split: str, stats, block_days: int, overlap: int, *,
+               forcing: bool = False):
+    """Blocks of consecutive days of each year file of the split, in order: every
+    `block_days` days a block of ``block_days + overlap`` days (fewer at the year's end), so
+    that every pair of days `overlap` apart in a year file is exactly one block's
+    ``(j, j + overlap)`` with ``j < len(block) - overlap``. Yields ``(a, f, doy)``: normalised
+    anomalies ``[T, n_ocean, H, W]``, the normalised forcing ``[T, n_forcing, H, W]`` (None
+    unless `forcing`) and the day-of-year indices ``[T]``. A year file of `overlap` days or
+    fewer gives no block."""
+    n = stats.layout.n_ocean
+    n_read = stats.layout.n_channels if forcing else n
+    for yf in droot.split(split).files:
+        for t0 in range(0, yf.n_days - overlap, block_days):
+            t1 = min(t0 + block_days + overlap, yf.n_days)
+            x = h5format.read_days(yf.path, slice(t0, t1), n_read)
+            doy = np.arange(t0, t1)  # a year file starts on 1 January
+            f = stats.normalize_forcing(x[:, n:]).astype(np.float32) if forcing else None
+            yield stats.physical_to_anomaly(x[:, :n], doy), f, doy
 
 
 def lag_regression(num: np.ndarray, den: np.ndarray, groups: list[slice] | None = None

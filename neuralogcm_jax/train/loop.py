@@ -12,8 +12,9 @@ Order of work:
    its splits, the mesh against the devices, the batch against the mesh, that the checkpoint
    directory is writable and (when resuming) that its checkpoint belongs to this model, layout
    and grid;
-2. the model is built, split into plain pytrees, and the train state is created or restored onto
-   the current mesh (any device count);
+2. the model is built (a new run of the hybrid fits its tendency correction to the training
+   split first, `fitted`), split into plain pytrees, and the train state is created or restored
+   onto the current mesh (any device count);
 3. epochs run with the curriculum's rollout length K; each epoch ends with a validation pass and
    a checkpoint; metrics go to ``metrics.jsonl`` (and TensorBoard when `tensorboardX` or
    `tensorflow` is importable), a tqdm bar shows rate and ETA. Only process 0 writes logs.
@@ -31,7 +32,8 @@ with `register_data_format` (the tests register an in-memory ``.npz`` format).
 
 This module is the driver, `train`; around it: `traindata` (opening the data, epoch iterators at
 a saved position), `preflight` (checks and setup before compute), `metrics_log` (metrics.jsonl,
-TensorBoard, the progress bar) and `faults` (signals, non-finite steps, rewinds). Their public
+TensorBoard, the progress bar), `faults` (signals, non-finite steps, rewinds) and `fitted`
+(fields fitted to the data before the first step). Their public
 names are importable from here too.
 """
 
@@ -50,6 +52,7 @@ from neuralogcm_jax.train import checkpoint as ckpt_lib
 from neuralogcm_jax.train import config as config_lib
 from neuralogcm_jax.train import sharding as sh
 from neuralogcm_jax.train import state as st
+from neuralogcm_jax.train.fitted import apply_fitted_fields
 from neuralogcm_jax.train.faults import (  # noqa: F401  (public names re-exported)
     MAX_REWINDS,
     PAUSE_ENV,
@@ -157,6 +160,8 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
 
     # ---------------------------------------------------------------- model and state
     model = st.build_forecaster(model_cfg, data.grid, data.stats, seed=cfg.train.seed)
+    if not resume:  # a resumed run restores the fitted fields with the parameters
+        apply_fitted_fields(model, data, cfg.data.train_split, progress=progress and main)
     graphdef, *model_vars = st.split_model(model)
     model_vars = tuple(model_vars)
     del model

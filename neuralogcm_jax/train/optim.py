@@ -2,10 +2,12 @@
 learning rate for the physics coefficients (see `docs/design.md`).
 
 Parameters are labelled by where they sit in the model: every `nnx.Param` under an attribute
-called ``physics_params`` is "physics", everything else "network". `optax.multi_transform` gives
-each label its own AdamW (the physics coefficients are raw softplus inputs of order 1, so they
-need a far larger step than network weights, and no weight decay). Clipping acts on the global
-norm of all gradients together, before the split.
+called ``physics_params`` is "physics", the hybrid's fitted ``tendency_correction`` "fitted",
+everything else "network". `optax.multi_transform` gives each label its own AdamW (the physics
+coefficients are raw softplus inputs of order 1, so they need a far larger step than network
+weights, and no weight decay); "fitted" is never moved (fitted from the data before training,
+`neuralogcm_jax.train.fitted`; the model stops its gradient too, so it adds nothing to the
+clipped norm). Clipping acts on the global norm of all gradients together, before the split.
 """
 
 from __future__ import annotations
@@ -19,22 +21,24 @@ from flax import nnx
 from neuralogcm_jax.errors import ConfigError
 
 PHYSICS_KEY = "physics_params"
-PHYSICS, NETWORK = "physics", "network"
+FITTED_KEY = "tendency_correction"
+PHYSICS, NETWORK, FITTED = "physics", "network", "fitted"
 
 
-def _is_physics(path) -> bool:
+def _label(path) -> str:
     for k in path:
         name = getattr(k, "key", getattr(k, "name", None))
         if name == PHYSICS_KEY:
-            return True
-    return False
+            return PHYSICS
+        if name == FITTED_KEY:
+            return FITTED
+    return NETWORK
 
 
 def param_labels(params: Any) -> Any:
-    """A tree like `params` with "physics" for leaves under ``physics_params``, else "network"."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, _: PHYSICS if _is_physics(p) else NETWORK, params
-    )
+    """A tree like `params` with "physics" for leaves under ``physics_params``, "fitted" for
+    ``tendency_correction``, else "network"."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: _label(p), params)
 
 
 def lr_schedule(peak: float, cfg, total_steps: int) -> optax.Schedule:
@@ -75,6 +79,7 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
     transforms = {
         NETWORK: adamw(cfg.lr, cfg.weight_decay),
         PHYSICS: adamw(cfg.physics_lr, cfg.physics_weight_decay),
+        FITTED: optax.set_to_zero(),
     }
     if cfg.trainable == "physics":
         transforms[NETWORK] = optax.set_to_zero()

@@ -75,14 +75,21 @@ def model_config_for_run(cfg: config_lib.Config):
 def resolve_model_config(m, data, split: str, *, progress: bool = False):
     """The model config with what it takes from the data resolved: the hybrid's fitted climate
     damping (``model.climate_damping_fit_lag``: initial rates from the lag regression of the
-    training split, `neuralogcm_jax.model.fit_climate_damping`). The baselines have no damping,
-    so their fit lag is dropped unread. Deterministic, so a resumed run resolves the same."""
+    training split, `neuralogcm_jax.model.fit_climate_damping`). The baselines have no damping
+    and no tendency correction, so their fit lag and correction harmonics are dropped unread; a
+    hybrid's tendency correction needs a format that reads day by day (it is fitted after the
+    build, `train.fitted`). Deterministic, so a resumed run resolves the same."""
     from neuralogcm_jax.model import fit_climate_damping
 
+    if m.name != "neuralogcm":
+        return dataclasses.replace(m, climate_damping_fit_lag=None,
+                                   tendency_correction_harmonics=None)
+    if m.tendency_correction_harmonics is not None and data.day_blocks is None:
+        raise ConfigError("model.tendency_correction_harmonics needs a data root that can be "
+                          "read day by day (an HDF5 data root); this data format cannot give "
+                          "the physics' residuals: set it to null")
     if m.climate_damping_fit_lag is None:
         return m
-    if m.name != "neuralogcm":
-        return dataclasses.replace(m, climate_damping_fit_lag=None)
     if data.lag_sums is None:
         raise ConfigError("model.climate_damping_fit_lag needs a data root that can be read day "
                           "by day (an HDF5 data root); this data format cannot give the lag "

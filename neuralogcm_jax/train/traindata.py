@@ -38,6 +38,10 @@ class TrainData:
     # (split, lag, progress) -> per-channel lag sums (`data.persistence.lag_sums`), where the
     # format can give them (the fitted climate damping needs them)
     lag_sums: Any = None
+    # (split, block_days, overlap) -> (iterator of (anomalies, forcing, doy) blocks of
+    # consecutive days, number of day pairs `overlap` apart) (`data.persistence.day_blocks`),
+    # where the format can give them (the hybrid's fitted tendency correction needs them)
+    day_blocks: Any = None
 
     def loader(self, split, k_steps, batch_size, seed, shuffle):
         return self.make(split, k_steps, batch_size, seed, shuffle)
@@ -93,8 +97,13 @@ def open_data(cfg: config_lib.Config) -> TrainData:
     def h5_lag_sums(split, lag, progress):
         return persistence.lag_sums(droot, split, lag, stats, progress=progress)
 
+    def h5_day_blocks(split, block_days, overlap):
+        n_pairs = sum(max(0, yf.n_days - overlap) for yf in droot.split(split).files)
+        return (persistence.day_blocks(droot, split, stats, block_days, overlap, forcing=True),
+                n_pairs)
+
     return TrainData(droot.grid, droot.layout, stats, make, tuple(wanted), h5_day_names,
-                     h5_lag_sums)
+                     h5_lag_sums, h5_day_blocks)
 
 
 def epoch_iterator(ld, position: dict, gb: int):
