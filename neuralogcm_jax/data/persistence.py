@@ -40,7 +40,7 @@ def lag_sums(droot, split: str, lag: int, stats=None, *, progress: bool = False
                         f"there is no pair of days {lag} days apart to fit the damping to")
     num = np.zeros(n, np.float64)
     den = np.zeros(n, np.float64)
-    total = sum(max(0, yf.n_days - lag) for yf in info.files)
+    total = pair_count(droot, split, lag)
     bar = tqdm(total=total, desc=f"fit damping (lag {lag} d)", unit="day", disable=not progress,
                leave=False)
     for a, _, _ in day_blocks(droot, split, stats, BLOCK_DAYS, lag):
@@ -50,6 +50,11 @@ def lag_sums(droot, split: str, lag: int, stats=None, *, progress: bool = False
         bar.update(m)
     bar.close()
     return num, den
+
+
+def pair_count(droot, split: str, lag: int) -> int:
+    """The number of pairs of days `lag` apart within the split's year files."""
+    return sum(max(0, yf.n_days - lag) for yf in droot.split(split).files)
 
 
 def day_blocks(droot, split: str, stats, block_days: int, overlap: int, *,

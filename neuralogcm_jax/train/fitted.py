@@ -81,16 +81,22 @@ def fit_tendency_correction(model, blocks, n_pairs: int | None = None, *,
     return coef.reshape((n_terms,) + tuple(np.shape(a)[1:])).astype(np.float32)
 
 
+def check_day_blocks(data) -> None:
+    """`ConfigError` unless `data` (a `train.traindata.TrainData`) can give the day blocks the
+    fit reads (before any compute: `train.preflight.resolve_model_config`)."""
+    if data.day_blocks is None:
+        raise ConfigError("model.tendency_correction_harmonics needs a data root that can be "
+                          "read day by day (an HDF5 data root); this data format cannot give "
+                          "the physics' residuals: set it to null")
+
+
 def apply_fitted_fields(model, data, split: str, *, progress: bool = False) -> None:
     """Fit what `model`'s config asks to be fitted to the `split` of `data` (a
     `train.traindata.TrainData`) and write it into the model, in place: the hybrid's tendency
     correction. Nothing for a model without one."""
     if not hasattr(model, "tendency_correction"):  # any model but a hybrid that has one
         return
-    if data.day_blocks is None:
-        raise ConfigError("model.tendency_correction_harmonics needs a data root that can be "
-                          "read day by day (an HDF5 data root); this data format cannot give "
-                          "the physics' residuals: set it to null")
+    check_day_blocks(data)
     blocks, n_pairs = data.day_blocks(split, FIT_BLOCK_DAYS, 1)
     coef = fit_tendency_correction(model, blocks, n_pairs, progress=progress)
     model.tendency_correction[...] = jnp.asarray(coef)

@@ -80,14 +80,13 @@ def resolve_model_config(m, data, split: str, *, progress: bool = False):
     hybrid's tendency correction needs a format that reads day by day (it is fitted after the
     build, `train.fitted`). Deterministic, so a resumed run resolves the same."""
     from neuralogcm_jax.model import fit_climate_damping
+    from neuralogcm_jax.train.fitted import check_day_blocks
 
     if m.name != "neuralogcm":
         return dataclasses.replace(m, climate_damping_fit_lag=None,
                                    tendency_correction_harmonics=None)
-    if m.tendency_correction_harmonics is not None and data.day_blocks is None:
-        raise ConfigError("model.tendency_correction_harmonics needs a data root that can be "
-                          "read day by day (an HDF5 data root); this data format cannot give "
-                          "the physics' residuals: set it to null")
+    if m.tendency_correction_harmonics is not None:
+        check_day_blocks(data)
     if m.climate_damping_fit_lag is None:
         return m
     if data.lag_sums is None:

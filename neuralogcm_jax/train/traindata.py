@@ -98,7 +98,7 @@ def open_data(cfg: config_lib.Config) -> TrainData:
         return persistence.lag_sums(droot, split, lag, stats, progress=progress)
 
     def h5_day_blocks(split, block_days, overlap):
-        n_pairs = sum(max(0, yf.n_days - overlap) for yf in droot.split(split).files)
+        n_pairs = persistence.pair_count(droot, split, overlap)
         return (persistence.day_blocks(droot, split, stats, block_days, overlap, forcing=True),
                 n_pairs)
 
