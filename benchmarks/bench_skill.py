@@ -105,8 +105,8 @@ class SkillPlan:
 # the 90-minute budget.
 FULL = SkillPlan(
     train_overrides=(
-        "data.batch_size=2", "train.epochs=4",
-        "train.steps_per_epoch=60", "train.curriculum=[[0, 1], [2, 2], [3, 8]]",
+        "data.batch_size=2", "train.epochs=5",
+        "train.steps_per_epoch=60", "train.curriculum=[[0, 1], [2, 2], [3, 8], [4, 8, 16]]",
         "train.seed=0", "checkpoint.save_every=100000", "checkpoint.keep=1",
         "data.val_max_batches=8", "train.log_every=10",
     ),

@@ -102,8 +102,12 @@ class TrainConfig:
     epochs: int = 50
     """Number of passes over the training split."""
     curriculum: list[list[int]] = dataclasses.field(default_factory=lambda: [[0, 1]])
-    """``[[epoch, K], ...]``: from `epoch` on, train on K-day rollouts (sorted by epoch).
-    An empty list uses ``data.k_steps`` throughout."""
+    """``[[epoch, K], ...]`` or ``[[epoch, K, P], ...]``: from `epoch` on, train on K-day
+    rollouts (sorted by epoch). With P > 0 ("pushforward") each sample first runs the model P
+    days from the window's first day without gradient, and the K-day rollout that is trained
+    starts from that forecast, against the truth of days P+1..P+K: the model learns to correct
+    states of its own making, not only the truth's (windows of P + K days). An empty list uses
+    ``data.k_steps`` throughout, without pushforward."""
     steps_per_epoch: int | None = None
     """Cap on optimizer steps per epoch (None = one pass over the split)."""
     max_steps: int | None = None
@@ -188,11 +192,19 @@ class Config:
 
     def k_at_epoch(self, epoch: int) -> int:
         """Rollout length K (days) of training samples at `epoch` under the curriculum."""
-        k = self.data.k_steps
-        for start, kk in sorted(self.train.curriculum):
-            if epoch >= start:
-                k = kk
-        return int(k)
+        return self.stage_at_epoch(epoch)[0]
+
+    def pushforward_at_epoch(self, epoch: int) -> int:
+        """Days P the model runs without gradient before its K trained days, at `epoch`."""
+        return self.stage_at_epoch(epoch)[1]
+
+    def stage_at_epoch(self, epoch: int) -> tuple[int, int]:
+        """``(K, P)`` of the curriculum at `epoch` (see `TrainConfig.curriculum`)."""
+        k, p = self.data.k_steps, 0
+        for item in sorted(self.train.curriculum):
+            if epoch >= item[0]:
+                k, p = item[1], (item[2] if len(item) > 2 else 0)
+        return int(k), int(p)
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -149,8 +149,19 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
     def epoch_seed(epoch):
         return (cfg.train.seed * 100_003 + epoch) % 2**32
 
+    def window(epoch):  # days after each sample's first day: pushforward + trained days
+        k, p = cfg.stage_at_epoch(epoch)
+        return k + p
+
     def epoch_steps(epoch):
-        n = loader(cfg.k_at_epoch(epoch)).batches_per_epoch
+        try:
+            n = loader(window(epoch)).batches_per_epoch
+        except (ConfigError, DataError) as e:
+            k, p = cfg.stage_at_epoch(epoch)
+            raise ConfigError(
+                f"train.curriculum at epoch {epoch}: K = {k} trained days after {p} pushforward "
+                f"days need windows of {k + p + 1} days of {cfg.data.train_split!r}: {e}"
+            ) from None
         return min(n, cfg.train.steps_per_epoch or n)
 
     total = sum(epoch_steps(e) for e in range(cfg.train.epochs))
@@ -186,13 +197,13 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
     train_steps: dict = {}
     eval_steps: dict = {}
 
-    def train_step(k):
-        if k not in train_steps:
-            train_steps[k] = st.make_train_step(
-                graphdef, tx, weights, mesh, k_steps=k, deterministic=cfg.train.deterministic,
-                remat=cfg.train.remat,
+    def train_step(k, p):
+        if (k, p) not in train_steps:
+            train_steps[k, p] = st.make_train_step(
+                graphdef, tx, weights, mesh, k_steps=k, pushforward=p,
+                deterministic=cfg.train.deterministic, remat=cfg.train.remat,
             )
-        return train_steps[k]
+        return train_steps[k, p]
 
     model_cfg_dict = config_lib.to_dict(model_cfg)
     model_item = ckpt_lib.model_arrays(data.grid, data.stats)  # grid + stats: self-contained
@@ -241,13 +252,13 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
     with StopFlag(ckpt.manager.reached_preemption) as stop:
         while position["epoch"] < cfg.train.epochs:
             epoch = int(position["epoch"])
-            k = cfg.k_at_epoch(epoch)
+            k, pf = cfg.stage_at_epoch(epoch)
             n = epoch_steps(epoch)
             # a new permutation every epoch, reproducible from (seed, epoch)
-            ld = data.loader(cfg.data.train_split, k, per_process, epoch_seed(epoch),
+            ld = data.loader(cfg.data.train_split, k + pf, per_process, epoch_seed(epoch),
                              cfg.data.shuffle)
             it, b = epoch_iterator(ld, position, gb)
-            fn = train_step(k)
+            fn = train_step(k, pf)
             bar = progress_bar(total=n, initial=b, epoch=epoch, k=k,
                             enabled=progress and main)
             rewound = False
@@ -294,6 +305,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
                     dt = time.perf_counter() - t_log
                     rec = {
                         "kind": "train", "step": step, "epoch": epoch, "k_steps": k,
+                        "pushforward_days": pf,
                         "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
                         "lr": float(net_lr(step)), "physics_lr": float(phys_lr(step)),
                         "skipped_total": int(jax.device_get(ts["skipped"])),

@@ -49,9 +49,11 @@ def check_config(cfg: config_lib.Config) -> None:
         if v < 1:
             raise ConfigError(f"{key} = {v}: must be >= 1")
     for i, item in enumerate(t.curriculum):
-        if len(item) != 2 or item[0] < 0 or item[1] < 1:
+        if len(item) not in (2, 3) or item[0] < 0 or item[1] < 1 or (
+                len(item) == 3 and item[2] < 0):
             raise ConfigError(
-                f"train.curriculum[{i}] = {item}: expected [epoch >= 0, K >= 1]"
+                f"train.curriculum[{i}] = {item}: expected [epoch >= 0, K >= 1] or "
+                f"[epoch >= 0, K >= 1, pushforward days >= 0]"
             )
     for key, v in (("train.steps_per_epoch", t.steps_per_epoch), ("train.max_steps", t.max_steps),
                    ("data.val_max_batches", d.val_max_batches)):

@@ -115,12 +115,26 @@ def day_of_year_sequence(batch: dict, k_steps: int) -> jax.Array:
     return jnp.concatenate([doy0[:, None], nxt], axis=1)
 
 
-def _rollout_loss(graphdef, params, rngs, consts, batch, weights, k_steps, deterministic, remat):
+def _rollout_loss(graphdef, params, rngs, consts, batch, weights, k_steps, deterministic, remat,
+                  pushforward: int = 0):
     """Mean over K days of the weighted MSE of a K-day rollout (`rollout.rollout_scan`, each
-    day's loss taken as it is produced), and the advanced RNG streams."""
+    day's loss taken as it is produced), and the advanced RNG streams.
+
+    With `pushforward` P > 0 the model first runs P days from the window's first day with no
+    gradient (deterministic, parameters and result held constant), and the K trained days start
+    from that forecast against the truth of window days P+1..P+K (the batch holds P+K days)."""
+    doys = day_of_year_sequence(batch, pushforward + k_steps)
+    state0 = batch["state"]
+    p = int(pushforward)
+    if p:
+        traj, _ = rollout_scan(
+            graphdef, (jax.lax.stop_gradient(params), consts), state0, batch["forcing"][:, :p],
+            doys[:, : p + 1], rngs=rngs, deterministic=True,
+        )
+        state0 = jax.lax.stop_gradient(traj[-1])
     losses, rngs = rollout_scan(
-        graphdef, (params, consts), batch["state"], batch["forcing"][:, :k_steps],
-        day_of_year_sequence(batch, k_steps), targets=batch["target"][:, :k_steps],
+        graphdef, (params, consts), state0, batch["forcing"][:, p: p + k_steps],
+        doys[:, p:], targets=batch["target"][:, p: p + k_steps],
         per_step=lambda nxt, y: weighted_mse(nxt, y, weights), rngs=rngs, remat=remat,
         deterministic=deterministic,
     )
@@ -207,11 +221,13 @@ def make_train_step(
     mesh,
     *,
     k_steps: int,
+    pushforward: int = 0,
     deterministic: bool = False,
     remat: bool = True,
     donate: bool = True,
 ) -> Callable:
-    """The jitted ``(train_state, batch) -> (train_state, metrics)`` for K-day rollouts.
+    """The jitted ``(train_state, batch) -> (train_state, metrics)`` for K-day rollouts (after
+    `pushforward` days without gradient: `_rollout_loss`; the batch then holds P+K days).
 
     `metrics`: loss (float32), grad_norm, finite (1 if the update was applied), nonfinite
     (consecutive skipped steps), loss_finite (1 if the loss was finite) and grad_finite
@@ -223,7 +239,8 @@ def make_train_step(
     def step(ts, batch):
         def loss_fn(p):
             return _rollout_loss(
-                graphdef, p, ts["rngs"], ts["consts"], batch, w, k_steps, deterministic, remat
+                graphdef, p, ts["rngs"], ts["consts"], batch, w, k_steps, deterministic, remat,
+                pushforward,
             )
 
         (loss, rngs), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts["params"])
