@@ -260,7 +260,7 @@ def train(cfg: config_lib.Config, *, resume: bool | None = None,
             it, b = epoch_iterator(ld, position, gb)
             fn = train_step(k, pf)
             bar = progress_bar(total=n, initial=b, epoch=epoch, k=k,
-                            enabled=progress and main)
+                               enabled=progress and main, pushforward=pf)
             rewound = False
             while b < n:
                 if cfg.train.max_steps is not None and step >= cfg.train.max_steps:

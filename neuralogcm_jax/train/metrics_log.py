@@ -91,6 +91,7 @@ class _RewrittenFile:
         self.flush()
 
 
-def progress_bar(total, initial, epoch, k, enabled):
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch} K={k}", unit="step",
+def progress_bar(total, initial, epoch, k, enabled, pushforward=0):
+    desc = f"epoch {epoch} K={k}" + (f" after {pushforward} d" if pushforward else "")
+    return tqdm(total=total, initial=initial, desc=desc, unit="step",
                 disable=not enabled, dynamic_ncols=True, leave=False)
