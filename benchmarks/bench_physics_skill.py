@@ -12,7 +12,9 @@ Variants: the seed's paper form (no pressure gradient, flux-form advection), the
 advective forms only, balanced paper mode (the code's default: hydrostatic pressure gradient and
 advective forms), balanced paper mode with smaller diffusivities, balanced paper mode holding 90 %
 of the start state's Coriolis-pressure residual over the day (``imbalance: held``, the shipped
-configs'), the held paper mode with the day-mean output (``output: day_mean``), primitive mode.
+configs'), the held paper mode with the day-mean output (``output: day_mean``), primitive mode,
+and primitive mode whose surface heat flux restores toward t2m plus the SST - t2m offset fitted
+to the training years (``model.heat_offset_harmonics: 2``) instead of toward t2m itself.
 
 Two references say how much 1-day skill a surface physics could add to persistence at all:
 `wind_response` (statistical: each upper level's velocity change regressed on the day's change of
@@ -50,7 +52,7 @@ def _demo_root() -> Path:
 
 
 def variants():
-    """(name, PhysicsConfig, initial SI coefficients, what it is)."""
+    """(name, PhysicsConfig, initial SI coefficients, what it is[, other ModelConfig fields])."""
     from neuralogcm_jax.physics import PhysicsConfig
 
     return [
@@ -71,6 +73,9 @@ def variants():
          "the quantity the daily-mean targets store"),
         ("primitive", PhysicsConfig(mode="primitive"), {},
          "primitive mode with its default terms (free surface, wind stress, heat flux, mixing)"),
+        ("primitive_heat_offset", PhysicsConfig(mode="primitive"), {},
+         "primitive mode whose heat flux restores toward t2m plus the SST - t2m offset fitted to "
+         "the training years (model.heat_offset_harmonics: 2)", {"heat_offset_harmonics": 2}),
     ]
 
 
@@ -299,7 +304,11 @@ def run(quick: bool) -> list[dict]:
         pure_physics_model,
         score_predictions,
     )
+    import jax.numpy as jnp
+
+    from neuralogcm_jax.data import h5format, persistence
     from neuralogcm_jax.model import ModelConfig, build_model
+    from neuralogcm_jax.train.fitted import FIT_BLOCK_DAYS, fit_heat_offset
 
     root = _demo_root()
     data = load_split(root, "test")
@@ -339,10 +348,16 @@ def run(quick: bool) -> list[dict]:
                   f"change of wind stress, fitted on the training years; {where}; 1-day per "
                   f"variable: {_per_variable(r, layout)}; fits: {fits}")})
     rows += slab_rows(load_split(root, "valid"), data, inits, where, layout)
-    for name, cfg, coeffs, what in variants():
+    for name, cfg, coeffs, what, *extra in variants():
         t0 = time.perf_counter()
         hybrid = build_model(ModelConfig(name="neuralogcm", physics=cfg,
-                                         physics_coefficients=coeffs), data.grid, data.stats)
+                                         physics_coefficients=coeffs, **(extra or [{}])[0]),
+                             data.grid, data.stats)
+        if hasattr(hybrid, "heat_offset"):  # fitted to the training years, as `train` does
+            train = h5format.open_dataset(root, splits=["train"])
+            blocks = persistence.day_blocks(train, "train", data.stats, FIT_BLOCK_DAYS, 0,
+                                            forcing=True)
+            hybrid.heat_offset[...] = jnp.asarray(fit_heat_offset(hybrid, blocks))
         model = pure_physics_model({name: hybrid}, data)
         r, _ = evaluate_forecaster(model, data, inits, max_lead, batch=8, desc=name)
         add(name, r, what, time.perf_counter() - t0)

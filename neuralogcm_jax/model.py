@@ -154,6 +154,18 @@ class ModelConfig:
         first step; it is a parameter (``tendency_correction``, checkpointed and exported) that
         the optimizer leaves alone and the loss gets no gradient from. A model built without a
         training run starts with it at zero. None (default): no correction.
+      heat_offset_harmonics: hybrid with primitive-mode physics only (its surface heat flux on).
+        When set to ``K``, the surface heat flux restores the top level toward the day's air
+        temperature plus a fixed per-cell offset, ``t2m + o(doy)`` with
+        ``o(doy) = sum_k b_k(doy) O_k`` on the same harmonic basis, instead of toward the air
+        temperature itself (1-2 K colder than the sea on average, about -30 degC over sea ice).
+        ``O`` is the least-squares fit of ``SST - t2m`` (K) over the training split's wet top
+        cells (`neuralogcm_jax.train.fitted.fit_heat_offset`): the climatological SST - t2m
+        difference, so the target is ``t2m + (sst_clim - t2m_clim)``, the twin truth's "offset"
+        heat target (`TruthSpec.heat_target`). A parameter (``heat_offset``, K,
+        ``[2K + 1, H, W]``) like the tendency correction: fitted before the first step (before
+        the correction, whose residuals then include it), checkpointed, never trained. None
+        (default): restoring toward t2m.
       unet, convlstm, simvp, fourcastnet: the baselines' sizes.
       dtype: compute dtype of the networks, "float32" or "bfloat16" (parameters, physics and
         loss stay float32); "float64" computes everything in double precision (gradient checks;
@@ -171,6 +183,7 @@ class ModelConfig:
     climate_damping_per_level: bool = False
     climate_damping_fit_lag: int | None = None
     tendency_correction_harmonics: int | None = None
+    heat_offset_harmonics: int | None = None
     unet: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     convlstm: ConvLSTMConfig = dataclasses.field(default_factory=ConvLSTMConfig)
     simvp: SimVPConfig = dataclasses.field(default_factory=SimVPConfig)
@@ -209,12 +222,21 @@ class ModelConfig:
                 raise ConfigError(f"model.climate_damping_fit_lag is set and "
                                   f"model.physics_coefficients gives {given} too: fit the "
                                   f"initial rates or give them, not both")
-        k = self.tendency_correction_harmonics
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int)
-                              or not 0 <= k <= MAX_CORRECTION_HARMONICS):
-            raise ConfigError(f"model.tendency_correction_harmonics must be a whole number of "
-                              f"annual harmonics in [0, {MAX_CORRECTION_HARMONICS}] or null, "
-                              f"got {k!r}")
+        for key in ("tendency_correction_harmonics", "heat_offset_harmonics"):
+            k = getattr(self, key)
+            if k is not None and (isinstance(k, bool) or not isinstance(k, int)
+                                  or not 0 <= k <= MAX_CORRECTION_HARMONICS):
+                raise ConfigError(f"model.{key} must be a whole number of annual harmonics in "
+                                  f"[0, {MAX_CORRECTION_HARMONICS}] or null, got {k!r}")
+        if self.name == "neuralogcm" and self.heat_offset_harmonics is not None:
+            terms = self.physics.primitive
+            if self.physics.mode != "primitive" or (terms is not None and not terms.heat_flux):
+                raise ConfigError(
+                    "model.heat_offset_harmonics offsets the target of primitive mode's surface "
+                    "heat flux: it needs physics.mode: primitive with physics.primitive."
+                    f"heat_flux: true (got mode {self.physics.mode!r}"
+                    + ("" if self.physics.mode != "primitive" else ", heat_flux false")
+                    + "); paper mode has no surface heat flux")
         if self.name == "neuralogcm" and self.physics_coefficients:
             # Unknown names and values outside (0, bound]: a ConfigError naming the key, before
             # any data is read or any model built (a per-level list's length: at the build).
@@ -439,6 +461,9 @@ class NeuralOGCM(Forecaster):
         if k is not None:  # fitted by the trainer (`train.fitted`); zero until then
             self.tendency_correction = nnx.Param(
                 jnp.zeros((2 * k + 1, n) + tuple(grid.shape), jnp.float32))
+        k = cfg.heat_offset_harmonics
+        if k is not None:  # fitted by the trainer (`train.fitted`); zero until then
+            self.heat_offset = nnx.Param(jnp.zeros((2 * k + 1,) + tuple(grid.shape), jnp.float32))
 
     def physics_coefficients_si(self) -> dict[str, Array]:
         return self.physics_params.si()
@@ -451,6 +476,9 @@ class NeuralOGCM(Forecaster):
         x = self.anomaly_to_physical(state.astype(wd), doy)
         ocean = self.layout.to_state(x)
         forcing = self.layout.to_forcing(self.denormalize_forcing(forcing_next.astype(wd)))
+        if self.cfg.heat_offset_harmonics is not None:
+            forcing = forcing._replace(
+                t2m=forcing.t2m + self.heat_offset_at(doy_next).astype(forcing.t2m.dtype))
         day = jax.vmap(self.physics.day_step, in_axes=(None, 0, 0))
         new = day(coeffs, ocean, forcing)
         out = self.physical_to_anomaly(self.layout.from_state(new), doy_next)
@@ -466,6 +494,15 @@ class NeuralOGCM(Forecaster):
         reaches it (the optimizer leaves it alone too, `train.optim`)."""
         coef = jax.lax.stop_gradient(self.tendency_correction[...])
         return climatology_at(coef, doy) * self.wet[...].astype(coef.dtype)
+
+    def heat_offset_at(self, doy) -> Array:
+        """``[B, H, W]`` (K): the fitted offset added to t2m as the surface heat flux's target
+        on the day-of-year indices ``doy [B]`` (`ModelConfig.heat_offset_harmonics`), land 0.
+        Fixed like the tendency correction."""
+        coef = jax.lax.stop_gradient(self.heat_offset[...])
+        top = self.layout.var_slice("T").start  # the top level's T channel
+        return climatology_at(coef[:, None], doy)[..., 0, :, :] * self.wet[...][top].astype(
+            coef.dtype)
 
     def climate_damping_factors(self) -> Array:
         """``[n_ocean, 1, 1]``: ``exp(-r_v * step_s)`` of each channel's variable ``v`` (and level,

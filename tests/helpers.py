@@ -22,6 +22,134 @@ from tests.toy import DiffusionForecaster
 
 PHYSICS_PREFIX = f"{PHYSICS_KEY}."
 
+# The world of the fitted-field tests (`test_tendency_correction.py`, `test_heat_offset.py`):
+# two levels on a 15 deg grid with a continent, two years (2020 a leap year: day-of-year index
+# 365 occurs), annual harmonics up to K = 1, a tiny corrector, and the forcing's statistics.
+FITTED_LEVELS = 2
+FITTED_K = 1
+FITTED_YEARS = (2019, 2020)
+TINY_CORRECTOR = ("model.corrector.hid_channels=8", "model.corrector.num_heads=2",
+                  "model.corrector.n_attention_blocks=1", "model.corrector.norm_groups=4")
+FORCING_STD = np.array([3.0, 3.0, 10.0, 500.0], np.float32)  # u10, v10, t2m, msl
+
+
+def assert_fitted_field_frozen(model, key: str, a, f, coefficient: str | None = None) -> None:
+    """The fitted field `key` of the hybrid `model` (fitted before training, never trained):
+    the gradient of a one-day loss from anomalies `a` under forcing `f` is exactly zero there
+    and nonzero for the physics coefficients (for `coefficient`, when given); the optimizer labels it "fitted", and a step
+    with a nonzero gradient there (as if one leaked) leaves it unchanged while it moves every
+    coefficient."""
+    import jax.numpy as jnp
+    import optax
+
+    from neuralogcm_jax.train.config import OptimConfig
+    from neuralogcm_jax.train.optim import make_optimizer, param_labels
+
+    graphdef, params, rngs, consts = S.split_model(model)
+
+    def loss(p):
+        m = S.merge_model(graphdef, p, rngs, consts)
+        return jnp.sum(m.step(a, f, jnp.array([10])) ** 2)
+
+    grads = jax.jit(jax.grad(loss))(params)
+    assert float(jnp.abs(grads[key]).max()) == 0.0
+    assert any(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(grads[PHYSICS_KEY]))
+    if coefficient is not None:
+        assert float(jnp.abs(grads[PHYSICS_KEY][coefficient]).max()) > 0
+    assert param_labels(params)[key] == "fitted"
+    tx = make_optimizer(OptimConfig(warmup_steps=0), 10)
+    leak = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(leak, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(np.asarray(new[key]), np.asarray(params[key]))
+    moved = jax.tree.map(lambda x, y: bool(jnp.any(x != y)), new[PHYSICS_KEY],
+                         params[PHYSICS_KEY])
+    assert all(jax.tree.leaves(moved))
+
+
+def train_and_refit(cfg, key: str):
+    """Train `cfg` (a hybrid with the fitted field `key`): the run takes its steps with none
+    skipped and moves the coefficients and the corrector; its last checkpoint holds the field
+    bit for bit as a refit of a fresh model gives it (the fit is deterministic), and
+    `load_model` restores it. Returns ``(run, field)``."""
+    from neuralogcm_jax.model import build_model
+    from neuralogcm_jax.rollout import load_model
+    from neuralogcm_jax.train.fitted import apply_fitted_fields
+    from neuralogcm_jax.train.loop import train
+    from neuralogcm_jax.train.preflight import resolve_model_config
+    from neuralogcm_jax.train.traindata import open_data
+
+    run = train(cfg, progress=False)
+    assert_trained(run, cfg)  # no skipped step; coefficients and corrector moved
+    _, params = checkpoint_params(cfg.checkpoint_dir)
+    fitted = params[key]
+    data = open_data(cfg)
+    fresh = build_model(resolve_model_config(cfg.model, data, "train"), data.grid, data.stats,
+                        seed=0)
+    np.testing.assert_array_equal(np.asarray(getattr(fresh, key)[...]), 0.0)
+    apply_fitted_fields(fresh, data, "train")
+    np.testing.assert_array_equal(fitted, np.asarray(getattr(fresh, key)[...]))
+    np.testing.assert_array_equal(np.asarray(getattr(load_model(cfg.checkpoint_dir), key)[...]),
+                                  fitted)
+    return run, fitted
+
+
+MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def world_year(physics, coeffs, world, desc: str) -> list[dict]:
+    """365 days of `physics` (SI `coeffs`) on `world` (`data.world.World`) from its climatology
+    at rest, each month under that month's climatological forcing. Per month end: the day,
+    volume-mean T and S (`physics_demo.diagnostics`), the wet cells' T range, largest speed and
+    |SSH|, and whether every wet value is finite."""
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    from neuralogcm_jax.physics_demo import diagnostics
+
+    grid = world.grid
+    state = jax.tree.map(jnp.asarray, world.initial_state(np.float32))
+    run = jax.jit(lambda s, f, n: physics.integrate(coeffs, s, f, n), static_argnums=2)
+    wet, day, rows = grid.wet, 0, []
+    for month in tqdm(range(12), desc=desc, unit="month"):
+        f = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), world.monthly_forcing(month))
+        n = MONTH_DAYS[month]
+        # Months of 30 and 31 days reuse one compilation per length.
+        state = run(state, jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), f), n)
+        day += n
+        T, ssh = np.asarray(state.T), np.asarray(state.ssh)
+        d = diagnostics(state, grid)
+        rows.append({"day": day, "T_mean": d["mean_T_degC"], "S_mean": d["mean_S_psu"],
+                     "T_min": float(T[wet].min()), "T_max": float(T[wet].max()),
+                     "speed_max": d["max_speed_m_s"], "ssh_max": float(np.abs(ssh[wet[0]]).max()),
+                     "finite": all(np.isfinite(np.asarray(x)[wet]).all()
+                                   for x in (state.u, state.v, state.T, state.S))
+                     and bool(np.isfinite(ssh[wet[0]]).all())})
+        # Printed (pytest -s) so that a run records how close each month comes to the bounds.
+        print(f"\n{desc} day {day}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].items()
+                                                    if k not in ("day", "finite")))
+    return rows
+
+
+def drift_after(rows: list[dict], key: str, first_day: int = 90) -> float:
+    """Slope (per 365.25 days) of a least-squares line through the month-end values of `key`
+    from `first_day` on (the issue's drift after the first three months)."""
+    pts = [(r["day"], r[key]) for r in rows if r["day"] >= first_day]
+    t, y = np.array(pts, np.float64).T
+    return float(np.polyfit(t, y, 1)[0] * 365.25)
+
+
+def fitted_world():
+    """``(layout, grid)`` of the fitted-field tests."""
+    from neuralogcm_jax.grid import Grid
+    from neuralogcm_jax.layout import ChannelLayout
+
+    lay = ChannelLayout.with_levels(FITTED_LEVELS)
+    g = Grid.regular(15.0, depth=lay.depths_m)
+    wet = np.ones((FITTED_LEVELS,) + g.shape, bool)
+    wet[:, 3:6, 4:8] = False  # a continent
+    return lay, g.with_wet(wet)
+
 
 def host(tree):
     return jax.tree.map(np.asarray, jax.device_get(tree))

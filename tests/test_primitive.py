@@ -698,35 +698,44 @@ def test_unphysical_configuration_is_named():
 
 
 # ---------------------------------------------------------------- a year of the real world
-@pytest.mark.slow
-def test_a_year_with_monthly_forcing_stays_finite_and_bounded():
-    """365 days at 1.5 deg x 23 levels from the climatology with monthly wind and t2m."""
-    from tqdm import tqdm
+@pytest.fixture(scope="module")
+def primitive_year():
+    """365 days at 1.5 deg x 23 levels from the climatology at rest with monthly wind and t2m
+    (`helpers.world_year`; about 10 minutes on 2 cores)."""
+    from helpers import world_year
 
     from neuralogcm_jax.data.world import load_world
 
     world = load_world(1.5, 23)
-    grid = world.grid
-    phys = primitive(grid)
     c = {k: jnp.asarray(v, jnp.float32) for k, v in coefficients().items()}
-    state = jax.tree.map(jnp.asarray, world.initial_state(np.float32))
-    run = jax.jit(lambda s, f, n: phys.integrate(c, s, f, n), static_argnums=2)
-    month_days = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-    wet, wet0 = grid.wet, grid.wet[0]
-    for month in tqdm(range(12), desc="primitive year", unit="month"):
-        f = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), world.monthly_forcing(month))
-        n = month_days[month]
-        forcings = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), f)
-        # Months of 30 and 31 days reuse one compilation per length.
-        state = run(state, forcings, n)
-        for name in ("u", "v", "T", "S"):
-            x = np.asarray(getattr(state, name))[wet]
-            assert np.isfinite(x).all(), (month, name)
-        sst = np.asarray(state.T[0])[wet0]
-        ssh = np.asarray(state.ssh)[wet0]
-        assert np.isfinite(ssh).all(), month
-        # Printed (pytest -s) so that a run records how close each month comes to the bounds.
-        print(f"\nmonth {month + 1}: max|SSH| {np.abs(ssh).max():.2f} m, "
-              f"SST [{sst.min():.2f}, {sst.max():.2f}] degC")
-        assert -2.5 <= sst.min() and sst.max() <= 35.0, (month, sst.min(), sst.max())
-        assert np.abs(ssh).max() < 3.0, (month, np.abs(ssh).max())
+    return world_year(primitive(world.grid), c, world, "primitive year")
+
+
+@pytest.mark.slow
+def test_a_year_with_monthly_forcing_stays_finite_and_bounded(primitive_year):
+    for r in primitive_year:
+        assert r["finite"], r
+        assert -2.5 <= r["T_min"] and r["T_max"] <= 35.0, r
+        assert r["ssh_max"] < 3.0 and r["speed_max"] < 3.0, r
+
+
+@pytest.mark.slow
+def test_a_year_keeps_its_salt_within_0p02_psu_per_year(primitive_year):
+    """Volume-mean S drift after the first three months (salt is closed: no freshwater flux)."""
+    from helpers import drift_after
+
+    assert abs(drift_after(primitive_year, "S_mean")) < 0.02
+
+
+# Measured 2026-12-05 (a scratch run of the same year, daily means): +0.135 degC/yr after the first
+# three months (+0.133 from month ends), +0.074 degC over the year; restoring toward t2m plus the
+# SST - t2m offset instead, +0.186. The domain ends at 643 m on a closed floor: the heat the
+# surface takes up in the tropics cannot leave through the bottom as the real ocean's
+# overturning carries it, so the column warms. Issue 15's bar is 0.1.
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="+0.133 degC/yr measured: the 643 m closed floor keeps "
+                                       "the surface heat uptake (issue 15's bar: 0.1)")
+def test_a_year_drifts_less_than_0p1_degC_per_year(primitive_year):
+    from helpers import drift_after
+
+    assert abs(drift_after(primitive_year, "T_mean")) < 0.1

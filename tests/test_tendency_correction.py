@@ -10,37 +10,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trained, checkpoint_params
+from helpers import (
+    FITTED_K as K,
+    FITTED_LEVELS as LEVELS,
+    FITTED_YEARS as YEARS,
+    FORCING_STD,
+    TINY_CORRECTOR,
+    assert_fitted_field_frozen,
+    fitted_world,
+    train_and_refit,
+)
 
 from neuralogcm_jax import ConfigError
 from neuralogcm_jax.data import h5format, h5write
 from neuralogcm_jax.data.h5format import days_in_year
 from neuralogcm_jax.data.normalize import Stats, climatology_at
-from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.layout import ChannelLayout
 from neuralogcm_jax.model import PurePhysics, ModelConfig, build_model
 from neuralogcm_jax.rollout import make_step_fn
 from neuralogcm_jax.testing import smooth_state
 
-LEVELS = 2
-K = 1
-YEARS = (2019, 2020)  # 2020 is a leap year: day-of-year index 365 occurs
-TINY_CORRECTOR = ("model.corrector.hid_channels=8", "model.corrector.num_heads=2",
-                  "model.corrector.n_attention_blocks=1", "model.corrector.norm_groups=4")
 FORCING_MEAN = np.array([4.0, 1.0, 290.0, 101325.0], np.float32)  # u10, v10, t2m, msl
-FORCING_STD = np.array([3.0, 3.0, 10.0, 500.0], np.float32)
 
 
 def _setup():
     """The layout, a 15 deg grid with a continent, per-channel wet masks, and the statistics'
     mean, std and (constant in time) climatology: `smooth_state`'s fields."""
-    lay = ChannelLayout.with_levels(LEVELS)
-    g = Grid.regular(15.0, depth=lay.depths_m)
-    wet = np.ones((LEVELS,) + g.shape, bool)
-    wet[:, 3:6, 4:8] = False  # a continent
-    g = g.with_wet(wet)
+    lay, g = fitted_world()
     n = lay.n_ocean
-    wet_c = lay.wet_channels(wet)
+    wet_c = lay.wet_channels(g.wet)
     clim_state = np.asarray(lay.from_state(smooth_state(g, max_speed_m_s=0.3)), np.float32)
     std = np.concatenate([np.linspace(0.05, 0.5, n), FORCING_STD]).astype(np.float32)
     mean = np.concatenate([np.zeros(n, np.float32), FORCING_MEAN])
@@ -150,35 +147,22 @@ def test_training_keeps_the_fitted_correction_and_checkpoints_it(noisy_root, tmp
     checkpoint holds as fitted (the fit is deterministic: a refit equals it bit for bit);
     `load_model` restores it, and the restored pure physics adds it to the physics' day."""
     from neuralogcm_jax.rollout import load_model
-    from neuralogcm_jax.train.fitted import apply_fitted_fields
-    from neuralogcm_jax.train.loop import train
-    from neuralogcm_jax.train.preflight import resolve_model_config
-    from neuralogcm_jax.train.traindata import open_data
 
     root, c_true = noisy_root
     cfg = _cfg(root, tmp_path / "run")
-    run = train(cfg, progress=False)
+    run, fitted = train_and_refit(cfg, "tendency_correction")
     assert run.step == 2
-    assert_trained(run, cfg)  # no skipped step; coefficients and corrector moved
-    _, params = checkpoint_params(cfg.checkpoint_dir)
-    fitted = params["tendency_correction"]
-    data = open_data(cfg)
-    fresh = build_model(resolve_model_config(cfg.model, data, "train"), data.grid, data.stats,
-                        seed=0)
-    apply_fitted_fields(fresh, data, "train")
-    np.testing.assert_array_equal(fitted, np.asarray(fresh.tendency_correction[...]))
     scale = float(np.abs(c_true).max())
     np.testing.assert_allclose(fitted, c_true, atol=0.2 * scale)  # noise 0.02 a day
 
     model = load_model(cfg.checkpoint_dir)
-    np.testing.assert_array_equal(np.asarray(model.tendency_correction[...]), fitted)
     phys = PurePhysics.of(model)
     zero = PurePhysics.of(model)
     zero.tendency_correction[...] = jnp.zeros_like(zero.tendency_correction[...])
-    n = data.layout.n_ocean
-    a = jnp.asarray(np.random.default_rng(1).normal(size=(2, n) + data.grid.shape) * 0.1,
+    lay, g, *_ = _setup()
+    a = jnp.asarray(np.random.default_rng(1).normal(size=(2, lay.n_ocean) + g.shape) * 0.1,
                     jnp.float32) * model.wet[...]
-    f = jnp.zeros((2, 4) + data.grid.shape, jnp.float32)
+    f = jnp.zeros((2, 4) + g.shape, jnp.float32)
     doy, nxt = jnp.array([40, 364]), jnp.array([41, 365])
     diff = phys.step(a, f, doy, doy_next=nxt) - zero.step(a, f, doy, doy_next=nxt)
     want = climatology_at(jnp.asarray(fitted), nxt) * model.wet[...]
@@ -188,38 +172,14 @@ def test_training_keeps_the_fitted_correction_and_checkpoints_it(noisy_root, tmp
 def test_the_correction_gets_no_gradient_and_no_update():
     """The loss's gradient with respect to the correction is exactly zero, and an optimizer
     step with a nonzero gradient there (as if one leaked) leaves it unchanged."""
-    import optax
-
-    from neuralogcm_jax.train import state as S
-    from neuralogcm_jax.train.config import OptimConfig
-    from neuralogcm_jax.train.optim import make_optimizer, param_labels
-
     lay, g, *_ = _setup()
     stats = Stats.identity(np.asarray(g.wet), lay)
     cfg = ModelConfig(climate_damping_days=30.0, tendency_correction_harmonics=K)
     model = build_model(cfg, g, stats, seed=0)
     model.tendency_correction[...] = jnp.full_like(model.tendency_correction[...], 0.01)
-    graphdef, params, rngs, consts = S.split_model(model)
     a = jnp.ones((1, lay.n_ocean) + g.shape, jnp.float32) * 0.1
-    f = jnp.zeros((1, 4) + g.shape, jnp.float32)
-
-    def loss(p):
-        m = S.merge_model(graphdef, p, rngs, consts)
-        return jnp.sum(m.step(a, f, jnp.array([10])) ** 2)
-
-    grads = jax.jit(jax.grad(loss))(params)
-    assert float(jnp.abs(grads["tendency_correction"]).max()) == 0.0
-    assert any(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(grads["physics_params"]))
-    assert param_labels(params)["tendency_correction"] == "fitted"
-    tx = make_optimizer(OptimConfig(warmup_steps=0), 10)
-    leak = jax.tree.map(jnp.ones_like, params)
-    updates, _ = tx.update(leak, tx.init(params), params)
-    new = optax.apply_updates(params, updates)
-    np.testing.assert_array_equal(np.asarray(new["tendency_correction"]),
-                                  np.asarray(params["tendency_correction"]))
-    moved = jax.tree.map(lambda x, y: bool(jnp.any(x != y)), new["physics_params"],
-                         params["physics_params"])
-    assert all(jax.tree.leaves(moved))
+    assert_fitted_field_frozen(model, "tendency_correction", a,
+                               jnp.zeros((1, 4) + g.shape, jnp.float32))
 
 
 def test_bad_settings_and_formats_are_refused_by_name(exact_root, tmp_path):

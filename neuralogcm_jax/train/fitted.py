@@ -1,4 +1,5 @@
-"""The hybrid's fitted tendency correction (`ModelConfig.tendency_correction_harmonics`).
+"""The hybrid's fitted fields: the tendency correction (`ModelConfig.tendency_correction_harmonics`)
+and the surface heat flux's target offset (`ModelConfig.heat_offset_harmonics`, `fit_heat_offset`).
 
 The physics core misses what the truth does and the model does not (a mixed layer, surface
 fluxes, vertical mixing, finer numerics), and part of that error is the same every year at the
@@ -49,51 +50,98 @@ def fit_tendency_correction(model, blocks, n_pairs: int | None = None, *,
     physics.tendency_correction[...] = jnp.zeros_like(physics.tendency_correction[...])
     step_fn, variables = make_step_fn(physics)
     step = jax.jit(step_fn)
+    bar = tqdm(total=n_pairs, desc="fit tendency correction", unit="day", disable=not progress,
+               leave=False)
+
+    def residuals():  # the residual of each pair, on the day of year of its second day
+        for a, f, doy in blocks:
+            if len(a) < 2:
+                continue
+            doy = np.asarray(doy, np.int64)
+            pred = step(variables, jnp.asarray(a[:-1]), jnp.asarray(f[1:]),
+                        jnp.asarray(doy[:-1], jnp.int32), jnp.asarray(doy[1:], jnp.int32))
+            bar.update(len(pred))
+            yield np.asarray(a[1:], np.float64) - np.asarray(pred, np.float64), doy[1:]
+
+    coef = _harmonic_fit(k, "tendency_correction_harmonics", residuals())
+    bar.close()
+    return coef
+
+
+def _harmonic_fit(k: int, key: str, samples) -> np.ndarray:
+    """``[2 K + 1, *shape]``: the least-squares annual harmonics of `samples`, an iterable of
+    ``(y [T, *shape], doy [T])`` (day-of-year indices of the samples); a ConfigError naming
+    `key` when the days do not cover the year that K > 0 harmonics need."""
     basis = harmonic_basis(k)  # [366, 2K+1] float64
     n_terms = basis.shape[1]
     gram = np.zeros((n_terms, n_terms))
-    proj = None
-    seen = np.zeros(basis.shape[0], bool)  # days of year of the pairs' second days
-    bar = tqdm(total=n_pairs, desc="fit tendency correction", unit="day", disable=not progress,
-               leave=False)
-    for a, f, doy in blocks:
-        if len(a) < 2:
-            continue
+    proj, shape = None, None
+    seen = np.zeros(basis.shape[0], bool)
+    for y, doy in samples:
         doy = np.asarray(doy, np.int64)
-        pred = step(variables, jnp.asarray(a[:-1]), jnp.asarray(f[1:]),
-                    jnp.asarray(doy[:-1], jnp.int32), jnp.asarray(doy[1:], jnp.int32))
-        r = np.asarray(a[1:], np.float64) - np.asarray(pred, np.float64)
-        seen[doy[1:]] = True
-        b = basis[doy[1:]]
+        seen[doy] = True
+        b = basis[doy]
         gram += b.T @ b
-        part = b.T @ r.reshape(len(r), -1)
+        part = b.T @ np.asarray(y, np.float64).reshape(len(y), -1)
         proj = part if proj is None else proj + part
-        bar.update(len(r))
-    bar.close()
+        shape = np.shape(y)[1:]
     covered = int(seen.sum())
     if proj is None or (k > 0 and covered < MIN_DAYS_OF_YEAR):
         raise ConfigError(
-            f"model.tendency_correction_harmonics = {k}: the training split's pairs of "
-            f"consecutive days cover {covered} days of the year; annual harmonics need "
-            f"{MIN_DAYS_OF_YEAR} or more (about a whole year): set it to 0 (one constant "
-            f"field) or train on more days")
+            f"model.{key} = {k}: the training split's days cover {covered} days of the year; "
+            f"annual harmonics need {MIN_DAYS_OF_YEAR} or more (about a whole year): set it to "
+            f"0 (one constant field) or train on more days")
     coef = np.linalg.solve(gram, proj)
-    return coef.reshape((n_terms,) + tuple(np.shape(a)[1:])).astype(np.float32)
+    return coef.reshape((n_terms,) + tuple(shape)).astype(np.float32)
 
 
-def check_day_blocks(data) -> None:
+def fit_heat_offset(model, blocks, n_days: int | None = None, *,
+                    progress: bool = False) -> np.ndarray:
+    """``[2 K + 1, H, W]`` float32 (K): the least-squares annual harmonics of ``SST - t2m``
+    (the top level's T in degC minus the air temperature in degC) over the wet top cells of
+    `blocks` (``(a, f, doy)`` as for `fit_tendency_correction`, every day once: overlap 0).
+    `model` is a `NeuralOGCM` with ``heat_offset_harmonics`` set; land cells get 0."""
+    from neuralogcm_jax.physics.primitive_terms import KELVIN_OFFSET
+
+    k = model.cfg.heat_offset_harmonics
+    lay = model.layout
+    top = lay.var_slice("T").start
+    t2m = lay.var_slice("t2m").start - lay.n_ocean
+    wet = np.asarray(model.wet[...][top]) > 0
+    bar = tqdm(total=n_days, desc="fit heat offset", unit="day", disable=not progress,
+               leave=False)
+
+    def samples():
+        for a, f, doy in blocks:
+            sst = np.asarray(model.anomaly_to_physical(jnp.asarray(a), jnp.asarray(doy)))[:, top]
+            air = np.asarray(model.denormalize_forcing(jnp.asarray(f)))[:, t2m] - KELVIN_OFFSET
+            bar.update(len(doy))
+            yield np.where(wet, sst.astype(np.float64) - air, 0.0), doy
+
+    coef = _harmonic_fit(k, "heat_offset_harmonics", samples())
+    bar.close()
+    return coef
+
+
+def check_day_blocks(data, key: str = "tendency_correction_harmonics") -> None:
     """`ConfigError` unless `data` (a `train.traindata.TrainData`) can give the day blocks the
-    fit reads (before any compute: `train.preflight.resolve_model_config`)."""
+    fit of `key` reads (before any compute: `train.preflight.resolve_model_config`)."""
     if data.day_blocks is None:
-        raise ConfigError("model.tendency_correction_harmonics needs a data root that can be "
-                          "read day by day (an HDF5 data root); this data format cannot give "
-                          "the physics' residuals: set it to null")
+        raise ConfigError(f"model.{key} needs a data root that can be read day by day (an HDF5 "
+                          f"data root); this data format cannot give the fit its days: set it "
+                          f"to null")
 
 
 def apply_fitted_fields(model, data, split: str, *, progress: bool = False) -> None:
     """Fit what `model`'s config asks to be fitted to the `split` of `data` (a
-    `train.traindata.TrainData`) and write it into the model, in place: the hybrid's tendency
-    correction. Nothing for a model without one."""
+    `train.traindata.TrainData`) and write it into the model, in place: the hybrid's heat-flux
+    target offset, then its tendency correction (whose physics runs use the offset). Nothing
+    for a model without them."""
+    if hasattr(model, "heat_offset"):
+        check_day_blocks(data, "heat_offset_harmonics")
+        blocks, n_days = data.day_blocks(split, FIT_BLOCK_DAYS, 0)
+        model.heat_offset[...] = jnp.asarray(
+            fit_heat_offset(model, blocks, n_days, progress=progress))
     if not hasattr(model, "tendency_correction"):  # any model but a hybrid that has one
         return
     check_day_blocks(data)

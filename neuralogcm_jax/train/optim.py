@@ -2,12 +2,12 @@
 learning rate for the physics coefficients (see `docs/design.md`).
 
 Parameters are labelled by where they sit in the model: every `nnx.Param` under an attribute
-called ``physics_params`` is "physics", the hybrid's fitted ``tendency_correction`` "fitted",
-everything else "network". `optax.multi_transform` gives each label its own AdamW (the physics
-coefficients are raw softplus inputs of order 1, so they need a far larger step than network
-weights, and no weight decay); "fitted" is never moved (fitted from the data before training,
-`neuralogcm_jax.train.fitted`; the model stops its gradient too, so it adds nothing to the
-clipped norm). Clipping acts on the global norm of all gradients together, before the split.
+called ``physics_params`` is "physics", the hybrid's fitted fields (``tendency_correction``,
+``heat_offset``) "fitted", everything else "network". `optax.multi_transform` gives each label
+its own AdamW (the physics coefficients are raw softplus inputs of order 1, so they need a far
+larger step than network weights, and no weight decay); "fitted" is never moved (fitted from
+the data before training, `neuralogcm_jax.train.fitted`; the model stops its gradient too, so
+it adds nothing to the clipped norm). Clipping acts on the global norm of all gradients together, before the split.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from flax import nnx
 from neuralogcm_jax.errors import ConfigError
 
 PHYSICS_KEY = "physics_params"
-FITTED_KEY = "tendency_correction"
+# The hybrid's fitted fields (`train.fitted`): never trained.
+FITTED_KEYS = ("tendency_correction", "heat_offset")
 PHYSICS, NETWORK, FITTED = "physics", "network", "fitted"
 
 
@@ -30,14 +31,14 @@ def _label(path) -> str:
         name = getattr(k, "key", getattr(k, "name", None))
         if name == PHYSICS_KEY:
             return PHYSICS
-        if name == FITTED_KEY:
+        if name in FITTED_KEYS:
             return FITTED
     return NETWORK
 
 
 def param_labels(params: Any) -> Any:
     """A tree like `params` with "physics" for leaves under ``physics_params``, "fitted" for
-    ``tendency_correction``, else "network"."""
+    the fitted fields (`FITTED_KEYS`), else "network"."""
     return jax.tree_util.tree_map_with_path(lambda p, _: _label(p), params)
 
 

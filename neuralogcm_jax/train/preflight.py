@@ -77,18 +77,21 @@ def model_config_for_run(cfg: config_lib.Config):
 def resolve_model_config(m, data, split: str, *, progress: bool = False):
     """The model config with what it takes from the data resolved: the hybrid's fitted climate
     damping (``model.climate_damping_fit_lag``: initial rates from the lag regression of the
-    training split, `neuralogcm_jax.model.fit_climate_damping`). The baselines have no damping
-    and no tendency correction, so their fit lag and correction harmonics are dropped unread; a
-    hybrid's tendency correction needs a format that reads day by day (it is fitted after the
-    build, `train.fitted`). Deterministic, so a resumed run resolves the same."""
+    training split, `neuralogcm_jax.model.fit_climate_damping`). The baselines have no damping,
+    no tendency correction and no heat-flux offset, so their fit lag and harmonics are dropped
+    unread; a hybrid's tendency correction and heat offset need a format that reads day by day
+    (they are fitted after the build, `train.fitted`). Deterministic, so a resumed run resolves the same."""
     from neuralogcm_jax.model import fit_climate_damping
     from neuralogcm_jax.train.fitted import check_day_blocks
 
     if m.name != "neuralogcm":
         return dataclasses.replace(m, climate_damping_fit_lag=None,
-                                   tendency_correction_harmonics=None)
+                                   tendency_correction_harmonics=None,
+                                   heat_offset_harmonics=None)
     if m.tendency_correction_harmonics is not None:
         check_day_blocks(data)
+    if m.heat_offset_harmonics is not None:
+        check_day_blocks(data, "heat_offset_harmonics")
     if m.climate_damping_fit_lag is None:
         return m
     if data.lag_sums is None:
