@@ -94,51 +94,6 @@ def train_and_refit(cfg, key: str):
     return run, fitted
 
 
-MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def world_year(physics, coeffs, world, desc: str) -> list[dict]:
-    """365 days of `physics` (SI `coeffs`) on `world` (`data.world.World`) from its climatology
-    at rest, each month under that month's climatological forcing. Per month end: the day,
-    volume-mean T and S (`physics_demo.diagnostics`), the wet cells' T range, largest speed and
-    |SSH|, and whether every wet value is finite."""
-    import jax.numpy as jnp
-    from tqdm import tqdm
-
-    from neuralogcm_jax.physics_demo import diagnostics
-
-    grid = world.grid
-    state = jax.tree.map(jnp.asarray, world.initial_state(np.float32))
-    run = jax.jit(lambda s, f, n: physics.integrate(coeffs, s, f, n), static_argnums=2)
-    wet, day, rows = grid.wet, 0, []
-    for month in tqdm(range(12), desc=desc, unit="month"):
-        f = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), world.monthly_forcing(month))
-        n = MONTH_DAYS[month]
-        # Months of 30 and 31 days reuse one compilation per length.
-        state = run(state, jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), f), n)
-        day += n
-        T, ssh = np.asarray(state.T), np.asarray(state.ssh)
-        d = diagnostics(state, grid)
-        rows.append({"day": day, "T_mean": d["mean_T_degC"], "S_mean": d["mean_S_psu"],
-                     "T_min": float(T[wet].min()), "T_max": float(T[wet].max()),
-                     "speed_max": d["max_speed_m_s"], "ssh_max": float(np.abs(ssh[wet[0]]).max()),
-                     "finite": all(np.isfinite(np.asarray(x)[wet]).all()
-                                   for x in (state.u, state.v, state.T, state.S))
-                     and bool(np.isfinite(ssh[wet[0]]).all())})
-        # Printed (pytest -s) so that a run records how close each month comes to the bounds.
-        print(f"\n{desc} day {day}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].items()
-                                                    if k not in ("day", "finite")))
-    return rows
-
-
-def drift_after(rows: list[dict], key: str, first_day: int = 90) -> float:
-    """Slope (per 365.25 days) of a least-squares line through the month-end values of `key`
-    from `first_day` on (the issue's drift after the first three months)."""
-    pts = [(r["day"], r[key]) for r in rows if r["day"] >= first_day]
-    t, y = np.array(pts, np.float64).T
-    return float(np.polyfit(t, y, 1)[0] * 365.25)
-
-
 def fitted_world():
     """``(layout, grid)`` of the fitted-field tests."""
     from neuralogcm_jax.grid import Grid

