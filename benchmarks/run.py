@@ -7,7 +7,8 @@ be re-run one at a time without touching the others. Every section records the m
 and cores from ``lscpu``, JAX backend and devices), the date and the command.
 
 Modules in `ON_REQUEST` (the skill benchmark: trains five models, about 90 minutes on a 2-core
-CPU) run only when named, e.g. ``python -m benchmarks.run skill`` (``--quick`` for a smoke run).
+CPU; the twin generation timing: about 20 minutes and 4 GB of disk) run only when named, e.g.
+``python -m benchmarks.run skill`` (``--quick`` for a smoke run).
 
 A ``--quick`` run prints its sections and leaves BENCHMARKS.md as it is (its small sizes would
 replace the recorded figures); ``--quick --write`` records it all the same.
@@ -36,7 +37,7 @@ HEADER = (
 )
 
 
-ON_REQUEST = ("skill",)
+ON_REQUEST = ("skill", "twin")
 
 
 def discover() -> list[str]:

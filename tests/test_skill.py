@@ -95,9 +95,8 @@ def quick_run():
     return workdir / "out", summary
 
 
-# Slow (about 3 minutes of two cores, alone): the whole benchmark in small; the verdict and the
-# weights above stay in the default run, and `make demo` (CI) runs the same stages at the demo's size.
-@pytest.mark.slow
+# The whole benchmark in small (about 3 minutes of two cores alone; started with the session,
+# `tests/early.py`, so it runs on the second core beside the other tests).
 def test_quick_mode_writes_every_declared_file(quick_run):
     out, summary = quick_run
     for f in B.DECLARED_FILES:

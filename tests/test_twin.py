@@ -466,6 +466,20 @@ def test_presets_state_what_the_issue_asks():
     assert demo.truth.dt_s != 3600.0  # the primitive mode's default substep
 
 
+@pytest.mark.parametrize("name", sorted(twin.PRESETS))
+def test_every_preset_builds_its_truth(name):
+    """Each preset's truth is a stable configuration of its grid (the 1.5 deg preset once asked
+    for a 7200 s substep, above that grid's 2727 s limit, and `make-data --preset twin` failed
+    before its first day), and its substep differs from the model's own plan there."""
+    from neuralogcm_jax.data.twin_truth import make_truth
+    from neuralogcm_jax.physics import PhysicsConfig, make_physics
+
+    spec = twin.PRESETS[name]
+    truth = make_truth(spec)
+    model = make_physics(truth.grid, PhysicsConfig(mode="primitive"))
+    assert spec.truth.dt_s != model.dt_substep_s
+
+
 @pytest.mark.slow
 def test_cli_training_of_the_physics_recovers_the_coefficients_of_a_self_twin(tmp_path):
     """Data made by the model's own paper physics with nu_m = 8e4, nu_t = 2.5e3 m^2/s; the hybrid
