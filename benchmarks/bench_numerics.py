@@ -19,13 +19,26 @@ Vertical advection (upwind's truncation error is a diffusivity ``|w| dzc / 2``):
   freezing point or outside the initial range of T by more than 0.01 degC (non-monotone).
 
 Pressure gradient (the centred average of face gradients cannot see a 2 dx density
-checkerboard, so the dynamics neither feel nor damp one):
+checkerboard, so the dynamics neither feel nor damp one), with a third run from the same state:
+upwind with the Rhie-Chow face correction of the layer transports
+(`PrimitiveTerms.baroclinic_face_correction` = `FACE_CORRECTION`):
 * ``checkerboard_rho_day0`` / ``_dayN``: the checkerboard share of the density anomaly's
   2 x 2 variance: over every all-wet 2 x 2 block of cells, the RMS of its checkerboard
   component ``(q00 - q01 - q10 + q11) / 4`` against the RMS of all three non-mean components
   (0 for a smooth field, 0.58 for white noise), cos(lat)-weighted, at day 0 and after `DAYS`
   days of the upwind run (and at every `CHUNK` days in the notes); a checkerboard the
-  pressure gradient lets grow would show as a rising share.
+  pressure gradient lets grow would show as a rising share;
+* ``checkerboard_rho_dayN_face_corrected``: the same share in the corrected run, and
+  ``face_corrected_minus_upwind_T``: the RMS difference of T between the two runs after `DAYS`
+  days (what the correction changes beside the checkerboard); ``..._face_corrected_max``: with
+  the largest weight, 1;
+* ``checkerboard_rho_dayN_rhie_chow_ssh``: with the barotropic subcycle's Rhie-Chow correction
+  seeing eta alone (`PrimitiveTerms.rhie_chow_pressure` "ssh"; the default "total" gives the
+  layer transports the same correction of the baroclinic pressure, so the default run is
+  already partly checkerboard-aware);
+* ``checkerboard_rho_dayN_no_pressure_gradient``: the control, a run without the baroclinic
+  pressure gradient at all; if the pressure gradient's blindness let the checkerboard grow, this
+  run's share would grow as the default's does, and the corrected runs' would not.
 
 The answer is written by hand under the section in ``benchmarks/BENCHMARKS.md``.
 """
@@ -38,6 +51,7 @@ import time
 DAYS = 30
 CHUNK = 10
 DEEP_M = 100.0  # below the mixed layer: the interfaces the flux ratio is also given for
+FACE_CORRECTION = 0.5  # the face-corrected run's PrimitiveTerms.baroclinic_face_correction
 
 
 def _checkerboard_share(q, wet, lat):
@@ -132,26 +146,31 @@ def run(quick: bool) -> list[dict]:
     def density(phys, s):
         return np.asarray(phys.eos.density_anomaly(s.T, s.S, jnp.asarray(grid.depth)[:, None, None]))
 
-    runs, shares, t_run = {}, [], {}
-    for scheme in ("upwind", "centred"):
-        phys = make_physics(grid, PhysicsConfig(
-            mode="primitive", primitive=PrimitiveTerms(vertical_advection_scheme=scheme)))
+    runs, t_run = {}, {}
+    shares = {"upwind": [], "face": [], "face_max": [], "no_pg": [], "ssh": []}
+    for name, terms in (("upwind", PrimitiveTerms()),
+                        ("centred", PrimitiveTerms(vertical_advection_scheme="centred")),
+                        ("face", PrimitiveTerms(baroclinic_face_correction=FACE_CORRECTION)),
+                        ("face_max", PrimitiveTerms(baroclinic_face_correction=1.0)),
+                        ("no_pg", PrimitiveTerms(pressure_gradient=False)),
+                        ("ssh", PrimitiveTerms(rhie_chow_pressure="ssh"))):
+        phys = make_physics(grid, PhysicsConfig(mode="primitive", primitive=terms))
         coeffs = to_si({k: jnp.asarray(v) for k, v in default_raw(phys.specs).items()}, phys.specs)
         step = jax.jit(lambda s, c=coeffs, p=phys: p.integrate(c, s, forcings, chunk))
         s = state0
         t0 = time.perf_counter()
-        if scheme == "upwind":
-            shares.append(_checkerboard_share(density(phys, s), wet, grid.lat))
+        if name in shares:
+            shares[name].append(_checkerboard_share(density(phys, s), wet, grid.lat))
         for _ in range(days // chunk):
             s = jax.block_until_ready(step(s))
-            if scheme == "upwind":
-                shares.append(_checkerboard_share(density(phys, s), wet, grid.lat))
-        t_run[scheme] = time.perf_counter() - t0
-        runs[scheme] = (phys, coeffs, s)
+            if name in shares:
+                shares[name].append(_checkerboard_share(density(phys, s), wet, grid.lat))
+        t_run[name] = time.perf_counter() - t0
+        runs[name] = (phys, coeffs, s)
     phys, coeffs, up = runs["upwind"]
-    cen = runs["centred"][2]
+    cen, fc = runs["centred"][2], runs["face"][2]
     finite = all(bool(np.isfinite(np.asarray(x)[wet if x.ndim == 3 else wet[0]]).all())
-                 for s in (up, cen) for x in s)
+                 for _, _, s in runs.values() for x in s)
     flux_ratio, flux_ratio_deep, frac_pe, pe_median = _vertical_diagnostics(phys, coeffs, up)
     T0, Tc, Sc = (np.asarray(x, np.float64) for x in (state0.T, cen.T, cen.S))
     below = (Tc < FREEZING_SLOPE_K_PSU * Sc - 0.01) | (Tc < T0[wet].min() - 0.01) | (
@@ -159,7 +178,10 @@ def run(quick: bool) -> list[dict]:
     cb_t = (_checkerboard_share(state0.T, wet, grid.lat), _checkerboard_share(up.T, wet, grid.lat))
     d_t, d_s = rms(np.asarray(cen.T) - np.asarray(up.T)), rms(np.asarray(cen.S) - np.asarray(up.S))
     ch_t, ch_s = rms(np.asarray(up.T) - T0), rms(np.asarray(up.S) - np.asarray(state0.S))
-    every = ", ".join(f"day {i * chunk}: {x:.4f}" for i, x in enumerate(shares))
+    d_face = rms(np.asarray(fc.T) - np.asarray(up.T))
+    d_ssh = rms(np.asarray(runs["ssh"][2].T) - np.asarray(up.T))
+    every = {k: ", ".join(f"day {i * chunk}: {x:.4f}" for i, x in enumerate(v))
+             for k, v in shares.items()}
     return [
         {"name": "vadv_numerical_flux_ratio", "value": flux_ratio, "unit": "ratio",
          "notes": f"{shape}; upwind's numerical vertical heat flux / the physical diffusive one "
@@ -175,15 +197,32 @@ def run(quick: bool) -> list[dict]:
          "notes": f"RMS after {days} days; the upwind run's own change of S: {ch_s:.4f} psu"},
         {"name": "vadv_centred_undershoot", "value": int(below[wet].sum()), "unit": "cells",
          "notes": f"of {int(wet.sum())} wet cells: below freezing or outside the initial T range "
-                  f"by > 0.01 degC; both runs finite: {finite}"},
-        {"name": "checkerboard_rho_day0", "value": shares[0], "unit": "share",
+                  f"by > 0.01 degC; all six runs finite: {finite}"},
+        {"name": "checkerboard_rho_day0", "value": shares["upwind"][0], "unit": "share",
          "notes": f"{shape}; checkerboard share of the density anomaly's 2x2 block variance "
                   f"(white noise 0.58); T: {cb_t[0]:.4f}"},
-        {"name": f"checkerboard_rho_day{days}", "value": shares[-1], "unit": "share",
-         "notes": f"upwind run; {every}; T at day {days}: {cb_t[1]:.4f}"},
-        {"name": "run_time", "value": t_run["upwind"] + t_run["centred"], "unit": "s",
-         "notes": f"two {days}-day runs with compilation (upwind {t_run['upwind']:.0f} s, "
-                  f"centred {t_run['centred']:.0f} s)"},
+        {"name": f"checkerboard_rho_day{days}", "value": shares["upwind"][-1], "unit": "share",
+         "notes": f"upwind run; {every['upwind']}; T at day {days}: {cb_t[1]:.4f}"},
+        {"name": f"checkerboard_rho_day{days}_face_corrected", "value": shares["face"][-1],
+         "unit": "share",
+         "notes": f"upwind with baroclinic_face_correction {FACE_CORRECTION:g}; {every['face']}; "
+                  f"T at day {days}: {_checkerboard_share(fc.T, wet, grid.lat):.4f}"},
+        {"name": f"checkerboard_rho_day{days}_face_corrected_max", "value": shares["face_max"][-1],
+         "unit": "share", "notes": f"upwind with baroclinic_face_correction 1; {every['face_max']}"},
+        {"name": f"checkerboard_rho_day{days}_no_pressure_gradient", "value": shares["no_pg"][-1],
+         "unit": "share", "notes": f"upwind without the baroclinic pressure gradient (control); "
+                                   f"{every['no_pg']}"},
+        {"name": f"checkerboard_rho_day{days}_rhie_chow_ssh", "value": shares["ssh"][-1],
+         "unit": "share", "notes": f"upwind, the barotropic Rhie-Chow correction seeing eta alone "
+                                   f"(rhie_chow_pressure: ssh; the default before 2026-12-05); "
+                                   f"{every['ssh']}; T RMS difference from the default run "
+                                   f"after {days} days: {d_ssh:.4f} degC"},
+        {"name": "face_corrected_minus_upwind_T", "value": d_face, "unit": "degC",
+         "notes": f"RMS after {days} days (volume-weighted); the upwind run's own change of T: "
+                  f"{ch_t:.4f} degC"},
+        {"name": "run_time", "value": sum(t_run.values()), "unit": "s",
+         "notes": f"six {days}-day runs with compilation (" + ", ".join(
+             f"{k} {v:.0f} s" for k, v in t_run.items()) + ")"},
     ]
 
 

@@ -13,8 +13,10 @@ advective forms only, balanced paper mode (the code's default: hydrostatic press
 advective forms), balanced paper mode with smaller diffusivities, balanced paper mode holding 90 %
 of the start state's Coriolis-pressure residual over the day (``imbalance: held``, the shipped
 configs'), the held paper mode with the day-mean output (``output: day_mean``), primitive mode,
-and primitive mode whose surface heat flux restores toward t2m plus the SST - t2m offset fitted
-to the training years (``model.heat_offset_harmonics: 2``) instead of toward t2m itself.
+primitive mode whose surface heat flux restores toward t2m plus the SST - t2m offset fitted
+to the training years (``model.heat_offset_harmonics: 2``) instead of toward t2m itself, and
+primitive mode with each of its numerical options: centred vertical advection and the baroclinic
+face correction.
 
 Two references say how much 1-day skill a surface physics could add to persistence at all:
 `wind_response` (statistical: each upper level's velocity change regressed on the day's change of
@@ -54,6 +56,7 @@ def _demo_root() -> Path:
 def variants():
     """(name, PhysicsConfig, initial SI coefficients, what it is[, other ModelConfig fields])."""
     from neuralogcm_jax.physics import PhysicsConfig
+    from neuralogcm_jax.physics.primitive import PrimitiveTerms
 
     return [
         ("paper_seed", PhysicsConfig.seed_paper(), {},
@@ -76,6 +79,13 @@ def variants():
         ("primitive_heat_offset", PhysicsConfig(mode="primitive"), {},
          "primitive mode whose heat flux restores toward t2m plus the SST - t2m offset fitted to "
          "the training years (model.heat_offset_harmonics: 2)", {"heat_offset_harmonics": 2}),
+        ("primitive_centred", PhysicsConfig(mode="primitive", primitive=PrimitiveTerms(
+            vertical_advection_scheme="centred")), {},
+         "primitive mode with centred (second-order) instead of upwind vertical advection"),
+        ("primitive_face_corrected", PhysicsConfig(mode="primitive", primitive=PrimitiveTerms(
+            baroclinic_face_correction=0.5)), {},
+         "primitive mode whose layer transports see the baroclinic pressure gradient's "
+         "checkerboard (baroclinic_face_correction 0.5)"),
     ]
 
 

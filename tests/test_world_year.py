@@ -30,7 +30,9 @@ MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 #   overturning carries it, and the column warms.
 HEAT_DRIFT_MISSED = {
     "paper": "-0.105 degC/yr measured: the advective form does not conserve heat",
-    "primitive": "+0.133 degC/yr measured: the 643 m closed floor keeps the surface heat uptake",
+    "primitive": "+0.133 degC/yr measured (before the Rhie-Chow correction of the whole pressure "
+                 "became the default; still above 0.1 with it, 2026-12-05): the 643 m closed "
+                 "floor keeps the surface heat uptake",
 }
 
 

@@ -69,7 +69,9 @@ def _physics_for(world: World, truth: TruthSpec):
                                      eos=truth.eos, drag_coefficient=truth.drag_coefficient,
                                      convective_ramp_kg_m3=truth.convective_ramp_kg_m3,
                                      convective_closure="substep",
-                                     vertical_advection_scheme="upwind"),
+                                     vertical_advection_scheme="upwind",
+                                     baroclinic_face_correction=0.0,
+                                     rhie_chow_pressure="ssh"),
         )
     else:
         # The paper-mode truth interleaves its surface closure with the physics every substep.

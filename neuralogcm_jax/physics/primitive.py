@@ -34,7 +34,9 @@ One substep ``dt`` (operator splitting, each piece stable at the substep):
 2. barotropic mode, split-explicit: the depth-mean flow is advanced through ``n_bt`` short
    forward-backward steps of the linear shallow-water gravity-wave system
    ``dU/dt = -f k x U - g grad eta, deta/dt = -div(H U)`` with Coriolis rotated exactly at each
-   short step and a Rhie-Chow face correction that damps the A-grid checkerboard of eta; its
+   short step and a Rhie-Chow face correction that damps the A-grid checkerboard of eta (by
+   default of each level's whole hydrostatic pressure, eta and the density's together, so a
+   slope of eta compensated at depth drives a tenth of the deep flow: `rhie_chow_pressure`); its
    time-mean face transport fixes each layer's transport (the deviation from the depth mean is
    rotated by Coriolis exactly over the second half of dt). The centre force ``-g grad eta`` of the depth-mean
    flow is the adjoint of the face-transport divergence (see "Energy" below);
@@ -92,6 +94,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -175,6 +178,21 @@ class PrimitiveGeometry:
             face_depth_x=arr(face_depth_x),
             face_depth_y=arr(face_depth_y),
         )
+
+
+class SlowForces(typing.NamedTuple):
+    """What step 1 hands to step 2: `depth_mean`, the depth mean ``(Gx, Gy)`` (m/s^2, east and
+    north) of its tendencies, applied in the barotropic subcycle (None without a free surface);
+    `face`, the Rhie-Chow correction ``(cx [L, H, W], cy [L, H+1, W])`` (m/s, east faces and
+    row faces along the row index) of the layer face velocities by the baroclinic pressure
+    gradient (its depth mean is replaced by the barotropic transport's); `face_mean`, the depth
+    mean ``[H, W], [H+1, W]`` (m/s^2) of the baroclinic pressure gradient's face excess, which
+    the barotropic subcycle corrects its face velocities by beside eta's
+    (`PrimitiveTerms.rhie_chow_pressure` "total"); None where there is none."""
+
+    depth_mean: tuple[Array, Array] | None
+    face: tuple[Array, Array] | None
+    face_mean: tuple[Array, Array] | None = None
 
 
 def _interfaces(x: Array) -> Array:
@@ -270,11 +288,14 @@ class PrimitiveEquation:
         the whole rotation after the kick the steady state was the geostrophic flow turned by
         ``-f dt / 2`` (a cross-isobar flow ~18 % of the current at 45 deg, dt = 3600 s).
 
-        With a free surface the depth mean of these tendencies is not applied here but returned,
-        ``(u, v, (Gx, Gy))``: the barotropic subcycle applies it at each short step beside the
+        With a free surface the depth mean of these tendencies is not applied here but returned
+        in `SlowForces.depth_mean`: the barotropic subcycle applies it at each short step beside the
         SSH gradient it usually balances (a compensated front); as one kick before the subcycle
         it was rotated away from that balance and drove a spurious depth-mean flow and SSH
-        change (1 cm and 1 cm/s in 2 days across a 4 K front). Without: ``(u, v, None)``."""
+        change (1 cm and 1 cm/s in 2 days across a 4 K front). `SlowForces.face` and
+        `face_mean` carry the Rhie-Chow correction by the baroclinic pressure to step 2
+        (`PrimitiveTerms.rhie_chow_pressure`, `baroclinic_face_correction`). None of them:
+        ``(u, v, None)``."""
         ops, geo, c = self.geo.ops, self.geo, self.coeffs
         u, v, T, S, _ = state
         wet = ops.wet
@@ -287,24 +308,47 @@ class PrimitiveEquation:
         rate = u * ops.tan_lat_over_r
         du = tend[0] + rate * v
         dv = tend[1] - rate * u
+        face = face_mean = None
         if self.terms.pressure_gradient:
             rho = self.eos.density_anomaly(T, S, geo.depth)
             p = vertical.hydrostatic_pressure(rho * wet, geo.depth[:, 0, 0], self.gravity) / self.rho0
             gx = ops.polar_filter((jnp.roll(p, -1, axis=-1) - p) / ops.dx * ops.mask_x)
             gy = jnp.pad(p[:, 1:] - p[:, :-1], ((0, 0), (1, 1), (0, 0))) / ops.dy * ops.mask_y
-            du = du - 0.5 * (gx + jnp.roll(gx, 1, axis=-1))
-            dv = dv - ops.y_sign * 0.5 * (gy[:, 1:] + gy[:, :-1])
+            gxc = 0.5 * (gx + jnp.roll(gx, 1, axis=-1))
+            gyc = 0.5 * (gy[:, 1:] + gy[:, :-1])  # along the row index
+            du = du - gxc
+            dv = dv - ops.y_sign * gyc
+            # Rhie-Chow: what the compact face gradient sees beyond the faces' average of the
+            # centre forces (a 2 dx checkerboard: all of it; a smooth field: nearly none).
+            tau = 0.0  # s, of the per-level correction
+            if self.terms.free_surface and self.terms.rhie_chow_pressure == "total":
+                tau = 0.5 * self.dt_barotropic_s  # the subcycle's own, so that eta + p' is one
+            tau += float(self.terms.baroclinic_face_correction) * dt
+            if tau > 0.0:
+                ex = (gx - 0.5 * (gxc + jnp.roll(gxc, -1, axis=-1)) * ops.mask_x,
+                      gy - jnp.pad(0.5 * (gyc[:, 1:] + gyc[:, :-1]), ((0, 0), (1, 1), (0, 0)))
+                      * ops.mask_y)
+                face = tuple(jnp.asarray(tau, gx.dtype) * e for e in ex)
+                if self.terms.free_surface and self.terms.rhie_chow_pressure == "total":
+                    # the depth mean (open thicknesses at the faces) for the subcycle
+                    face_mean = (
+                        vertical.level_sum(geo.dz * ops.mask_x * ex[0]) / _safe(geo.face_depth_x),
+                        vertical.level_sum(geo.dz * ops.mask_y * ex[1]) / _safe(geo.face_depth_y))
         u, v = self.half_rotation(u, v, dt)
-        slow = None
+        depth_mean = None
         if self.terms.free_surface:
             dz_k = geo.dz[:, 0, 0]
             gx_bar = vertical.level_sum(du * wet, dz_k) / geo.col_depth
             gy_bar = vertical.level_sum(dv * wet, dz_k) / geo.col_depth
             du, dv = du - gx_bar, dv - gy_bar
-            slow = (gx_bar * wet[0], gy_bar * wet[0])
+            depth_mean = (gx_bar * wet[0], gy_bar * wet[0])
+        if face is None and depth_mean is None:
+            slow = None
+        else:
+            slow = SlowForces(depth_mean, face, face_mean)
         return (u + dt * du) * wet, (v + dt * dv) * wet, slow
 
-    def barotropic(self, ubar: Array, vbar: Array, eta: Array, slow=None):
+    def barotropic(self, ubar: Array, vbar: Array, eta: Array, slow=None, face_mean=None):
         """Gravity-wave subcycle of the depth-mean flow ``[H, W]`` and eta ``[H, W]``.
 
         Forward-backward: ``U -= g dt_bt grad eta`` at the centres (face gradients weighted as
@@ -315,7 +359,10 @@ class PrimitiveEquation:
         see, and damp, the grid-scale checkerboard of eta to which cell averages are blind.
         The depth-mean flow is also rotated by Coriolis, exactly, at each short step, and
         accelerated by `slow` ``(Gx, Gy)`` (m/s^2, the depth mean of step 1's tendencies; None:
-        none) in the same kick as the SSH gradient.
+        none) in the same kick as the SSH gradient. `face_mean` (m/s^2, `SlowForces.face_mean`)
+        adds the depth-mean baroclinic face excess to the correction, with the same ``tau``, so
+        that, with each layer's share (`SlowForces.face`), every level's correction sees its
+        own hydrostatic pressure (eta and the density's) instead of eta alone.
         Returns the new depth-mean (u, v north) and the time-mean face transports (m^3/s).
         """
         geo = self.geo
@@ -353,6 +400,10 @@ class PrimitiveEquation:
             return (0.5 * (cx + jnp.roll(cx, -1, axis=-1)) * mx,
                     jnp.pad(0.5 * (cy[1:] + cy[:-1]), ((1, 1), (0, 0))) * my)
 
+        rc_x = rc_w = None
+        if face_mean is not None:  # held through the subcycle, like the slow force
+            rc_x = jnp.asarray(0.5 * dt_bt, dtype) * face_mean[0]
+            rc_w = jnp.asarray(0.5 * dt_bt, dtype) * face_mean[1]
         gs_x = gs_w = None
         if slow is not None:
             gs_x = jnp.asarray(dt_bt, dtype) * slow[0]
@@ -381,6 +432,8 @@ class PrimitiveEquation:
             gxa, gya = to_faces(gxc, gyc)
             ue = ue - g_tau * (gx - gxa)
             wr = wr - g_tau * (gy - gya)
+            if rc_x is not None:
+                ue, wr = ue - rc_x * mx, wr - rc_w * my
             fx = (geo.face_depth_x * ue * o.dy)[None]
             # The zonal gradient and the zonal transport are both filtered (a_k each), so the
             # wave operator div(H grad eta) of the polar rows is bounded by its value at the
@@ -416,15 +469,21 @@ class PrimitiveEquation:
         lay_y = geo.dz * ops.mask_y
         if self.terms.free_surface:
             du, dv = coriolis_rotation(u - ubar, v - vbar, ops.coriolis, 0.5 * dt)
-            ubar, vbar, fx_bt, fy_bt = self.barotropic(ubar, vbar, eta, slow)
+            ubar, vbar, fx_bt, fy_bt = self.barotropic(
+                ubar, vbar, eta, None if slow is None else slow.depth_mean,
+                None if slow is None else slow.face_mean)
             u = (du + ubar) * wet
             v = (dv + vbar) * wet
             ue, wr = ops.face_velocities(u, v)
+            if slow is not None and slow.face is not None:  # its depth mean is removed below
+                ue, wr = ue - slow.face[0], wr - slow.face[1]
         else:
             u, v = coriolis_rotation(u, v, ops.coriolis, 0.5 * dt)
             ue, wr = ops.face_velocities(u, v)
             fx_bt = vertical.level_sum(lay_x * ue) * ops.dy
             fy_bt = vertical.level_sum(lay_y * wr) * ops.face_len_y
+            if slow is not None and slow.face is not None:  # its depth mean is removed below
+                ue, wr = ue - slow.face[0], wr - slow.face[1]
         # Layer transports (m^3/s): the baroclinic part of each layer's face velocity plus an
         # equal share of the time-mean barotropic transport, so that sum_k = fx_bt exactly.
         fx_l = lay_x * ue * ops.dy

@@ -27,6 +27,8 @@ KELVIN_OFFSET = 273.15
 FREEZING_SLOPE_K_PSU = -0.054
 # When the convective diffusivity is evaluated (`PrimitiveTerms.convective_closure`).
 CONVECTIVE_CLOSURES = ("step", "substep")
+# What the Rhie-Chow face correction of the transports sees (`PrimitiveTerms.rhie_chow_pressure`).
+RHIE_CHOW_PRESSURES = ("total", "ssh")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +85,30 @@ class PrimitiveTerms:
         ``shear_nu`` (m^2/s). Diagnosed when the convective diffusivity is
         (`convective_closure`): once a model step from its initial state ("step"), or every
         substep. Default True.
+      baroclinic_face_correction: the weight ``c`` of a further Rhie-Chow correction of the
+        layer transports by the baroclinic pressure gradient (beyond the ``dt_bt / 2`` that
+        `rhie_chow_pressure` "total" gives it): each face velocity that carries T, S and
+        volume gains ``-c dt (G_face - avg(G_centre))``, the difference between the compact
+        face gradient of the hydrostatic pressure and the average of the two centre forces the
+        momentum equations use (dt the substep). The centred average is blind to a 2 dx density
+        checkerboard; the compact face gradient is not, so the correction moves water from the
+        heavy to the light columns of one and damps it, while for a smooth field it is of order
+        ``(k dx / 2)^2`` of the force (a scale-selective damping of fronts a few cells wide).
+        Its depth mean is dropped (the layer transports sum to the barotropic mode's, whose
+        own Rhie-Chow correction handles the SSH checkerboard). 0: off (the
+        transports see only the averaged centre velocities). What it changes at 1.5 deg:
+        `benchmarks/bench_numerics.py`. Default 0.
+      rhie_chow_pressure: what the Rhie-Chow face correction of the transports sees (the
+        barotropic subcycle's ``-tau (grad_face - avg(grad_centre))``, ``tau = dt_bt / 2``, which
+        damps the A-grid checkerboard of eta). ``"total"``: the hydrostatic pressure of each
+        level, eta and the density's ``p'`` together, with that ``tau`` for both (the depth mean
+        of p''s face excess in the subcycle, the rest in each layer's transport): no face
+        transport where the pressure has no face excess, a density checkerboard is felt and
+        damped. ``"ssh"``: eta alone (before 2026-12-05; the twin's truth keeps it). Under a
+        5 cm sea-surface slope compensated by density below 100 m, the deep levels reached
+        2.9e-4 m/s in 30 days with "ssh" and 2.5e-5 with "total", what the correction of the
+        upper levels' curved, balanced pressure leaves (`tests/test_primitive.py`).
+        Default "total".
       ice_ramp_k: the margin (K) above the freezing point over which the wind stress goes from
         none (ice) to full (open water); > 0. Default 0.2.
       convective_ramp_kg_m3: the density inversion (kg/m^3) over which the convective diffusivity
@@ -127,6 +153,8 @@ class PrimitiveTerms:
     convective_ramp_kg_m3: float = 0.3
     convective_closure: str = "step"
     shear_mixing: bool = True
+    baroclinic_face_correction: float = 0.0
+    rhie_chow_pressure: str = "total"
     ice_ramp_k: float = 0.2
     rho0_kg_m3: float = RHO0_KG_M3
     gravity_m_s2: float = GRAVITY_M_S2
@@ -136,6 +164,10 @@ class PrimitiveTerms:
 
     def __post_init__(self):
         eos_lib.make_eos(self.eos)  # ConfigError naming an unknown EOS
+        c = float(self.baroclinic_face_correction)
+        if not (0.0 <= c <= 1.0):
+            raise ConfigError(
+                f"physics.primitive.baroclinic_face_correction must be in [0, 1], got {c}")
         for name in ("drag_coefficient", "convective_ramp_kg_m3"):
             v = float(getattr(self, name))
             if not (v >= 0 and math.isfinite(v)):
@@ -144,6 +176,10 @@ class PrimitiveTerms:
             v = float(getattr(self, name))
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"physics.primitive.{name} must be > 0, got {v}")
+        if self.rhie_chow_pressure not in RHIE_CHOW_PRESSURES:
+            raise ConfigError(
+                f"physics.primitive.rhie_chow_pressure must be one of {RHIE_CHOW_PRESSURES}, "
+                f"got {self.rhie_chow_pressure!r}")
         if self.convective_closure not in CONVECTIVE_CLOSURES:
             raise ConfigError(
                 f"physics.primitive.convective_closure must be one of {CONVECTIVE_CLOSURES}, "
