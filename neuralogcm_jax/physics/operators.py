@@ -331,10 +331,18 @@ class Operators:
         a face joins, zero on closed faces; ``w_row`` points towards larger row index
         (``y_sign * v``).
         """
-        ue = 0.5 * (u + jnp.roll(u, -1, axis=-1)) * self.mask_x
-        w = self.y_sign * v
-        wr = _pad_rows(0.5 * (w[..., 1:, :] + w[..., :-1, :])) * self.mask_y
-        return ue, wr
+        return self.centres_to_faces(u, self.y_sign * v)
+
+    def centres_to_faces(self, cx: Array, cy: Array) -> tuple[Array, Array]:
+        """Average of the two cells each face joins, zero on closed faces.
+
+        `cx` and `cy` ``[..., L, H, W]`` are centre values of an eastward and a row-index
+        (``y_sign`` times northward) component. Returns ``(east faces [..., L, H, W],
+        row faces [..., L, H+1, W])``.
+        """
+        fx = 0.5 * (cx + jnp.roll(cx, -1, axis=-1)) * self.mask_x
+        fy = _pad_rows(0.5 * (cy[..., 1:, :] + cy[..., :-1, :])) * self.mask_y
+        return fx, fy
 
     def advective_fluxes(self, q: Array, u_east: Array, w_row: Array) -> tuple[Array, Array]:
         """Upwind limited fluxes ``q_face * velocity * face length`` (unfiltered).

@@ -325,9 +325,8 @@ class PrimitiveEquation:
                 tau = 0.5 * self.dt_barotropic_s  # the subcycle's own, so that eta + p' is one
             tau += float(self.terms.baroclinic_face_correction) * dt
             if tau > 0.0:
-                ex = (gx - 0.5 * (gxc + jnp.roll(gxc, -1, axis=-1)) * ops.mask_x,
-                      gy - jnp.pad(0.5 * (gyc[:, 1:] + gyc[:, :-1]), ((0, 0), (1, 1), (0, 0)))
-                      * ops.mask_y)
+                ax, ay = ops.centres_to_faces(gxc, gyc)
+                ex = (gx - ax, gy - ay)
                 face = tuple(jnp.asarray(tau, gx.dtype) * e for e in ex)
                 if self.terms.free_surface and self.terms.rhie_chow_pressure == "total":
                     # the depth mean (open thicknesses at the faces) for the subcycle
@@ -348,7 +347,7 @@ class PrimitiveEquation:
             slow = SlowForces(depth_mean, face, face_mean)
         return (u + dt * du) * wet, (v + dt * dv) * wet, slow
 
-    def barotropic(self, ubar: Array, vbar: Array, eta: Array, slow=None, face_mean=None):
+    def barotropic(self, ubar: Array, vbar: Array, eta: Array, slow: "SlowForces | None" = None):
         """Gravity-wave subcycle of the depth-mean flow ``[H, W]`` and eta ``[H, W]``.
 
         Forward-backward: ``U -= g dt_bt grad eta`` at the centres (face gradients weighted as
@@ -358,11 +357,12 @@ class PrimitiveEquation:
         correction, ``tau = dt_bt / 2``): zero for smooth eta, it lets the compact face gradient
         see, and damp, the grid-scale checkerboard of eta to which cell averages are blind.
         The depth-mean flow is also rotated by Coriolis, exactly, at each short step, and
-        accelerated by `slow` ``(Gx, Gy)`` (m/s^2, the depth mean of step 1's tendencies; None:
-        none) in the same kick as the SSH gradient. `face_mean` (m/s^2, `SlowForces.face_mean`)
-        adds the depth-mean baroclinic face excess to the correction, with the same ``tau``, so
-        that, with each layer's share (`SlowForces.face`), every level's correction sees its
-        own hydrostatic pressure (eta and the density's) instead of eta alone.
+        accelerated by ``slow.depth_mean`` ``(Gx, Gy)`` (m/s^2, the depth mean of step 1's
+        tendencies; `slow` None: none) in the same kick as the SSH gradient.
+        ``slow.face_mean`` (m/s^2) adds the depth-mean baroclinic face excess to the
+        correction, with the same ``tau``, so that, with each layer's share (``slow.face``),
+        every level's correction sees its own hydrostatic pressure (eta and the density's)
+        instead of eta alone.
         Returns the new depth-mean (u, v north) and the time-mean face transports (m^3/s).
         """
         geo = self.geo
@@ -396,18 +396,17 @@ class PrimitiveEquation:
                     / (2.0 * geo.col_depth) * wet0,
                     (wy_hi * fy[1:] + wy_lo * fy[:-1]) * wet0)
 
-        def to_faces(cx, cy):
-            return (0.5 * (cx + jnp.roll(cx, -1, axis=-1)) * mx,
-                    jnp.pad(0.5 * (cy[1:] + cy[:-1]), ((1, 1), (0, 0))) * my)
+        def to_faces(cx, cy):  # of [H, W] fields, through the one-level operators
+            fx, fy = o.centres_to_faces(cx[None], cy[None])
+            return fx[0], fy[0]
 
-        rc_x = rc_w = None
-        if face_mean is not None:  # held through the subcycle, like the slow force
-            rc_x = jnp.asarray(0.5 * dt_bt, dtype) * face_mean[0]
-            rc_w = jnp.asarray(0.5 * dt_bt, dtype) * face_mean[1]
-        gs_x = gs_w = None
-        if slow is not None:
-            gs_x = jnp.asarray(dt_bt, dtype) * slow[0]
-            gs_w = jnp.asarray(dt_bt, dtype) * o.y_sign * slow[1]
+        rc_x = rc_w = gs_x = gs_w = None
+        if slow is not None and slow.face_mean is not None:  # held through the subcycle
+            rc_x = jnp.asarray(0.5 * dt_bt, dtype) * slow.face_mean[0]
+            rc_w = jnp.asarray(0.5 * dt_bt, dtype) * slow.face_mean[1]
+        if slow is not None and slow.depth_mean is not None:
+            gs_x = jnp.asarray(dt_bt, dtype) * slow.depth_mean[0]
+            gs_w = jnp.asarray(dt_bt, dtype) * o.y_sign * slow.depth_mean[1]
 
         def body(carry, _):
             ub, wb, eta, sfx, sfy = carry  # wb: depth-mean velocity along the row index
@@ -470,8 +469,7 @@ class PrimitiveEquation:
         if self.terms.free_surface:
             du, dv = coriolis_rotation(u - ubar, v - vbar, ops.coriolis, 0.5 * dt)
             ubar, vbar, fx_bt, fy_bt = self.barotropic(
-                ubar, vbar, eta, None if slow is None else slow.depth_mean,
-                None if slow is None else slow.face_mean)
+                ubar, vbar, eta, slow)
             u = (du + ubar) * wet
             v = (dv + vbar) * wet
             ue, wr = ops.face_velocities(u, v)
