@@ -40,6 +40,12 @@ upwind with the Rhie-Chow face correction of the layer transports
   pressure gradient at all; if the pressure gradient's blindness let the checkerboard grow, this
   run's share would grow as the default's does, and the corrected runs' would not.
 
+The barotropic mode over the real sea floor (`PrimitiveTerms.barotropic_depth` "sea_floor", a
+further run from the same state):
+* ``sea_floor_minus_default_T``: the RMS difference of T (degC) from the default run after
+  `DAYS` days, with the differences of SSH and of the depth-mean current and the largest speeds
+  in the notes.
+
 The answer is written by hand under the section in ``benchmarks/BENCHMARKS.md``.
 """
 
@@ -93,7 +99,7 @@ def _vertical_diagnostics(physics, coeffs, state):
     def diag(s):
         e = eq.with_step_convection(s.T, s.S, s.u, s.v)
         u, v, slow = e.baroclinic_momentum(s, dt)
-        *_, h_new, w = e.layer_transports(u, v, s.ssh, dt, slow)
+        *_, h_new, w, _ = e.layer_transports(u, v, s.ssh, dt, slow)
         kappa = _interfaces(e.coeffs["kappa_v"]) * jnp.ones_like(w[1:-1])
         if e.conv is not None:
             kappa = kappa + e.conv
@@ -153,7 +159,8 @@ def run(quick: bool) -> list[dict]:
                         ("face", PrimitiveTerms(baroclinic_face_correction=FACE_CORRECTION)),
                         ("face_max", PrimitiveTerms(baroclinic_face_correction=1.0)),
                         ("no_pg", PrimitiveTerms(pressure_gradient=False)),
-                        ("ssh", PrimitiveTerms(rhie_chow_pressure="ssh"))):
+                        ("ssh", PrimitiveTerms(rhie_chow_pressure="ssh")),
+                        ("sea_floor", PrimitiveTerms(barotropic_depth="sea_floor"))):
         phys = make_physics(grid, PhysicsConfig(mode="primitive", primitive=terms))
         coeffs = to_si({k: jnp.asarray(v) for k, v in default_raw(phys.specs).items()}, phys.specs)
         step = jax.jit(lambda s, c=coeffs, p=phys: p.integrate(c, s, forcings, chunk))
@@ -180,6 +187,22 @@ def run(quick: bool) -> list[dict]:
     ch_t, ch_s = rms(np.asarray(up.T) - T0), rms(np.asarray(up.S) - np.asarray(state0.S))
     d_face = rms(np.asarray(fc.T) - np.asarray(up.T))
     d_ssh = rms(np.asarray(runs["ssh"][2].T) - np.asarray(up.T))
+    sf = runs["sea_floor"][2]
+    area2 = np.asarray(grid.area, np.float64)[:, None] * wet[0]
+
+    def rms2(a):
+        return float(np.sqrt((area2 * np.asarray(a, np.float64) ** 2).sum() / area2.sum()))
+
+    def depth_mean(s):
+        dzw = np.asarray(grid.dz)[:, None, None] * wet
+        return [(dzw * np.asarray(x, np.float64)).sum(0) / np.maximum(dzw.sum(0), 1e-9)
+                for x in (s.u, s.v)]
+
+    def speed_max(s):
+        return float(np.sqrt(np.asarray(s.u, np.float64) ** 2
+                             + np.asarray(s.v, np.float64) ** 2)[wet].max())
+
+    (ub_d, vb_d), (ub_s, vb_s) = depth_mean(up), depth_mean(sf)
     every = {k: ", ".join(f"day {i * chunk}: {x:.4f}" for i, x in enumerate(v))
              for k, v in shares.items()}
     return [
@@ -197,7 +220,7 @@ def run(quick: bool) -> list[dict]:
          "notes": f"RMS after {days} days; the upwind run's own change of S: {ch_s:.4f} psu"},
         {"name": "vadv_centred_undershoot", "value": int(below[wet].sum()), "unit": "cells",
          "notes": f"of {int(wet.sum())} wet cells: below freezing or outside the initial T range "
-                  f"by > 0.01 degC; all six runs finite: {finite}"},
+                  f"by > 0.01 degC; all seven runs finite: {finite}"},
         {"name": "checkerboard_rho_day0", "value": shares["upwind"][0], "unit": "share",
          "notes": f"{shape}; checkerboard share of the density anomaly's 2x2 block variance "
                   f"(white noise 0.58); T: {cb_t[0]:.4f}"},
@@ -220,8 +243,18 @@ def run(quick: bool) -> list[dict]:
         {"name": "face_corrected_minus_upwind_T", "value": d_face, "unit": "degC",
          "notes": f"RMS after {days} days (volume-weighted); the upwind run's own change of T: "
                   f"{ch_t:.4f} degC"},
+        {"name": "sea_floor_minus_default_T", "value": rms(np.asarray(sf.T) - np.asarray(up.T)),
+         "unit": "degC",
+         "notes": f"barotropic_depth sea_floor ({runs['sea_floor'][0].n_barotropic} short steps "
+                  f"a substep, default {phys.n_barotropic}); RMS after {days} days, the default "
+                  f"run's own change {ch_t:.4f}; SSH RMS difference {rms2(sf.ssh - up.ssh):.4f} m "
+                  f"(the default's SSH RMS {rms2(up.ssh):.4f}); depth-mean current RMS: "
+                  f"default {rms2(np.hypot(ub_d, vb_d)):.4f}, sea floor "
+                  f"{rms2(np.hypot(ub_s, vb_s)):.4f} m/s, difference "
+                  f"{rms2(np.hypot(ub_s - ub_d, vb_s - vb_d)):.4f}; largest speed "
+                  f"{speed_max(up):.3f} / {speed_max(sf):.3f} m/s"},
         {"name": "run_time", "value": sum(t_run.values()), "unit": "s",
-         "notes": f"six {days}-day runs with compilation (" + ", ".join(
+         "notes": f"seven {days}-day runs with compilation (" + ", ".join(
              f"{k} {v:.0f} s" for k, v in t_run.items()) + ")"},
     ]
 

@@ -86,7 +86,25 @@ def variants():
             baroclinic_face_correction=0.5)), {},
          "primitive mode whose layer transports see the baroclinic pressure gradient's "
          "checkerboard (baroclinic_face_correction 0.5)"),
+        ("primitive_sea_floor", PhysicsConfig(mode="primitive", primitive=PrimitiveTerms(
+            barotropic_depth="sea_floor")), {},
+         "primitive mode whose barotropic mode sees the embedded world's ETOPO5 sea floor "
+         "(barotropic_depth: sea_floor; the twin's truth has the levels' 643 m)"),
     ]
+
+
+def _with_world_sea_floor(grid):
+    """`grid` with the embedded world's sea floor at its resolution (the datasets do not carry
+    one): the twin's grid is the world's, coarse-grained."""
+    from neuralogcm_jax.data.world import load_world
+
+    world = load_world(float(abs(grid.lat[1] - grid.lat[0])), grid.n_levels).grid
+    depth = world.sea_floor_m
+    if np.allclose(world.lat, grid.lat[::-1]):
+        depth = depth[::-1]
+    elif not np.allclose(world.lat, grid.lat):
+        raise ValueError("the twin's grid is not the embedded world's")
+    return grid.with_sea_floor(depth)
 
 
 def _per_variable(r, layout, lead_idx=0) -> str:
@@ -360,9 +378,12 @@ def run(quick: bool) -> list[dict]:
     rows += slab_rows(load_split(root, "valid"), data, inits, where, layout)
     for name, cfg, coeffs, what, *extra in variants():
         t0 = time.perf_counter()
+        grid = data.grid
+        if getattr(cfg.primitive, "barotropic_depth", None) == "sea_floor":
+            grid = _with_world_sea_floor(grid)
         hybrid = build_model(ModelConfig(name="neuralogcm", physics=cfg,
                                          physics_coefficients=coeffs, **(extra or [{}])[0]),
-                             data.grid, data.stats)
+                             grid, data.stats)
         if hasattr(hybrid, "heat_offset"):  # fitted to the training years, as `train` does
             train = h5format.open_dataset(root, splits=["train"])
             blocks = persistence.day_blocks(train, "train", data.stats, FIT_BLOCK_DAYS, 0,

@@ -98,6 +98,9 @@ class Grid:
       y_sign: +1 if the row index runs northward, -1 if it runs southward.
       periodic_x: columns wrap around (True on the sphere).
       radius: sphere radius (m); ``inf`` for planar grids.
+      sea_floor_m: ``[H, W]`` depth (m, positive down) of the real sea floor, which may lie below
+        the deepest level (the embedded world's ETOPO5 mean depth), or None where unknown. Only
+        primitive mode's ``barotropic_depth: sea_floor`` reads it (`with_sea_floor`).
     """
 
     lat: np.ndarray
@@ -113,6 +116,7 @@ class Grid:
     y_sign: float
     periodic_x: bool
     radius: float
+    sea_floor_m: np.ndarray | None = None
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -259,6 +263,21 @@ class Grid:
     def with_wet(self, wet: np.ndarray) -> Grid:
         """The same geometry with another wet mask (``[L, H, W]`` or ``[H, W]``)."""
         return dataclasses.replace(self, wet=self._check_wet(wet, self.n_levels, *self.shape))
+
+    def with_sea_floor(self, sea_floor_m: np.ndarray) -> Grid:
+        """The same grid with the real sea-floor depth ``[H, W]`` (m, positive down; finite and
+        >= 0; land cells are ignored)."""
+        d = np.asarray(sea_floor_m, dtype=np.float64)
+        if d.shape != self.shape:
+            raise GridError(
+                f"sea floor depth has shape {tuple(d.shape)}, expected [lat, lon] = {self.shape}")
+        bad = self.wet[0] & ~(np.isfinite(d) & (d >= 0))
+        if bad.any():
+            j, i = (int(x) for x in np.argwhere(bad)[0])
+            raise GridError(
+                f"sea floor depth must be finite and >= 0 in ocean cells: {d[j, i]} in row {j}, "
+                f"column {i} ({int(bad.sum())} such cells)")
+        return dataclasses.replace(self, sea_floor_m=np.where(self.wet[0], d, 0.0))
 
     def with_levels(self, depth: Sequence[float], wet: np.ndarray | None = None) -> Grid:
         """The same horizontal grid with other depth levels (and a wet mask for them)."""

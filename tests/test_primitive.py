@@ -224,7 +224,7 @@ def test_heat_content_changes_by_the_integrated_surface_heat_flux(world):
 
     def substep(s, _):
         u, v, slow = eq.baroclinic_momentum(s, dt)
-        _, _, fx, fy, _, h_new, _ = eq.layer_transports(u, v, s.ssh, dt, slow)
+        _, _, fx, fy, _, h_new, _, _ = eq.layer_transports(u, v, s.ssh, dt, slow)
         h_old = eq.geo.dz * (1.0 + s.ssh / eq.geo.col_depth)
         T, _ = eq.tracers(s.T, s.S, fx, fy, h_old, h_new, dt)
         inflow = dt * jnp.sum(restoring * (forcing.t2m - KELVIN_OFFSET - T[0]) * wet[0] * area)
@@ -731,17 +731,20 @@ def test_a_week_of_the_3_degree_world_with_23_levels_stays_bounded():
 
 
 # ---------------------------------------------------------------- gradients
-@pytest.mark.parametrize("correction", [0.0, 0.5])
-def test_gradients_wrt_every_coefficient_match_central_differences(correction):
+@pytest.mark.parametrize("correction,barotropic_depth",
+                         [(0.0, "levels"), (0.5, "levels"), (0.0, "sea_floor")])
+def test_gradients_wrt_every_coefficient_match_central_differences(correction, barotropic_depth):
     """d loss / d raw coefficient after 5 days, float64, all terms on (convection in four
     columns with a cold top), to 1e-4 relative; with and without the baroclinic face
-    correction."""
+    correction, and with the barotropic mode over a sea floor of 300-3000 m."""
     depth = (5.0, 20.0, 50.0)
     wet = np.ones((3, 6, 8), bool)
     wet[:, 0, 2:4] = False  # an island
     wet[2, 4:, :3] = False  # a shallow corner
     grid = Grid.cartesian(8, 6, 100e3, 100e3, depth=depth, wet=wet, f0=1e-4, beta=2e-11)
-    phys = primitive(grid, baroclinic_face_correction=correction)
+    grid = grid.with_sea_floor(np.random.default_rng(1).uniform(300.0, 3000.0, grid.shape))
+    phys = primitive(grid, baroclinic_face_correction=correction,
+                     barotropic_depth=barotropic_depth)
     rng = np.random.default_rng(0)
     st = rest_state(grid)
     T = st.T + jnp.asarray(rng.normal(size=st.T.shape)) - 3 * jnp.arange(3.0)[:, None, None]

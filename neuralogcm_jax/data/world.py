@@ -263,7 +263,7 @@ def load_world(resolution_deg: float = 1.5, n_levels: int = 23) -> World:
     else:
         grid = base_grid.with_wet(wet)
     return World(
-        grid=grid,
+        grid=grid.with_sea_floor(depth),
         ocean_fraction=frac,
         bottom_depth_m=depth,
         T_clim=np.where(wet, T, 0.0),

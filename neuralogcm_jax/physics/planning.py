@@ -177,12 +177,14 @@ def plan_barotropic(
     gravity_m_s2: float,
     cfl: float,
     polar_filter_lat_deg: float | None,
+    sea_floor_m: np.ndarray | None = None,
 ) -> tuple[int, float]:
     """Short steps ``(n, dt_s / n)`` of the forward-backward gravity-wave subcycle in a
     baroclinic substep of `dt_s` seconds (primitive mode's free surface).
 
     The Courant number ``c dt_bt sqrt(1/dx^2 + r_y/dy)`` stays at most `cfl`, with
-    ``c = sqrt(g H_max)`` the fastest gravity wave (``H_max`` the deepest wet column), ``dx``
+    ``c = sqrt(g H_max)`` the fastest gravity wave (``H_max`` the deepest wet column, or the
+    deepest ocean of `sea_floor_m` ``[H, W]`` where given), ``dx``
     from `zonal_spacing` (so the rows poleward of `polar_filter_lat_deg` follow the cutoff's
     spacing when the subcycle is filtered; None: the grid's own) and ``r_y`` from
     `meridional_rate` (larger than ``1/dy`` in the polar-cap cells), maximised over the rows
@@ -191,6 +193,8 @@ def plan_barotropic(
     wet = np.asarray(grid.wet, bool)
     dz = np.asarray(grid.dz, np.float64)
     col_depth = (dz[:, None, None] * wet).sum(0)
+    if sea_floor_m is not None:
+        col_depth = np.maximum(col_depth, np.where(wet[0], sea_floor_m, 0.0))
     c_max = math.sqrt(gravity_m_s2 * max(float(col_depth.max()), 1e-9))
     dx = zonal_spacing(grid, polar_filter_lat_deg)
     r_y = meridional_rate(grid)

@@ -153,19 +153,45 @@ class PrimitiveGeometry:
     col_depth: Array  # [H, W] H, wet column depth (m); 1 on land to avoid 0/0
     face_depth_x: Array  # [H, W] open depth of the east face (m)
     face_depth_y: Array  # [H+1, W] open depth of each row face (m)
+    # The barotropic mode's depths (`PrimitiveTerms.barotropic_depth`): the levels' own above,
+    # or down to the sea floor; 1 on land like col_depth.
+    bt_depth: Array  # [H, W]
+    bt_face_depth_x: Array  # [H, W]
+    bt_face_depth_y: Array  # [H+1, W]
+    # With the sea floor, the passive layer below the deepest level: its thickness at the
+    # centres [H, W] and faces, and the deepest wet level [L, H, W] (1 there, else 0); None
+    # with "levels".
+    passive: Array | None = None
+    passive_x: Array | None = None
+    passive_y: Array | None = None
+    bottom: Array | None = None
 
     @classmethod
     def from_grid(cls, grid: Grid, dtype: Any, polar_filter_lat_deg: float | None,
-                  barotropic_polar_filter: bool = True) -> PrimitiveGeometry:
+                  barotropic_polar_filter: bool = True,
+                  sea_floor: np.ndarray | None = None) -> PrimitiveGeometry:
         """The constants of `grid` as `dtype` arrays; the barotropic operators `ops2d` are polar
-        filtered only with `barotropic_polar_filter`."""
+        filtered only with `barotropic_polar_filter`; `sea_floor` ``[H, W]`` (m): the depth of
+        the barotropic mode where deeper than the levels (None: the levels')."""
         wet = np.asarray(grid.wet, bool)
         dz = np.asarray(grid.dz, np.float64)
         col_depth = (dz[:, None, None] * wet).sum(0)
         face_depth_x = (dz[:, None, None] * grid.face_mask_x).sum(0)
         face_depth_y = (dz[:, None, None] * grid.face_mask_y).sum(0)
-        grid_sfc = grid.with_levels(grid.depth[:1], wet[:1])
         arr = lambda x: jnp.asarray(np.asarray(x, np.float64), dtype)  # noqa: E731
+        deep = {}
+        if sea_floor is None:
+            bt, bt_x, bt_y = col_depth, face_depth_x, face_depth_y
+        else:
+            bt = np.where(wet[0], np.maximum(col_depth, np.asarray(sea_floor, np.float64)), 0.0)
+            bt_x = np.minimum(bt, np.roll(bt, -1, axis=-1)) * grid.face_mask_x[0]
+            bt_y = np.zeros_like(face_depth_y)
+            bt_y[1:-1] = np.minimum(bt[1:], bt[:-1])
+            bt_y = bt_y * grid.face_mask_y[0]
+            onehot = np.arange(wet.shape[0])[:, None, None] == grid.bottom_level[None]
+            deep = dict(passive=arr(bt - col_depth), passive_x=arr(bt_x - face_depth_x),
+                        passive_y=arr(bt_y - face_depth_y), bottom=arr(onehot & wet))
+        grid_sfc = grid.with_levels(grid.depth[:1], wet[:1])
         depth = np.asarray(grid.depth, np.float64)
         return cls(
             ops=Operators.from_grid(grid, dtype, polar_filter_lat_deg),
@@ -177,6 +203,10 @@ class PrimitiveGeometry:
             col_depth=arr(np.where(wet[0], col_depth, 1.0)),
             face_depth_x=arr(face_depth_x),
             face_depth_y=arr(face_depth_y),
+            bt_depth=arr(np.where(wet[0], bt, 1.0)),
+            bt_face_depth_x=arr(bt_x),
+            bt_face_depth_y=arr(bt_y),
+            **deep,
         )
 
 
@@ -330,9 +360,12 @@ class PrimitiveEquation:
                 face = tuple(jnp.asarray(tau, gx.dtype) * e for e in ex)
                 if self.terms.free_surface and self.terms.rhie_chow_pressure == "total":
                     # the depth mean (open thicknesses at the faces) for the subcycle
+                    # (over the barotropic mode's depth: the passive layer has no excess)
                     face_mean = (
-                        vertical.level_sum(geo.dz * ops.mask_x * ex[0]) / _safe(geo.face_depth_x),
-                        vertical.level_sum(geo.dz * ops.mask_y * ex[1]) / _safe(geo.face_depth_y))
+                        vertical.level_sum(geo.dz * ops.mask_x * ex[0])
+                        / _safe(geo.bt_face_depth_x),
+                        vertical.level_sum(geo.dz * ops.mask_y * ex[1])
+                        / _safe(geo.bt_face_depth_y))
         u, v = self.half_rotation(u, v, dt)
         depth_mean = None
         if self.terms.free_surface:
@@ -340,6 +373,9 @@ class PrimitiveEquation:
             gx_bar = vertical.level_sum(du * wet, dz_k) / geo.col_depth
             gy_bar = vertical.level_sum(dv * wet, dz_k) / geo.col_depth
             du, dv = du - gx_bar, dv - gy_bar
+            if geo.passive is not None:  # the passive layer below shares the depth-mean force
+                gx_bar = gx_bar * geo.col_depth / geo.bt_depth
+                gy_bar = gy_bar * geo.col_depth / geo.bt_depth
             depth_mean = (gx_bar * wet[0], gy_bar * wet[0])
         if face is None and depth_mean is None:
             slow = None
@@ -388,12 +424,12 @@ class PrimitiveEquation:
         # average 1/2 + 1/2; a wall contributes nothing (half the one-sided gradient, as the
         # finite-volume pressure force with the wall pressure equal to the cell's); a step in
         # the sea floor contributes in proportion to its open depth.
-        wy_lo = geo.face_depth_y[:-1] * o.face_len_y[:-1] * o.dy * o.inv_area / (2.0 * geo.col_depth)
-        wy_hi = geo.face_depth_y[1:] * o.face_len_y[1:] * o.dy * o.inv_area / (2.0 * geo.col_depth)
+        wy_lo = geo.bt_face_depth_y[:-1] * o.face_len_y[:-1] * o.dy * o.inv_area / (2.0 * geo.bt_depth)
+        wy_hi = geo.bt_face_depth_y[1:] * o.face_len_y[1:] * o.dy * o.inv_area / (2.0 * geo.bt_depth)
 
         def to_centres(fx, fy):
-            return ((fx * geo.face_depth_x + jnp.roll(fx * geo.face_depth_x, 1, axis=-1))
-                    / (2.0 * geo.col_depth) * wet0,
+            return ((fx * geo.bt_face_depth_x + jnp.roll(fx * geo.bt_face_depth_x, 1, axis=-1))
+                    / (2.0 * geo.bt_depth) * wet0,
                     (wy_hi * fy[1:] + wy_lo * fy[:-1]) * wet0)
 
         def to_faces(cx, cy):  # of [H, W] fields, through the one-level operators
@@ -433,12 +469,12 @@ class PrimitiveEquation:
             wr = wr - g_tau * (gy - gya)
             if rc_x is not None:
                 ue, wr = ue - rc_x * mx, wr - rc_w * my
-            fx = (geo.face_depth_x * ue * o.dy)[None]
+            fx = (geo.bt_face_depth_x * ue * o.dy)[None]
             # The zonal gradient and the zonal transport are both filtered (a_k each), so the
             # wave operator div(H grad eta) of the polar rows is bounded by its value at the
             # cutoff latitude, whichever way (directly or through Coriolis) eta feeds back.
             fx = o.polar_filter(fx)[0] if o.has_polar_filter else fx[0] * mx
-            fy = geo.face_depth_y * wr * o.face_len_y
+            fy = geo.bt_face_depth_y * wr * o.face_len_y
             eta = eta - dt_bt * o.flux_divergence(fx[None], fy[None])[0] * wet0
             return (ub, wb, eta, sfx + fx, sfy + fy), None
 
@@ -491,22 +527,47 @@ class PrimitiveEquation:
                 fx_l - lay_x / _safe(geo.face_depth_x) * vertical.level_sum(fx_l))
         fx_l = fx_l + lay_x / _safe(geo.face_depth_x) * (fx_bt - vertical.level_sum(fx_l))
         fy_l = lay_y * wr * ops.face_len_y
-        fy_l = fy_l + lay_y / _safe(geo.face_depth_y) * (fy_bt - vertical.level_sum(fy_l))
+        passive = self.terms.free_surface and geo.passive is not None
+        if passive:
+            # The levels carry their open depth's share of the barotropic transport, the passive
+            # layer below them the rest (it moves with the depth-mean flow).
+            fx_l = fx_l + lay_x * (fx_bt / _safe(geo.bt_face_depth_x)
+                                   - vertical.level_sum(fx_l) / _safe(geo.face_depth_x))
+            fy_l = fy_l + lay_y * (fy_bt / _safe(geo.bt_face_depth_y)
+                                   - vertical.level_sum(fy_l) / _safe(geo.face_depth_y))
+            div_p = geo.ops2d.flux_divergence(
+                (geo.passive_x / _safe(geo.bt_face_depth_x) * fx_bt)[None],
+                (geo.passive_y / _safe(geo.bt_face_depth_y) * fy_bt)[None])[0] * wet[0]
+        else:
+            fx_l = fx_l + lay_x / _safe(geo.face_depth_x) * (fx_bt - vertical.level_sum(fx_l))
+            fy_l = fy_l + lay_y / _safe(geo.face_depth_y) * (fy_bt - vertical.level_sum(fy_l))
         div_l = ops.flux_divergence(fx_l, fy_l) * wet  # div(h_k U_k), m/s
+        w_floor = None
         if self.terms.free_surface:
             deta_dt = -vertical.level_sum(div_l)
+            if passive:
+                deta_dt = deta_dt - div_p
             eta_new = eta + dt * deta_dt
-            dh_dt = geo.dz / H * deta_dt * wet
+            dh_dt = geo.dz / geo.bt_depth * deta_dt * wet  # z* over the barotropic depth
         else:
             eta_new, dh_dt = eta, None
-        h_new = geo.dz * (1.0 + eta_new / H)
-        w = vertical.vertical_velocity(div_l, dh_dt) if self.terms.vertical_advection else None
-        return u, v, fx_l, fy_l, eta_new, h_new, w
+        h_new = geo.dz * (1.0 + eta_new / geo.bt_depth)
+        div_v = div_l
+        if passive:
+            # What the passive layer neither keeps (its z* share of eta's change) nor passes on
+            # sideways crosses the deepest level's floor (m/s, up); for continuity the levels
+            # see it as the deepest level's own.
+            w_floor = -(div_p + geo.passive / geo.bt_depth * deta_dt) * wet[0]
+            div_v = div_l - geo.bottom * w_floor
+        w = vertical.vertical_velocity(div_v, dh_dt) if self.terms.vertical_advection else None
+        return u, v, fx_l, fy_l, eta_new, h_new, w, w_floor
 
     def tracers(self, T: Array, S: Array, fx_l: Array, fy_l: Array, h_old: Array,
-                h_new: Array, dt: float) -> tuple[Array, Array]:
+                h_new: Array, dt: float, w_floor: Array | None = None) -> tuple[Array, Array]:
         """Step 3: horizontal advection-diffusion of T and S in flux form with the layer
-        transports, ``h_new c_new = h_old c_old - dt div(F)`` (vertical advection: step 4)."""
+        transports, ``h_new c_new = h_old c_old - dt div(F)`` (vertical advection: step 4).
+        `w_floor` ``[H, W]`` (m/s, up; None: none): the water the passive layer passes up into
+        the deepest level, which brings that level's own T and S (`barotropic_depth`)."""
         geo, ops = self.geo, self.geo.ops
         lay_x = geo.dz * ops.mask_x
         lay_y = geo.dz * ops.mask_y
@@ -520,6 +581,8 @@ class PrimitiveEquation:
         fx_t = (fxa + fxd * ops.mask_x) * geo.dz
         fy_t = (fya + fyd) * geo.dz
         content = h_old * ts - dt * ops.flux_divergence(fx_t, fy_t)
+        if w_floor is not None:
+            content = content + dt * (geo.bottom * w_floor) * ts
         ts = jnp.where(ops.wet > 0, content / h_new, ts)
         return ts[0], ts[1]
 
@@ -660,10 +723,11 @@ class PrimitiveEquation:
                             dt: float) -> OceanState:
         """One substep of `dt` seconds: steps 1-4 in turn (land must hold zeros)."""
         wet = self.geo.ops.wet
-        h_old = self.geo.dz * (1.0 + state.ssh / self.geo.col_depth)  # z*: h_k = dz_k (1 + eta/H)
+        h_old = self.geo.dz * (1.0 + state.ssh / self.geo.bt_depth)  # z*: h_k = dz_k (1 + eta/H)
         u, v, slow = self.baroclinic_momentum(state, dt)
-        u, v, fx_l, fy_l, eta_new, h_new, w = self.layer_transports(u, v, state.ssh, dt, slow)
-        T, S = self.tracers(state.T, state.S, fx_l, fy_l, h_old, h_new, dt)
+        u, v, fx_l, fy_l, eta_new, h_new, w, w_floor = self.layer_transports(
+            u, v, state.ssh, dt, slow)
+        T, S = self.tracers(state.T, state.S, fx_l, fy_l, h_old, h_new, dt, w_floor)
         # The vertical step (wind stress, vertical friction, bottom drag) acts between the two
         # halves of the Coriolis rotation: the second half is undone, the step taken, and the
         # half rotated again (Strang). Applied after the whole rotation, the steady state of a
@@ -712,7 +776,8 @@ class PrimitivePhysics(Physics):
             with jax.ensure_compile_time_eval():
                 self._cache[dtype] = PrimitiveGeometry.from_grid(
                     self.grid, dtype, self.config.polar_filter_lat_deg,
-                    self.terms.barotropic_polar_filter)
+                    self.terms.barotropic_polar_filter,
+                    self.grid.sea_floor_m if self.terms.barotropic_depth == "sea_floor" else None)
         return self._cache[dtype]
 
     def operators(self, dtype: Any) -> Operators:
@@ -765,6 +830,10 @@ def make_primitive_physics(grid: Grid, config: PhysicsConfig) -> PrimitivePhysic
             f"physics.primitive must be a PrimitiveTerms, got {type(terms).__name__}"
         )
     check_primitive_grid(grid)
+    if terms.barotropic_depth == "sea_floor" and grid.sea_floor_m is None:
+        raise ConfigError(
+            "physics.primitive.barotropic_depth is 'sea_floor' but the grid has no sea floor "
+            "depth (Grid.sea_floor_m; the embedded world's grid has one)")
     specs = primitive_coefficients(config)
     # Baroclinic substep: the paper-mode CFL plan for advection and horizontal diffusion, capped
     # at max_substep_s.
@@ -776,8 +845,9 @@ def make_primitive_physics(grid: Grid, config: PhysicsConfig) -> PrimitivePhysic
     n_bt, dt_bt = 0, 0.0
     if terms.free_surface:
         lat_c = config.polar_filter_lat_deg if terms.barotropic_polar_filter else None
-        n_bt, dt_bt = plan_barotropic(grid, dt, float(terms.gravity_m_s2), terms.barotropic_cfl,
-                                      lat_c)
+        n_bt, dt_bt = plan_barotropic(
+            grid, dt, float(terms.gravity_m_s2), terms.barotropic_cfl, lat_c,
+            grid.sea_floor_m if terms.barotropic_depth == "sea_floor" else None)
     return PrimitivePhysics(
         specs=specs, n_substeps=n_sub, dt_substep_s=dt, config=config, grid=grid, plan=plan,
         terms=terms, eos=eos_lib.make_eos(terms.eos, terms.rho0_kg_m3),

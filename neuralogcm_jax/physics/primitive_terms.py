@@ -29,6 +29,8 @@ FREEZING_SLOPE_K_PSU = -0.054
 CONVECTIVE_CLOSURES = ("step", "substep")
 # What the Rhie-Chow face correction of the transports sees (`PrimitiveTerms.rhie_chow_pressure`).
 RHIE_CHOW_PRESSURES = ("total", "ssh")
+# Which depth the barotropic mode sees (`PrimitiveTerms.barotropic_depth`).
+BAROTROPIC_DEPTHS = ("levels", "sea_floor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +139,19 @@ class PrimitiveTerms:
         wherever coastlines cross the filtered rows (see "Energy" in the module docstring).
         An earlier verdict that the filtered subcycle slowly grew was made with the old,
         not energy-consistent centre force. False: the unfiltered subcycle. Default True.
+      barotropic_depth: the water depth of the barotropic (depth-mean) mode. ``"levels"``: the
+        model levels' column (at most 643 m on the 23 GLORYS levels: gravity waves of 80 m/s
+        instead of the real ocean's 200, and f/H of a flat shelf sea). ``"sea_floor"``: the real
+        sea floor of the grid (`Grid.sea_floor_m`, the embedded world's ETOPO5 depth; at least
+        the levels' column), through a passive layer below the deepest level that moves with the
+        levels' depth-mean velocity, feels eta's gradient but no baroclinic pressure (its
+        density taken as compensating the levels', the deep ocean's weak flow), and has the T
+        and S of the level above it: it carries the barotropic transport the levels cannot hold,
+        the levels stretch with eta over the whole depth (z*), and the water it exchanges with
+        the deepest level crosses the level's floor with that level's T and S (so the levels'
+        heat and salt content changes by that exchange only). The subcycle's short step
+        follows the faster waves (about sqrt(6000 / 643) = 3 times more short steps at 1.5
+        deg). A grid without a sea floor: ConfigError. Default "levels".
     """
 
     pressure_gradient: bool = True
@@ -161,6 +176,7 @@ class PrimitiveTerms:
     max_substep_s: float = 3600.0
     barotropic_cfl: float = 0.5
     barotropic_polar_filter: bool = True
+    barotropic_depth: str = "levels"
 
     def __post_init__(self):
         eos_lib.make_eos(self.eos)  # ConfigError naming an unknown EOS
@@ -180,6 +196,10 @@ class PrimitiveTerms:
             raise ConfigError(
                 f"physics.primitive.rhie_chow_pressure must be one of {RHIE_CHOW_PRESSURES}, "
                 f"got {self.rhie_chow_pressure!r}")
+        if self.barotropic_depth not in BAROTROPIC_DEPTHS:
+            raise ConfigError(
+                f"physics.primitive.barotropic_depth must be one of {BAROTROPIC_DEPTHS}, "
+                f"got {self.barotropic_depth!r}")
         if self.convective_closure not in CONVECTIVE_CLOSURES:
             raise ConfigError(
                 f"physics.primitive.convective_closure must be one of {CONVECTIVE_CLOSURES}, "
