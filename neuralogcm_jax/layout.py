@@ -52,12 +52,18 @@ class OceanState(NamedTuple):
 
 
 class Forcing(NamedTuple):
-    """Atmospheric forcing at the surface, each ``[..., H, W]``."""
+    """Atmospheric forcing at the surface, each ``[..., H, W]``.
+
+    The four channels of the data format (`FORCING_VARIABLES`) are always there; the freshwater
+    fluxes are optional fields (None: absent), read only by primitive mode's
+    ``freshwater_flux: e_minus_p``; the datasets do not carry them yet."""
 
     u10: Array  # 10 m zonal wind (m/s)
     v10: Array  # 10 m meridional wind (m/s)
     t2m: Array  # 2 m air temperature (K)
     msl: Array  # mean sea-level pressure (Pa)
+    evaporation: Array | None = None  # fresh water leaving the sea (m/s, >= 0 evaporates)
+    precipitation: Array | None = None  # fresh water reaching the sea (m/s, rain and snow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +202,7 @@ class ChannelLayout:
     def from_forcing(self, forcing: Forcing) -> Array:
         """`Forcing` -> ``[..., 4, H, W]``."""
         xp = _namespace(forcing.u10)
-        return xp.stack(list(forcing), axis=-3)
+        return xp.stack([getattr(forcing, k) for k in FORCING_VARIABLES], axis=-3)
 
     def wet_channels(self, wet: np.ndarray) -> np.ndarray:
         """``[n_channels, H, W]`` bool mask from a grid's ``[L, H, W]`` wet mask.

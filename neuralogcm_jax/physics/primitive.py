@@ -680,7 +680,15 @@ class PrimitiveEquation:
         L = T.shape[0]
         rho0 = self.rho0
         cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
-        heat = taux = tauy = None
+        heat = taux = tauy = salt = None
+        if forcing is not None and terms.freshwater_flux == "e_minus_p":
+            if forcing.evaporation is None or forcing.precipitation is None:
+                raise ConfigError(
+                    "physics.primitive.freshwater_flux is 'e_minus_p' but the forcing has no "
+                    "evaporation and precipitation fields (layout.Forcing; the datasets' "
+                    "forcing has only u10, v10, t2m, msl)")
+            fresh = forcing.evaporation.astype(dtype) - forcing.precipitation.astype(dtype)
+            salt = S[0] * fresh  # psu m/s into the sea: evaporation leaves the salt behind
         if forcing is not None and terms.heat_flux:
             q_wm2 = c["heat_restoring"] * (forcing.t2m.astype(dtype) - KELVIN_OFFSET - T[0])
             heat = q_wm2 / (rho0 * CP_SEAWATER_J_KG_K)  # K m/s
@@ -704,7 +712,10 @@ class PrimitiveEquation:
                 kap_t, kap_m = kap_t + k_s, kap_m + n_s
         else:
             kap_t = kap_m = cast(0.0)
-        ts_flux = None if heat is None else jnp.stack([heat, jnp.zeros_like(heat)])
+        ts_flux = None
+        if heat is not None or salt is not None:
+            ts_flux = jnp.stack([jnp.zeros_like(S[0]) if heat is None else heat,
+                                 jnp.zeros_like(S[0]) if salt is None else salt])
         scheme = terms.vertical_advection_scheme
         T, S = vertical.implicit_vertical_diffusion(jnp.stack([T, S]), kap_t, dt, h_new, wetb,
                                                     ts_flux, None, w, advection=scheme)

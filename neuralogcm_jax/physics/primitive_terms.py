@@ -29,6 +29,8 @@ FREEZING_SLOPE_K_PSU = -0.054
 CONVECTIVE_CLOSURES = ("step", "substep")
 # What the Rhie-Chow face correction of the transports sees (`PrimitiveTerms.rhie_chow_pressure`).
 RHIE_CHOW_PRESSURES = ("total", "ssh")
+# The surface freshwater flux (`PrimitiveTerms.freshwater_flux`).
+FRESHWATER_FLUXES = ("none", "e_minus_p")
 # Which depth the barotropic mode sees (`PrimitiveTerms.barotropic_depth`).
 BAROTROPIC_DEPTHS = ("levels", "sea_floor")
 
@@ -58,6 +60,13 @@ class PrimitiveTerms:
         linear between. Default True.
       heat_flux: surface heat flux restoring the top level toward t2m (K -> degC) with the
         learnable coefficient ``heat_restoring`` (W m^-2 K^-1). Default True.
+      freshwater_flux: the surface salt flux of evaporation minus precipitation.
+        ``"none"``: salt is closed. ``"e_minus_p"``: the virtual salt flux ``S_top (E - P)``
+        (psu m/s, into the sea where evaporation wins) from the forcing's `evaporation` and
+        `precipitation` (m/s of fresh water; `layout.Forcing`), the top level's own salinity
+        (after the step's horizontal transport, like the heat flux's T), through the implicit
+        vertical solve; the volume stays fixed (no freshwater volume flux). A forcing without
+        the two fields: ConfigError naming this key. Default "none".
       bottom_drag: linear drag ``r_b`` (m/s, learnable ``bottom_drag``) on the deepest wet layer.
         Default True.
       eos: equation of state, ``"teos10"`` or ``"linear"`` (`eos.EOS_NAMES`). Default "teos10".
@@ -161,6 +170,7 @@ class PrimitiveTerms:
     vertical_mixing: bool = True
     wind_stress: bool = True
     heat_flux: bool = True
+    freshwater_flux: str = "none"
     bottom_drag: bool = True
     eos: str = "teos10"
     drag_coefficient: float = 1.3e-3
@@ -196,6 +206,10 @@ class PrimitiveTerms:
             raise ConfigError(
                 f"physics.primitive.rhie_chow_pressure must be one of {RHIE_CHOW_PRESSURES}, "
                 f"got {self.rhie_chow_pressure!r}")
+        if self.freshwater_flux not in FRESHWATER_FLUXES:
+            raise ConfigError(
+                f"physics.primitive.freshwater_flux must be one of {FRESHWATER_FLUXES}, "
+                f"got {self.freshwater_flux!r}")
         if self.barotropic_depth not in BAROTROPIC_DEPTHS:
             raise ConfigError(
                 f"physics.primitive.barotropic_depth must be one of {BAROTROPIC_DEPTHS}, "
