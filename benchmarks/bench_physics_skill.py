@@ -94,9 +94,13 @@ def variants():
 
 
 def _with_world_sea_floor(grid):
-    """`grid` with the embedded world's sea floor at its resolution (the datasets do not carry
-    one): the twin's grid is the world's, coarse-grained."""
+    """`grid` with its dataset's sea floor, or the embedded world's at its resolution (a demo
+    twin generated before the datasets carried one): the twin's grid is the world's,
+    coarse-grained."""
     from neuralogcm_jax.data.world import load_world
+
+    if grid.sea_floor_m is not None:
+        return grid
 
     world = load_world(float(abs(grid.lat[1] - grid.lat[0])), grid.n_levels).grid
     depth = world.sea_floor_m

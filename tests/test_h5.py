@@ -198,6 +198,35 @@ def test_orientation_is_read_not_assumed(tmp_path):
         hf.open_dataset(tmp_path)
 
 
+def test_the_land_mask_may_carry_the_sea_floor(tmp_path):
+    """``land_mask.h5``'s optional ``sea_floor_m`` [H, W] becomes `Grid.sea_floor_m` (0 on
+    land); a wrong shape is refused when written, a wrong shape or a NaN in an ocean cell when
+    read, naming the file and the dataset; without it the grid has none."""
+    make_root(tmp_path, {"train": [2019]})
+    assert hf.open_dataset(tmp_path).grid.sea_floor_m is None
+    lat, lon = hf.default_coords(H, W)
+    depth = np.linspace(100.0, 5000.0, H * W).reshape(H, W)
+    h5write.write_land_mask(tmp_path, wet_mask(), lat, lon, depth)
+    grid = hf.open_dataset(tmp_path).grid
+    ocean = grid.wet[0]
+    assert ocean.any() and (~ocean).any()
+    np.testing.assert_allclose(grid.sea_floor_m[ocean], depth[ocean], rtol=1e-7)  # float32 file
+    assert (grid.sea_floor_m[~ocean] == 0).all()
+    with pytest.raises(DataError, match=r"land_mask\.h5: sea floor depth must be \[H, W\]"):
+        h5write.write_land_mask(tmp_path, wet_mask(), lat, lon, depth[:-1])
+    bad = depth.copy()
+    j, i = np.argwhere(ocean)[0]
+    bad[j, i] = np.nan
+    h5write.write_land_mask(tmp_path, wet_mask(), lat, lon, bad)
+    with pytest.raises(DataError, match=rf"land_mask\.h5: dataset 'sea_floor_m': .*nan in row {j}"):
+        hf.open_dataset(tmp_path)
+    with h5py.File(tmp_path / hf.LAND_MASK_FILE, "a") as f:
+        del f[hf.SEA_FLOOR_KEY]
+        f.create_dataset(hf.SEA_FLOOR_KEY, data=np.ones((H + 1, W), np.float32))
+    with pytest.raises(DataError, match=r"land_mask\.h5: dataset 'sea_floor_m': sea floor depth has shape"):
+        hf.open_dataset(tmp_path)
+
+
 def test_default_coordinates_for_files_without_them(tmp_path):
     make_root(tmp_path, {"train": [2019]}, h=121, w=24, land_mask=False, coords=False)
     dr = hf.open_dataset(tmp_path)

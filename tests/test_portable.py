@@ -149,6 +149,11 @@ def test_checkpoint_holds_grid_stats_versions_and_model_config(run):
     root = h5format.open_dataset(run / "data", nan_check_days=0)
     checkpointing.check_same_grid(root.grid, root.layout, loaded.grid, loaded.model.layout, "x")
     assert checkpointing.stats_differences(root.load_stats(), loaded.stats) == []
+    # the twin's sea floor (its land mask's) travels with the checkpoint and the export
+    assert root.grid.sea_floor_m is not None and root.grid.sea_floor_m.max() > 1000.0
+    np.testing.assert_array_equal(loaded.grid.sea_floor_m, root.grid.sea_floor_m)
+    with np.load(run / "export" / "grid.npz") as z:
+        np.testing.assert_array_equal(z["sea_floor_m"], root.grid.sea_floor_m)
     emeta = json.loads((run / "export" / "metadata.json").read_text())
     assert emeta["export_format_version"] == checkpointing.EXPORT_FORMAT_VERSION
     with np.load(run / "export" / "stats.npz") as z:

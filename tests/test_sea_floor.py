@@ -159,3 +159,25 @@ def test_bad_sea_floor_settings_are_named():
     geo = shallow.geometry(jnp.float64)
     assert np.allclose(np.asarray(geo.bt_depth), np.asarray(geo.col_depth))
     assert float(jnp.abs(geo.passive).max()) == 0.0
+
+
+def test_the_sea_floor_travels_with_the_model_arrays():
+    """A checkpoint's grid entry keeps the sea floor (`checkpointing.model_arrays`,
+    `grid_from_arrays`); a damaged one is a CheckpointError naming where; a grid without one
+    stores none."""
+    from neuralogcm_jax.checkpointing import grid_from_arrays, model_arrays
+    from neuralogcm_jax.checkpointing.metadata import grid_fingerprint
+    from neuralogcm_jax.data.normalize import Stats
+    from neuralogcm_jax.errors import CheckpointError
+    from neuralogcm_jax.layout import ChannelLayout
+
+    g0 = Grid.regular(30.0, depth=LEVELS)
+    g = g0.with_sea_floor(np.linspace(50.0, 6000.0, g0.lat.size * g0.lon.size).reshape(g0.shape))
+    layout = ChannelLayout(LEVELS)
+    arrays = model_arrays(g, Stats.identity(g.wet, layout))["grid"]
+    back = grid_from_arrays(arrays, {"grid": grid_fingerprint(g)}, "ck/model/grid")
+    np.testing.assert_array_equal(back.sea_floor_m, g.sea_floor_m)
+    bad = dict(arrays, sea_floor_m=-arrays["sea_floor_m"])
+    with pytest.raises(CheckpointError, match="ck/model/grid: the stored grid is invalid: sea floor"):
+        grid_from_arrays(bad, {}, "ck/model/grid")
+    assert "sea_floor_m" not in model_arrays(g0, Stats.identity(g0.wet, layout))["grid"]

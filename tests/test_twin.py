@@ -418,6 +418,23 @@ def test_stored_daily_mean_is_the_average_of_the_substeps(tiny, by_hand):
             assert hand < 0.05 * old and hand < 1e-2 * scale, (d, v, hand, old, scale)
 
 
+def test_coarse_graining_carries_the_mean_sea_floor(by_hand):
+    """The model grid's sea floor (`Grid.sea_floor_m`, the world's ETOPO5 depth) is the mean of
+    the truth ocean's under each coarse ocean cell: within the range of those depths, 0 on
+    land, and deeper than the levels somewhere."""
+    truth = by_hand[0]
+    g, cg = truth.world.grid, truth.coarse
+    fine, ocean = g.sea_floor_m, g.wet[0]
+    coarse = cg.grid.sea_floor_m
+    assert fine is not None and coarse is not None
+    under = (cg.a_lat[:, None, :, None] > 0) & (cg.a_lon[None, :, None, :] > 0)  # [h, w, H, W]
+    for j, i in np.argwhere(cg.grid.wet[0]):
+        sel = under[j, i] & ocean
+        assert fine[sel].min() - 1e-9 <= coarse[j, i] <= fine[sel].max() + 1e-9, (j, i)
+    assert (coarse[~cg.grid.wet[0]] == 0).all()
+    assert coarse.max() > g.dz.sum()
+
+
 def test_coarse_graining_conserves_the_area_integral_of_every_field(by_hand):
     """A truth state after two days (real currents, SSH and tracer structure) and a rough random
     field, coarse-grained from 6 to 12 deg: every area integral over the truth ocean is kept to

@@ -21,6 +21,7 @@ from neuralogcm_jax.grid import Grid
 from neuralogcm_jax.layout import ChannelLayout
 
 GRID_KEYS = ("lat", "lon", "depth", "wet")
+SEA_FLOOR_KEY = "sea_floor_m"  # an optional grid entry
 STATS_KEYS = ("mean", "std", "clim_harmonics")
 
 
@@ -59,12 +60,15 @@ def from_storable(tree: Any, abstract: Any) -> Any:
 
 # ------------------------------------------------------------------------------ model arrays
 def model_arrays(grid: Grid, stats) -> dict[str, dict[str, np.ndarray]]:
-    """The ``model`` item: ``{"grid": {lat, lon, depth, wet}, "stats": {mean, std,
-    clim_harmonics}}`` as numpy arrays (what, with the config, rebuilds the model)."""
+    """The ``model`` item: ``{"grid": {lat, lon, depth, wet[, sea_floor_m]}, "stats": {mean,
+    std, clim_harmonics}}`` as numpy arrays (what, with the config, rebuilds the model);
+    ``sea_floor_m`` only for a grid with one (`Grid.sea_floor_m`)."""
+    g = {"lat": np.asarray(grid.lat, np.float64), "lon": np.asarray(grid.lon, np.float64),
+         "depth": np.asarray(grid.depth, np.float64), "wet": np.asarray(grid.wet, np.uint8)}
+    if grid.sea_floor_m is not None:
+        g[SEA_FLOOR_KEY] = np.asarray(grid.sea_floor_m, np.float64)
     return {
-        "grid": {"lat": np.asarray(grid.lat, np.float64), "lon": np.asarray(grid.lon, np.float64),
-                 "depth": np.asarray(grid.depth, np.float64),
-                 "wet": np.asarray(grid.wet, np.uint8)},
+        "grid": g,
         "stats": {"mean": np.asarray(stats.mean, np.float32),
                   "std": np.asarray(stats.std, np.float32),
                   "clim_harmonics": np.asarray(stats.harmonics, np.float32)},
@@ -88,6 +92,8 @@ def grid_from_arrays(arrays: dict, meta: dict, where: str) -> Grid:
     a = _need(arrays, GRID_KEYS, where)
     try:
         grid = Grid.from_coords(a["lat"], a["lon"], a["depth"], a["wet"].astype(bool))
+        if SEA_FLOOR_KEY in arrays:
+            grid = grid.with_sea_floor(_need(arrays, (SEA_FLOOR_KEY,), where)[SEA_FLOOR_KEY])
     except (GridError, ValueError, IndexError) as e:
         raise CheckpointError(f"{where}: the stored grid is invalid: {e}") from None
     want = meta.get("grid", {})

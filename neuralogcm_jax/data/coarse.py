@@ -68,6 +68,11 @@ class CoarseGrainer:
         self.fraction = overlap_wet / reg.tgt_area[None]
         wet = self.fraction >= self.wet_fraction - 1e-9
         self.grid = coarse.with_wet(wet)
+        if fine.sea_floor_m is not None:  # the mean depth of the fine ocean under each cell
+            floor = self._sum((fine.sea_floor_m * fine_wet[0])[None])[0]
+            self.grid = self.grid.with_sea_floor(
+                np.where(overlap_wet[0] > 0, floor / np.where(overlap_wet[0] > 0,
+                                                                overlap_wet[0], 1.0), 0.0))
         # overlap units -> m^2: R^2 d(sin lat) d(lon rad)
         self._to_m2 = fine.radius**2 * np.pi / 180.0
         self.wet_area = overlap_wet * self._to_m2

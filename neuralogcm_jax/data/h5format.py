@@ -11,7 +11,9 @@ Layout (described in `docs/design.md`, "Data layout")::
       climate_harmonics_s_t_ssh.npy  [2 K + 1, n_ocean, H, W]  its compact form (optional:
                                 fitted from the 366-day table on load when missing; see
                                 `neuralogcm_jax.data.normalize`)
-      land_mask.h5              optional, dataset ``fields`` [C, H, W], 1 = ocean (wet), 0 = land
+      land_mask.h5              optional, dataset ``fields`` [C, H, W], 1 = ocean (wet), 0 = land;
+                                optional dataset ``sea_floor_m`` [H, W], the real sea-floor depth
+                                (m, positive down), `Grid.sea_floor_m`
 
 Each year file holds the dataset ``fields``: float32 ``[T, C, H, W]`` daily means, ``T`` = 365, or
 366 in leap years, channels in `neuralogcm_jax.layout` order, NaN on land. Files written here also
@@ -54,6 +56,7 @@ STD_FILE = "std_s_t_ssh.npy"
 CLIM_FILE = "climate_mean_s_t_ssh.npy"
 HARMONICS_FILE = "climate_harmonics_s_t_ssh.npy"
 LAND_MASK_FILE = "land_mask.h5"
+SEA_FLOOR_KEY = "sea_floor_m"  # in LAND_MASK_FILE, optional
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
 
@@ -367,12 +370,15 @@ def open_dataset(
     # -- wet mask
     mask_path = root / LAND_MASK_FILE
     has_mask = mask_path.is_file()
+    sea_floor = None
     if has_mask:
         with _open_h5(mask_path) as f:
             if FIELDS_KEY not in f:
                 raise DataError(f"{mask_path}: no dataset {FIELDS_KEY!r}")
             m = _read(f[FIELDS_KEY], (), mask_path)
             mlat = np.asarray(f["lat"][()]) if "lat" in f else None
+            if SEA_FLOOR_KEY in f:
+                sea_floor = _read(f[SEA_FLOOR_KEY], (), mask_path)
         if m.shape != (C, H, W):
             raise DataError(f"{mask_path}: land mask has shape {m.shape}, data is {(C, H, W)}")
         if mlat is not None and not np.allclose(mlat, lat):
@@ -392,6 +398,11 @@ def open_dataset(
         grid = Grid.from_coords(lat, lon, layout.depths_m, wet_levels)
     except GridError as e:
         raise DataError(f"{rpath}: coordinates do not describe a global grid: {e}") from None
+    if sea_floor is not None:
+        try:
+            grid = grid.with_sea_floor(sea_floor)
+        except GridError as e:
+            raise DataError(f"{mask_path}: dataset {SEA_FLOOR_KEY!r}: {e}") from None
 
     # -- stats
     if require_stats:

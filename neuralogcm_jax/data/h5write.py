@@ -19,6 +19,7 @@ from neuralogcm_jax.data.h5format import (
     FORMAT_VERSION,
     HARMONICS_FILE,
     LAND_MASK_FILE,
+    SEA_FLOOR_KEY,
     MEAN_FILE,
     STD_FILE,
 )
@@ -177,8 +178,11 @@ def write_land_mask(
     mask: np.ndarray,
     lat: Sequence[float] | None = None,
     lon: Sequence[float] | None = None,
+    sea_floor_m: np.ndarray | None = None,
 ) -> Path:
-    """Write ``land_mask.h5``: ``mask`` ``[C, H, W]`` with 1 = ocean (wet), 0 = land.
+    """Write ``land_mask.h5``: ``mask`` ``[C, H, W]`` with 1 = ocean (wet), 0 = land, and, when
+    given, the real sea-floor depth ``sea_floor_m`` ``[H, W]`` (m, positive down; the depth the
+    deepest level may lie above, `Grid.sea_floor_m`).
 
     A grid wet mask ``[L, H, W]`` is not accepted here: expand it with
     `ChannelLayout.wet_channels` first, so every channel's mask is explicit on disk."""
@@ -186,6 +190,9 @@ def write_land_mask(
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise DataError(f"{path}: land mask must be [C, H, W], got shape {mask.shape}")
+    if sea_floor_m is not None and np.shape(sea_floor_m) != mask.shape[1:]:
+        raise DataError(f"{path}: sea floor depth must be [H, W] = {mask.shape[1:]}, got shape "
+                        f"{np.shape(sea_floor_m)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_target(path)
     try:
@@ -195,6 +202,8 @@ def write_land_mask(
                 f.create_dataset("lat", data=np.asarray(lat, dtype=np.float64))
             if lon is not None:
                 f.create_dataset("lon", data=np.asarray(lon, dtype=np.float64))
+            if sea_floor_m is not None:
+                f.create_dataset(SEA_FLOOR_KEY, data=np.asarray(sea_floor_m, dtype=np.float32))
         os.replace(tmp, path)
     finally:
         if tmp.exists():

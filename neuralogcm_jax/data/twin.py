@@ -112,7 +112,8 @@ def _write_statistics(root: Path, train_files: Sequence[tuple[int, Path]], layou
     """The statistics of the training years (`compute_stats`) and ``land_mask.h5``."""
     mean, std, clim, harmonics = compute_stats(train_files, layout, grid.wet)
     h5write.write_stats(root, mean, std, clim, harmonics)
-    h5write.write_land_mask(root, layout.wet_channels(grid.wet), grid.lat, grid.lon)
+    h5write.write_land_mask(root, layout.wet_channels(grid.wet), grid.lat, grid.lon,
+                            grid.sea_floor_m)
 
 
 # ------------------------------------------------------------------------------ generation
@@ -388,7 +389,9 @@ def _readme(spec: DatasetSpec, seed: int, truth: Truth, timing: dict) -> str:
         "the forcing channels of day t. Stats from the training years: "
         "`climate_mean_s_t_ssh.npy` [366, n_ocean, H, W] (31-day circular window, 0 on land), "
         "`mean_s_t_ssh.npy`, `std_s_t_ssh.npy` [C] (ocean: anomalies about the climatology; "
-        "forcing: raw values); `land_mask.h5` [C, H, W], 1 = ocean. `spec.json` holds the full "
+        "forcing: raw values); `land_mask.h5`: `fields` [C, H, W], 1 = ocean, and "
+        "`sea_floor_m` [H, W], the embedded world's ETOPO5 mean sea-floor depth under each cell "
+        "(m; the truth's barotropic mode does not use it). `spec.json` holds the full "
         "specification and the timing.",
         "",
         "Sources of the world: neuralogcm_jax/data/embedded/SOURCES.md.",
