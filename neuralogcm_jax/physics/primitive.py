@@ -159,12 +159,14 @@ class PrimitiveGeometry:
     bt_face_depth_x: Array  # [H, W]
     bt_face_depth_y: Array  # [H+1, W]
     # With the sea floor, the passive layer below the deepest level: its thickness at the
-    # centres [H, W] and faces, and the deepest wet level [L, H, W] (1 there, else 0); None
-    # with "levels".
+    # centres [H, W] and faces, and the deepest wet level [L, H, W] at the centres and the
+    # deepest open one at the east and row faces (1 there, else 0); None with "levels".
     passive: Array | None = None
     passive_x: Array | None = None
     passive_y: Array | None = None
     bottom: Array | None = None
+    bottom_x: Array | None = None
+    bottom_y: Array | None = None
 
     @classmethod
     def from_grid(cls, grid: Grid, dtype: Any, polar_filter_lat_deg: float | None,
@@ -188,9 +190,13 @@ class PrimitiveGeometry:
             bt_y = np.zeros_like(face_depth_y)
             bt_y[1:-1] = np.minimum(bt[1:], bt[:-1])
             bt_y = bt_y * grid.face_mask_y[0]
-            onehot = np.arange(wet.shape[0])[:, None, None] == grid.bottom_level[None]
+            def deepest(m):  # the deepest True level of each column of m [L, ...]
+                k = np.arange(m.shape[0]).reshape((-1,) + (1,) * (m.ndim - 1))
+                return arr((k == m.sum(0)[None] - 1) & m)
+
             deep = dict(passive=arr(bt - col_depth), passive_x=arr(bt_x - face_depth_x),
-                        passive_y=arr(bt_y - face_depth_y), bottom=arr(onehot & wet))
+                        passive_y=arr(bt_y - face_depth_y), bottom=deepest(wet),
+                        bottom_x=deepest(grid.face_mask_x), bottom_y=deepest(grid.face_mask_y))
         grid_sfc = grid.with_levels(grid.depth[:1], wet[:1])
         depth = np.asarray(grid.depth, np.float64)
         return cls(
@@ -297,15 +303,28 @@ class PrimitiveEquation:
     def rho0(self) -> float:
         return float(self.terms.rho0_kg_m3)
 
+    @property
+    def _passive(self) -> bool:
+        """Whether the barotropic mode reaches below the levels (`barotropic_depth`)."""
+        return self.terms.free_surface and self.geo.passive is not None
+
+    def depth_mean(self, q: Array) -> Array:
+        """The barotropic mode's depth mean ``[H, W]`` of ``q`` ``[L, H, W]`` (0 on land): over
+        the levels, or with the sea floor over the whole depth, the passive layer below the
+        deepest level taking that level's value (`PrimitiveTerms.barotropic_depth`)."""
+        geo = self.geo
+        total = vertical.level_sum(q, geo.dz[:, 0, 0])
+        if self._passive:
+            return (total + geo.passive * vertical.level_sum(geo.bottom * q)) / geo.bt_depth
+        return total / geo.col_depth
+
     def half_rotation(self, u: Array, v: Array, dt: float) -> tuple[Array, Array]:
         """Coriolis over ``dt / 2`` of what step 2 does not rotate in its subcycle: the
         deviation from the depth mean with a free surface, all of the flow without."""
         ops = self.geo.ops
         if not self.terms.free_surface:
             return coriolis_rotation(u, v, ops.coriolis, 0.5 * dt)
-        dz_k = self.geo.dz[:, 0, 0]
-        ubar = vertical.level_sum(u, dz_k) / self.geo.col_depth
-        vbar = vertical.level_sum(v, dz_k) / self.geo.col_depth
+        ubar, vbar = self.depth_mean(u), self.depth_mean(v)
         du, dv = coriolis_rotation(u - ubar, v - vbar, ops.coriolis, 0.5 * dt)
         return (du + ubar) * ops.wet, (dv + vbar) * ops.wet
 
@@ -360,22 +379,18 @@ class PrimitiveEquation:
                 face = tuple(jnp.asarray(tau, gx.dtype) * e for e in ex)
                 if self.terms.free_surface and self.terms.rhie_chow_pressure == "total":
                     # the depth mean (open thicknesses at the faces) for the subcycle
-                    # (over the barotropic mode's depth: the passive layer has no excess)
-                    face_mean = (
-                        vertical.level_sum(geo.dz * ops.mask_x * ex[0])
-                        / _safe(geo.bt_face_depth_x),
-                        vertical.level_sum(geo.dz * ops.mask_y * ex[1])
-                        / _safe(geo.bt_face_depth_y))
+                    sx = vertical.level_sum(geo.dz * ops.mask_x * ex[0])
+                    sy = vertical.level_sum(geo.dz * ops.mask_y * ex[1])
+                    if self._passive:  # the passive layer has its deepest open level's
+                        sx = sx + geo.passive_x * vertical.level_sum(geo.bottom_x * ex[0])
+                        sy = sy + geo.passive_y * vertical.level_sum(geo.bottom_y * ex[1])
+                    face_mean = (sx / _safe(geo.bt_face_depth_x), sy / _safe(geo.bt_face_depth_y))
         u, v = self.half_rotation(u, v, dt)
         depth_mean = None
         if self.terms.free_surface:
-            dz_k = geo.dz[:, 0, 0]
-            gx_bar = vertical.level_sum(du * wet, dz_k) / geo.col_depth
-            gy_bar = vertical.level_sum(dv * wet, dz_k) / geo.col_depth
+            # (the passive layer below the levels, if any, has its deepest level's tendency)
+            gx_bar, gy_bar = self.depth_mean(du * wet), self.depth_mean(dv * wet)
             du, dv = du - gx_bar, dv - gy_bar
-            if geo.passive is not None:  # the passive layer below shares the depth-mean force
-                gx_bar = gx_bar * geo.col_depth / geo.bt_depth
-                gy_bar = gy_bar * geo.col_depth / geo.bt_depth
             depth_mean = (gx_bar * wet[0], gy_bar * wet[0])
         if face is None and depth_mean is None:
             slow = None
@@ -495,11 +510,8 @@ class PrimitiveEquation:
         """
         geo, ops = self.geo, self.geo.ops
         wet = ops.wet
-        H = geo.col_depth
         # Depth sums as products over the levels (`vertical.level_sum`: fast on CPU).
-        dz_k = geo.dz[:, 0, 0]
-        ubar = vertical.level_sum(u, dz_k) / H
-        vbar = vertical.level_sum(v, dz_k) / H
+        ubar, vbar = self.depth_mean(u), self.depth_mean(v)
         lay_x = geo.dz * ops.mask_x  # open thickness of each layer at the east face
         lay_y = geo.dz * ops.mask_y
         if self.terms.free_surface:
@@ -521,24 +533,32 @@ class PrimitiveEquation:
         # Layer transports (m^3/s): the baroclinic part of each layer's face velocity plus an
         # equal share of the time-mean barotropic transport, so that sum_k = fx_bt exactly.
         fx_l = lay_x * ue * ops.dy
-        if ops.has_polar_filter:
-            # Filter the baroclinic part like the barotropic one (internal waves in polar rows).
-            fx_l = ops.polar_filter(
-                fx_l - lay_x / _safe(geo.face_depth_x) * vertical.level_sum(fx_l))
-        fx_l = fx_l + lay_x / _safe(geo.face_depth_x) * (fx_bt - vertical.level_sum(fx_l))
         fy_l = lay_y * wr * ops.face_len_y
-        passive = self.terms.free_surface and geo.passive is not None
+        passive = self._passive
         if passive:
-            # The levels carry their open depth's share of the barotropic transport, the passive
-            # layer below them the rest (it moves with the depth-mean flow).
-            fx_l = fx_l + lay_x * (fx_bt / _safe(geo.bt_face_depth_x)
-                                   - vertical.level_sum(fx_l) / _safe(geo.face_depth_x))
-            fy_l = fy_l + lay_y * (fy_bt / _safe(geo.bt_face_depth_y)
-                                   - vertical.level_sum(fy_l) / _safe(geo.face_depth_y))
-            div_p = geo.ops2d.flux_divergence(
-                (geo.passive_x / _safe(geo.bt_face_depth_x) * fx_bt)[None],
-                (geo.passive_y / _safe(geo.bt_face_depth_y) * fy_bt)[None])[0] * wet[0]
+            # The passive layer below the levels moves with the deepest open level of each face.
+            fx_p = geo.passive_x * vertical.level_sum(geo.bottom_x * ue) * ops.dy
+            fy_p = geo.passive_y * vertical.level_sum(geo.bottom_y * wr) * ops.face_len_y
+            bt_x, bt_y = _safe(geo.bt_face_depth_x), _safe(geo.bt_face_depth_y)
+            if ops.has_polar_filter:  # the baroclinic part filtered (internal waves)
+                tot = vertical.level_sum(fx_l) + fx_p
+                fx_l = ops.polar_filter(fx_l - lay_x / bt_x * tot)
+                fx_p = fx_p - geo.passive_x / bt_x * tot
+                if geo.ops2d.has_polar_filter:
+                    fx_p = geo.ops2d.polar_filter(fx_p[None])[0]
+            # Each layer's share of what the barotropic transport adds, so that the levels and
+            # the passive layer together carry fx_bt exactly.
+            rest_x = fx_bt - vertical.level_sum(fx_l) - fx_p
+            rest_y = fy_bt - vertical.level_sum(fy_l) - fy_p
+            fx_l, fx_p = fx_l + lay_x / bt_x * rest_x, fx_p + geo.passive_x / bt_x * rest_x
+            fy_l, fy_p = fy_l + lay_y / bt_y * rest_y, fy_p + geo.passive_y / bt_y * rest_y
+            div_p = geo.ops2d.flux_divergence(fx_p[None], fy_p[None])[0] * wet[0]
         else:
+            if ops.has_polar_filter:
+                # Filter the baroclinic part like the barotropic one (internal waves in polar
+                # rows).
+                fx_l = ops.polar_filter(
+                    fx_l - lay_x / _safe(geo.face_depth_x) * vertical.level_sum(fx_l))
             fx_l = fx_l + lay_x / _safe(geo.face_depth_x) * (fx_bt - vertical.level_sum(fx_l))
             fy_l = fy_l + lay_y / _safe(geo.face_depth_y) * (fy_bt - vertical.level_sum(fy_l))
         div_l = ops.flux_divergence(fx_l, fy_l) * wet  # div(h_k U_k), m/s

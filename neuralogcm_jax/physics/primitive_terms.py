@@ -152,12 +152,13 @@ class PrimitiveTerms:
         model levels' column (at most 643 m on the 23 GLORYS levels: gravity waves of 80 m/s
         instead of the real ocean's 200, and f/H of a flat shelf sea). ``"sea_floor"``: the real
         sea floor of the grid (`Grid.sea_floor_m`, the embedded world's ETOPO5 depth; at least
-        the levels' column), through a passive layer below the deepest level that moves with the
-        levels' depth-mean velocity, feels eta's gradient but no baroclinic pressure (its
-        density taken as compensating the levels', the deep ocean's weak flow), and has the T
-        and S of the level above it: it carries the barotropic transport the levels cannot hold,
-        the levels stretch with eta over the whole depth (z*), and the water it exchanges with
-        the deepest level crosses the level's floor with that level's T and S (so the levels'
+        the levels' column), through a passive layer below the deepest level that is that
+        level continued down to the sea floor for the barotropic mode: it has the deepest
+        level's velocity, tendencies and pressure gradient (at the faces, the deepest open
+        level's), so the depth-mean flow, its forcing and the transports are over the whole
+        depth while a deep flow stays as weak as the deepest level's; the levels stretch with
+        eta over the whole depth (z*), and the water the passive layer exchanges with the
+        deepest level crosses that level's floor with the level's own T and S (so the levels'
         heat and salt content changes by that exchange only). The subcycle's short step
         follows the faster waves (about sqrt(6000 / 643) = 3 times more short steps at 1.5
         deg). A grid without a sea floor: ConfigError. Default "levels".
