@@ -198,6 +198,36 @@ def test_conversion_end_to_end(inputs, tmp_path):
     assert int(s["doy"]) == 364 and np.isfinite(s["state"]).all()
 
 
+def write_bathymetry(path, name="deptho"):
+    """A GLORYS-like static file: the sea floor 1000 m + 100 m per target block row, NaN on land."""
+    d = 1000.0 + 1000.0 * block_pattern(SRC_LAT, SRC_LON)
+    d = np.where(ocean_land(SRC_LAT, SRC_LON), np.nan, d)
+    xr.Dataset({name: (("latitude", "longitude"), d.astype(np.float32))},
+               coords={"latitude": SRC_LAT, "longitude": SRC_LON}).to_netcdf(path)
+
+
+def test_the_glorys_sea_floor_is_regridded_into_the_land_mask(inputs, tmp_path):
+    """``--bathymetry``: GLORYS's ``deptho`` becomes the grid's sea floor, the mean of the ocean
+    under each target cell (a block-constant depth: exactly its value); a file without
+    ``deptho`` is one error naming it, before anything is written."""
+    d, glorys, era = inputs
+    write_bathymetry(d / "bathy.nc")
+    out = tmp_path / "root"
+    assert cli.main(cli_args(glorys, era, out, "--split", "test", "--stats", "yes",
+                             "--bathymetry", str(d / "bathy.nc"))) == 0
+    grid = hf.open_dataset(out).grid
+    ocean = grid.wet[0]
+    want = 1000.0 + 1000.0 * block_pattern(TGT.lat, TGT.lon)
+    np.testing.assert_allclose(grid.sea_floor_m[ocean], want[ocean], rtol=1e-6)
+    assert (grid.sea_floor_m[~ocean] == 0).all()
+    write_bathymetry(d / "no_deptho.nc", name="elevation")
+    out2 = tmp_path / "root2"
+    with pytest.raises(DataError, match=r"no_deptho\.nc: no variable 'deptho'"):
+        cv.convert(glorys, era, out2, [YEAR], "test", grid=TGT, layout=LAYOUT, progress=False,
+                   bathymetry=d / "no_deptho.nc")
+    assert not out2.exists()
+
+
 def test_incomplete_inputs_are_refused_before_writing(inputs, tmp_path):
     d, glorys, era = inputs
     out = tmp_path / "root"

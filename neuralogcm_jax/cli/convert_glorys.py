@@ -18,6 +18,10 @@ from neuralogcm_jax.layout import ChannelLayout
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--glorys", nargs="+", required=True, help="GLORYS12 netCDF files (thetao, so, uo, vo, zos)")
     p.add_argument("--era5", nargs="+", required=True, help="ERA5 netCDF files (u10, v10, t2m, msl)")
+    p.add_argument("--bathymetry", default=None,
+                   help="GLORYS12 static file with 'deptho' (GLO-MFC_001_030_mask_bathy.nc): the "
+                        "sea-floor depth, stored in land_mask.h5 (primitive mode's "
+                        "barotropic_depth: sea_floor)")
     p.add_argument("--out", required=True, help="data root to write (OUT/SPLIT/YEAR.h5)")
     p.add_argument("--years", nargs="+", required=True, help="years or ranges, e.g. 1993-2017")
     p.add_argument("--split", required=True, choices=h5format.SPLITS)
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     written = convert(
         args.glorys, args.era5, args.out, years, args.split, grid=grid, layout=layout,
         vertical=args.vertical, wet_fraction=args.wet_fraction, overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet, bathymetry=args.bathymetry,
     )
     if args.stats == "yes" or (args.stats == "auto" and args.split == "train"):
         compute_stats(args.out, args.split, progress=not args.quiet)

@@ -9,6 +9,10 @@ Inputs (any number of files each, split by time and/or by variable as the servic
   ``(time or valid_time, latitude, longitude)``, latitudes north to south, longitudes 0 .. 360;
   hourly, sub-daily or daily: every value falling on a calendar date is averaged into that day.
 
+* optionally the GLORYS12 static file (``GLO-MFC_001_030_mask_bathy.nc``): ``deptho`` (m), the
+  sea-floor depth on ``(latitude, longitude)``, NaN on land, regridded as the mean over the
+  ocean under each target cell into ``land_mask.h5``'s ``sea_floor_m`` (`Grid.sea_floor_m`).
+
 Output: ``OUT/SPLIT/YEAR.h5`` (`h5write.write_year` layout, coordinates stored), ``land_mask.h5``,
 and for the training split the statistics (`compute_stats`).
 
@@ -152,6 +156,34 @@ def _find(ds, names, path, what):
         if n in ds.variables or n in ds.dims:
             return n
     raise DataError(f"{path}: no {what} coordinate (looked for {', '.join(names)})")
+
+
+def read_sea_floor(path: str | os.PathLike, grid: Grid) -> np.ndarray:
+    """The GLORYS12 sea-floor depth ``deptho`` of `path` on `grid` ``[H, W]`` (m): the mean over
+    the valid source cells each target cell overlaps, 0 where it overlaps none (land)."""
+    xr = _xarray()
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: GLORYS bathymetry file not found")
+    try:
+        ds = xr.open_dataset(p)
+    except Exception as e:  # netCDF libraries raise many kinds
+        raise DataError(f"{p}: cannot open as netCDF: {e}") from None
+    with ds:
+        if "deptho" not in ds.variables:
+            raise DataError(f"{p}: no variable 'deptho' (the sea-floor depth of GLORYS12's static "
+                            f"file GLO-MFC_001_030_mask_bathy.nc)")
+        lat = np.asarray(ds[_find(ds, _LAT_NAMES, p, "latitude")].values, np.float64)
+        lon = np.asarray(ds[_find(ds, _LON_NAMES, p, "longitude")].values, np.float64)
+        d = np.asarray(ds["deptho"].values, np.float64)
+    d = d.reshape(d.shape[-2:]) if d.ndim > 2 and np.prod(d.shape[:-2]) == 1 else d
+    if d.shape != (lat.size, lon.size):
+        raise DataError(f"{p}: 'deptho' has shape {d.shape}, expected (latitude, longitude) = "
+                        f"{(lat.size, lon.size)}")
+    if np.any(d[np.isfinite(d)] < 0):
+        raise DataError(f"{p}: 'deptho' has negative depths (expected m, positive down)")
+    out = ConservativeRegridder(lat, lon, grid.lat, grid.lon, wet_fraction=1e-9)(d)
+    return np.nan_to_num(out, nan=0.0)
 
 
 class _Source:
@@ -303,9 +335,11 @@ def convert(
     wet_fraction: float = 0.5,
     overwrite: bool = False,
     progress: bool = True,
+    bathymetry: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Convert the given years to ``out/split/YEAR.h5`` on `grid` (default 1.5 deg N->S) and
-    `layout` (default 23 levels); also writes ``land_mask.h5``. Returns the files written.
+    `layout` (default 23 levels); also writes ``land_mask.h5`` (with the sea floor of the
+    GLORYS static file `bathymetry`, if given). Returns the files written.
 
     Every date of every year must be present in both sources (checked before anything is
     written); existing year files are refused unless `overwrite`."""
@@ -318,6 +352,7 @@ def convert(
     for t in targets:
         if t.exists() and not overwrite:
             raise DataError(f"{t}: exists; pass --overwrite to replace it")
+    sea_floor = None if bathymetry is None else read_sea_floor(bathymetry, grid)
     ocean = _Source(glorys, [GLORYS_VARIABLES[v] for v in OCEAN_3D_VARIABLES + ("SSH",)], "GLORYS")
     atmos = _Source(era5, list(ERA5_VARIABLES), "ERA5")
     try:
@@ -377,7 +412,7 @@ def convert(
         if first_day is not None:
             wet = np.isfinite(first_day)
             wet[layout.n_ocean :] = True
-            h5write.write_land_mask(out, wet, grid.lat, grid.lon)
+            h5write.write_land_mask(out, wet, grid.lat, grid.lon, sea_floor)
     finally:
         ocean.close()
         atmos.close()
