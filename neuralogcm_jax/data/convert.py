@@ -158,18 +158,23 @@ def _find(ds, names, path, what):
     raise DataError(f"{path}: no {what} coordinate (looked for {', '.join(names)})")
 
 
+def _open_netcdf(p: Path, kind: str):
+    """The xarray dataset of the file `p` (a `kind` input); DataError naming it if it is missing
+    or not netCDF."""
+    xr = _xarray()
+    if not p.is_file():
+        raise DataError(f"{p}: {kind} file not found")
+    try:
+        return xr.open_dataset(p)
+    except Exception as e:  # netCDF libraries raise many kinds
+        raise DataError(f"{p}: cannot open as netCDF: {e}") from None
+
+
 def read_sea_floor(path: str | os.PathLike, grid: Grid) -> np.ndarray:
     """The GLORYS12 sea-floor depth ``deptho`` of `path` on `grid` ``[H, W]`` (m): the mean over
     the valid source cells each target cell overlaps, 0 where it overlaps none (land)."""
-    xr = _xarray()
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: GLORYS bathymetry file not found")
-    try:
-        ds = xr.open_dataset(p)
-    except Exception as e:  # netCDF libraries raise many kinds
-        raise DataError(f"{p}: cannot open as netCDF: {e}") from None
-    with ds:
+    with _open_netcdf(p, "GLORYS bathymetry") as ds:
         if "deptho" not in ds.variables:
             raise DataError(f"{p}: no variable 'deptho' (the sea-floor depth of GLORYS12's static "
                             f"file GLO-MFC_001_030_mask_bathy.nc)")
@@ -190,7 +195,7 @@ class _Source:
     """Every time step of a set of variables across files, indexed by calendar date."""
 
     def __init__(self, paths, variables, kind: str):
-        xr = _xarray()
+        _xarray()  # the missing extra is named before anything else
         self.kind = kind
         self.datasets = []
         # var -> date -> [(dataset index, time index)]
@@ -201,12 +206,7 @@ class _Source:
         self._block_steps: dict[tuple, int] = {}
         for p in paths:
             p = Path(p)
-            if not p.is_file():
-                raise DataError(f"{p}: {kind} file not found")
-            try:
-                ds = xr.open_dataset(p)
-            except Exception as e:  # netCDF libraries raise many kinds
-                raise DataError(f"{p}: cannot open as netCDF: {e}") from None
+            ds = _open_netcdf(p, kind)
             k = len(self.datasets)
             self.datasets.append((p, ds))
             tname = _find(ds, _TIME_NAMES, p, "time")
