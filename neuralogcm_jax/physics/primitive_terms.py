@@ -203,26 +203,14 @@ class PrimitiveTerms:
             v = float(getattr(self, name))
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"physics.primitive.{name} must be > 0, got {v}")
-        if self.rhie_chow_pressure not in RHIE_CHOW_PRESSURES:
-            raise ConfigError(
-                f"physics.primitive.rhie_chow_pressure must be one of {RHIE_CHOW_PRESSURES}, "
-                f"got {self.rhie_chow_pressure!r}")
-        if self.freshwater_flux not in FRESHWATER_FLUXES:
-            raise ConfigError(
-                f"physics.primitive.freshwater_flux must be one of {FRESHWATER_FLUXES}, "
-                f"got {self.freshwater_flux!r}")
-        if self.barotropic_depth not in BAROTROPIC_DEPTHS:
-            raise ConfigError(
-                f"physics.primitive.barotropic_depth must be one of {BAROTROPIC_DEPTHS}, "
-                f"got {self.barotropic_depth!r}")
-        if self.convective_closure not in CONVECTIVE_CLOSURES:
-            raise ConfigError(
-                f"physics.primitive.convective_closure must be one of {CONVECTIVE_CLOSURES}, "
-                f"got {self.convective_closure!r}")
-        if self.vertical_advection_scheme not in vertical.VERTICAL_ADVECTION_SCHEMES:
-            raise ConfigError(
-                f"physics.primitive.vertical_advection_scheme must be one of "
-                f"{vertical.VERTICAL_ADVECTION_SCHEMES}, got {self.vertical_advection_scheme!r}")
+        for name, choices in (("rhie_chow_pressure", RHIE_CHOW_PRESSURES),
+                              ("freshwater_flux", FRESHWATER_FLUXES),
+                              ("barotropic_depth", BAROTROPIC_DEPTHS),
+                              ("convective_closure", CONVECTIVE_CLOSURES),
+                              ("vertical_advection_scheme", vertical.VERTICAL_ADVECTION_SCHEMES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"physics.primitive.{name} must be one of {choices}, "
+                                  f"got {getattr(self, name)!r}")
         if not 0.0 < float(self.barotropic_cfl) <= 1.0:
             raise ConfigError(
                 f"physics.primitive.barotropic_cfl must be in (0, 1], got {self.barotropic_cfl}"
