@@ -71,7 +71,7 @@ def _physics_for(world: World, truth: TruthSpec):
                                      convective_closure="substep",
                                      vertical_advection_scheme="upwind",
                                      baroclinic_face_correction=0.0,
-                                     rhie_chow_pressure="ssh"),
+                                     rhie_chow_pressure="ssh", rhie_chow_order=1),
         )
     else:
         # The paper-mode truth interleaves its surface closure with the physics every substep.

@@ -344,6 +344,24 @@ class Operators:
         fy = _pad_rows(0.5 * (cy[..., 1:, :] + cy[..., :-1, :])) * self.mask_y
         return fx, fy
 
+    def face_excess(self, gx: Array, gy: Array, order: int = 1) -> tuple[Array, Array]:
+        """What compact face gradients ``(gx [..., L, H, W], gy [..., L, H+1, W])`` (east faces,
+        row faces) hold beyond the faces' average of their centre averages, ``(I - A C)^order``
+        of them (``C``: each cell the mean of its two faces along an axis; ``A``: each face the
+        mean of its two cells, `centres_to_faces`). A 2-cell checkerboard of the field whose
+        gradients they are: all of it, whatever the order; a smooth field: ``(k dx / 2)^(2
+        order)`` of it (the Rhie-Chow excess; order 1 is ``grad_face - avg(grad_centre)``)."""
+        ex, ey = gx, gy
+        nx = self.mask_x + jnp.roll(self.mask_x, 1, axis=-1)
+        ny = self.mask_y[..., 1:, :] + self.mask_y[..., :-1, :]
+        inv_x = jnp.where(nx > 0, 1.0 / jnp.maximum(nx, 1.0), 0.0)
+        inv_y = jnp.where(ny > 0, 1.0 / jnp.maximum(ny, 1.0), 0.0)
+        for _ in range(int(order)):
+            ax, ay = self.centres_to_faces((ex + jnp.roll(ex, 1, axis=-1)) * inv_x,
+                                           (ey[..., 1:, :] + ey[..., :-1, :]) * inv_y)
+            ex, ey = ex - ax, ey - ay
+        return ex, ey
+
     def advective_fluxes(self, q: Array, u_east: Array, w_row: Array) -> tuple[Array, Array]:
         """Upwind limited fluxes ``q_face * velocity * face length`` (unfiltered).
 

@@ -36,7 +36,9 @@ One substep ``dt`` (operator splitting, each piece stable at the substep):
    ``dU/dt = -f k x U - g grad eta, deta/dt = -div(H U)`` with Coriolis rotated exactly at each
    short step and a Rhie-Chow face correction that damps the A-grid checkerboard of eta (by
    default of each level's whole hydrostatic pressure, eta and the density's together, so a
-   slope of eta compensated at depth drives a tenth of the deep flow: `rhie_chow_pressure`); its
+   slope of eta compensated at depth drives no deep flow: `rhie_chow_pressure`; and of third
+   order, so that a smooth balanced pressure drives next to no cross-isobar flow:
+   `rhie_chow_order`); its
    time-mean face transport fixes each layer's transport (the deviation from the depth mean is
    rotated by Coriolis exactly over the second half of dt). The centre force ``-g grad eta`` of the depth-mean
    flow is the adjoint of the face-transport divergence (see "Energy" below);
@@ -368,14 +370,14 @@ class PrimitiveEquation:
             du = du - gxc
             dv = dv - ops.y_sign * gyc
             # Rhie-Chow: what the compact face gradient sees beyond the faces' average of the
-            # centre forces (a 2 dx checkerboard: all of it; a smooth field: nearly none).
+            # centre averages, to `rhie_chow_order` (a 2 dx checkerboard: all of it; a smooth
+            # field: nearly none).
             tau = 0.0  # s, of the per-level correction
             if self.terms.free_surface and self.terms.rhie_chow_pressure == "total":
                 tau = 0.5 * self.dt_barotropic_s  # the subcycle's own, so that eta + p' is one
             tau += float(self.terms.baroclinic_face_correction) * dt
             if tau > 0.0:
-                ax, ay = ops.centres_to_faces(gxc, gyc)
-                ex = (gx - ax, gy - ay)
+                ex = ops.face_excess(gx, gy, self.terms.rhie_chow_order)
                 face = tuple(jnp.asarray(tau, gx.dtype) * e for e in ex)
                 if self.terms.free_surface and self.terms.rhie_chow_pressure == "total":
                     # the depth mean (open thicknesses at the faces) for the subcycle
@@ -405,8 +407,10 @@ class PrimitiveEquation:
         the adjoint of the divergence, see the module docstring), then
         ``eta -= dt_bt div(H U_face)``. The face velocity is the average of its
         two cells corrected by ``-g tau (grad_face eta - avg(grad_centre eta))`` (a Rhie-Chow
-        correction, ``tau = dt_bt / 2``): zero for smooth eta, it lets the compact face gradient
-        see, and damp, the grid-scale checkerboard of eta to which cell averages are blind.
+        correction, ``tau = dt_bt / 2``; of `PrimitiveTerms.rhie_chow_order` n, ``-g tau (I -
+        A C)^n grad_face eta``, `Operators.face_excess`): next to zero for smooth eta, it lets
+        the compact face gradient see, and damp, the grid-scale checkerboard of eta to which
+        cell averages are blind.
         The depth-mean flow is also rotated by Coriolis, exactly, at each short step, and
         accelerated by ``slow.depth_mean`` ``(Gx, Gy)`` (m/s^2, the depth mean of step 1's
         tendencies; `slow` None: none) in the same kick as the SSH gradient.
@@ -451,6 +455,12 @@ class PrimitiveEquation:
             fx, fy = o.centres_to_faces(cx[None], cy[None])
             return fx[0], fy[0]
 
+        rc_order = self.terms.rhie_chow_order
+
+        def excess(ex, ey):
+            fx, fy = o.face_excess(ex[None], ey[None], rc_order)
+            return fx[0], fy[0]
+
         rc_x = rc_w = gs_x = gs_w = None
         if slow is not None and slow.face_mean is not None:  # held through the subcycle
             rc_x = jnp.asarray(0.5 * dt_bt, dtype) * slow.face_mean[0]
@@ -479,9 +489,9 @@ class PrimitiveEquation:
             ub, vn = coriolis_rotation(ub, o.y_sign * wb, o.coriolis, 0.5 * dt_bt)
             wb = o.y_sign * vn
             ue, wr = to_faces(ub, wb)
-            gxa, gya = to_faces(gxc, gyc)
-            ue = ue - g_tau * (gx - gxa)
-            wr = wr - g_tau * (gy - gya)
+            ex, ey = excess(gx, gy)
+            ue = ue - g_tau * ex
+            wr = wr - g_tau * ey
             if rc_x is not None:
                 ue, wr = ue - rc_x * mx, wr - rc_w * my
             fx = (geo.bt_face_depth_x * ue * o.dy)[None]
