@@ -16,9 +16,9 @@ from neuralogcm_jax.errors import ConfigError
 
 # Truth coefficients (SI), each different from the model's default in physics/params.py and
 # physics/primitive_terms.py (defaults: nu_m 5e4, nu_t 1e3, kappa_v 1e-4, nu_v 1e-3,
-# heat_restoring 40, bottom_drag 1e-3, shear_nu 5e-3), except convective_kappa (0.1 in both; the truth's
-# convection differs in its closure instead: switched on at any inversion between neighbouring
-# levels, every substep; the model's ramps with the penetrative inversion, once a day).
+# heat_restoring 40, bottom_drag 1e-3, shear_nu 5e-3, convective_kappa 1); the truth's convection
+# also differs in its closure: switched on at any inversion between neighbouring levels, every
+# substep; the model's ramps with the penetrative inversion, once a day.
 TRUTH_COEFFICIENTS = {
     "nu_m": 8.0e4,
     "nu_t": 2.5e3,

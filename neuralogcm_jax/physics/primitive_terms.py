@@ -276,14 +276,14 @@ PRIMITIVE_COEFFICIENTS: dict[str, CoefficientSpec] = {
     ),
     # Convective adjustment as a large diffusivity, 1-10 m^2/s in z-level models: at 1 m^2/s a
     # 190 m unstable column mixes within a day, at 0.1 its inversion falls 30-fold
-    # (tests/test_primitive.py). The default is 0.1 because at 1 the float32 gradients of the
-    # 3 deg x 23 level world's 5-day loss left float64's by up to 9 % (docs/design.md); with the
-    # shear-mixing floor of 1e-6 s^-2 that case is within 1e-3 at 1, but the 6 deg x 23 ones are
-    # not (5-day convective_kappa 3.9 %, 2026-12-04).
+    # (tests/test_primitive.py). The default was 0.1 until 2026-12-05: at 1 the float32
+    # gradients of the 6 deg x 23 level world's 5-day loss left float64's by 3.9 %
+    # (convective_kappa), differentiated through the elimination of the vertical solve; with
+    # its implicit derivative (`vertical._implicit_solve`) 0.29 % (docs/design.md).
     # Implicit, so the bound only keeps the learned value physical. One value: it acts where a
     # column is unstable, at whatever depth.
     "convective_kappa": CoefficientSpec(
-        "convective_kappa", 0.1, "m^2/s",
+        "convective_kappa", 1.0, "m^2/s",
         "vertical diffusivity and viscosity across statically unstable interfaces",
         max_value=10.0, per_level=False,
     ),

@@ -147,6 +147,8 @@ def implicit_vertical_diffusion(
     # (~ eps kappa dt / h^2 relative, 1e-4 in float32 for convective mixing of the 1 m top
     # layers) then falls on the day's small change instead of on c itself (2e-3 degC per substep
     # at 20 degC), and the right-hand side has no cancellation.
+    # Its derivative is implicit (`_implicit_solve`), with the mixing written as couplings times
+    # differences, so that the derivative by the diffusivity is a product of differences too.
     resid = jnp.zeros_like(fields)
     if surface_flux is not None:
         q = jnp.asarray(surface_flux, dtype)
@@ -180,6 +182,7 @@ def implicit_vertical_diffusion(
             diag = diag + dt * ((wp_bot + wm_bot) - (wp_top + wm_top))
         else:  # the row sum of the flux form: the convergence of w
             rowsum = rowsum + dt * ((wp_top + wm_top) - (wp_bot + wm_bot))
+    a = None
     if L > 1:
         kappa = jnp.asarray(kappa, dtype)
         if kappa.ndim == 1:  # one value per interface
@@ -187,18 +190,66 @@ def implicit_vertical_diffusion(
         dzc = 0.5 * (h[1:] + h[:-1])
         # Coupling coefficient dt * kappa / dzc of each inner interface, zero where closed.
         a = jnp.where(interface_open(wet), dt * kappa / dzc, jnp.zeros((), dtype))
-        zero = jnp.zeros_like(a[:1])
-        upper = jnp.concatenate([zero, a], axis=0)  # coupling to the layer above, [L]
-        lower = jnp.concatenate([a, zero], axis=0)  # coupling to the layer below, [L]
-        diag = diag + upper + lower
-        dl, du = dl - upper, du - lower
     zero = jnp.zeros_like(fields[:, :1])
     to_above = jnp.concatenate([zero, fields[:, :-1] - fields[:, 1:]], axis=1)  # c_{k-1} - c_k
     to_below = jnp.concatenate([fields[:, 1:] - fields[:, :-1], zero], axis=1)  # c_{k+1} - c_k
     resid = resid - (rowsum * fields + dl * to_above + du * to_below)
-    sol = fields + tridiagonal_solve_columns(dl, diag, du, resid)
+    if a is not None:
+        resid = resid - _mixing(a, fields)
+    sol = fields + _implicit_solve(diag, dl, du, a, resid)
     out = jnp.where(wet, sol, fields)  # land keeps its value exactly
     return out if stacked else out[0]
+
+
+def _mixing(a: Array, x: Array) -> Array:
+    """The mixing operator ``B x`` of couplings `a` ``[L-1, H, W]`` on ``x [C, L, H, W]``: layer
+    k loses ``F_{k+1} - F_k`` with the interface flux ``F_j = a_j (x_{j-1} - x_j)``, each flux a
+    coupling times a difference (so that a derivative by `a` is one too)."""
+    flux = a * (x[:, :-1] - x[:, 1:])  # [C, L-1, H, W], down through the inner interfaces
+    zero = jnp.zeros_like(flux[:, :1])
+    return jnp.concatenate([flux, zero], axis=1) - jnp.concatenate([zero, flux], axis=1)
+
+
+def _implicit_solve(diag, dl, du, a, rhs):
+    """The tridiagonal system ``(dl, diag, du) + B(a)`` (`_mixing`; `a` None: none) solved for
+    ``rhs [C, L, H, W]``, its derivative by implicit differentiation
+    (`jax.lax.custom_linear_solve`: the adjoint is one solve of the transposed system, and the
+    derivative by the coefficients is that of the operator at the solution).
+
+    Why not the reverse mode of the elimination itself: the derivative by a coupling ``a_j`` is
+    ``-(lam_{j-1} - lam_j)(x_{j-1} - x_j)`` (lam the adjoint), a product of two differences
+    that are tiny in a column mixed by a large diffusivity. Differentiated through the
+    elimination it came out as a sum of six products of whole values that cancel, and in
+    float32 it was noise: a 23-level column's 5-day gradient by a 1 m^2/s convective
+    diffusivity was 1.2e-3 from float64 (10 m^2/s: 2.2e-2); here the operator writes each flux
+    as a coupling times a difference, so its derivative is one too (1.3e-5; 10 m^2/s:
+    1.0e-3)."""
+    if a is not None:
+        zero = jnp.zeros_like(a[:1])
+        upper = jnp.concatenate([zero, a], axis=0)
+        lower = jnp.concatenate([a, zero], axis=0)
+        full = (dl - upper, diag + upper + lower, du - lower)
+    else:
+        full = (dl, diag, du)
+    fl, fd, fu = (jax.lax.stop_gradient(x) for x in full)
+
+    def matvec(x):
+        zero = jnp.zeros_like(x[:, :1])
+        above = jnp.concatenate([zero, x[:, :-1]], axis=1)
+        below = jnp.concatenate([x[:, 1:], zero], axis=1)
+        out = diag * x + dl * above + du * below
+        return out if a is None else out + _mixing(a, x)
+
+    def solve(_, b):
+        return tridiagonal_solve_columns(fl, fd, fu, b)
+
+    def transpose_solve(_, b):
+        zero = jnp.zeros_like(fd[:1])
+        lo_t = jnp.concatenate([zero, fu[:-1]], axis=0)  # row k of the transpose: M[k-1, k]
+        up_t = jnp.concatenate([fl[1:], zero], axis=0)  # M[k+1, k]
+        return tridiagonal_solve_columns(lo_t, fd, up_t, b)
+
+    return jax.lax.custom_linear_solve(matvec, rhs, solve, transpose_solve)
 
 
 def tridiagonal_solve_columns(lower: Array, diag: Array, upper: Array, rhs: Array) -> Array:
@@ -209,8 +260,9 @@ def tridiagonal_solve_columns(lower: Array, diag: Array, upper: Array, rhs: Arra
     on whole ``[H, W]`` levels. Without pivoting, which is stable for the diagonally dominant
     systems of `implicit_vertical_diffusion` (rows dominant in advective form, columns in flux
     form, by the layer thickness h > 0). On CPU this is faster than LAPACK's per-column
-    ``gtsv`` (`jax.lax.linalg.tridiagonal_solve`; see `benchmarks/BENCHMARKS.md`), and
-    differentiable by the scans' own reverse mode.
+    ``gtsv`` (`jax.lax.linalg.tridiagonal_solve`; see `benchmarks/BENCHMARKS.md`).
+    Differentiable by the scans' own reverse mode; `implicit_vertical_diffusion` differentiates
+    its solve implicitly instead (`_implicit_solve`).
 
     Args:
       lower, diag, upper: ``[L, H, W]`` (``lower[0]`` and ``upper[L-1]`` are ignored).
