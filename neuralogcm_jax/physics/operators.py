@@ -347,10 +347,13 @@ class Operators:
     def face_excess(self, gx: Array, gy: Array, order: int = 1) -> tuple[Array, Array]:
         """What compact face gradients ``(gx [..., L, H, W], gy [..., L, H+1, W])`` (east faces,
         row faces) hold beyond the faces' average of their centre averages, ``(I - A C)^order``
-        of them (``C``: each cell the mean of its two faces along an axis; ``A``: each face the
-        mean of its two cells, `centres_to_faces`). A 2-cell checkerboard of the field whose
-        gradients they are: all of it, whatever the order; a smooth field: ``(k dx / 2)^(2
-        order)`` of it (the Rhie-Chow excess; order 1 is ``grad_face - avg(grad_centre)``)."""
+        of them (``C``: each cell the mean of its open faces along an axis, so that a uniform
+        gradient has no excess beside a wall either; ``A``: each face the mean of its two cells,
+        `centres_to_faces`). A 2-cell checkerboard of the field whose gradients they are: all of
+        it, whatever the order; a smooth field: ``(k dx / 2)^(2 order)`` of it (the Rhie-Chow
+        excess; order 1 is ``grad_face - avg(grad_centre)`` in the open interior). ``I - A C``
+        is symmetric with eigenvalues in [0, 1] (``A C = B^T D^-1 B / 2``, B the cell-face
+        incidence, D the open-face count), so every power damps: the correction dissipates."""
         ex, ey = gx, gy
         nx = self.mask_x + jnp.roll(self.mask_x, 1, axis=-1)
         ny = self.mask_y[..., 1:, :] + self.mask_y[..., :-1, :]
