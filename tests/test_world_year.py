@@ -31,11 +31,13 @@ MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 HEAT_DRIFT_MISSED = {
     "paper": "-0.105 degC/yr measured: the advective form does not conserve heat",
     "primitive": "+0.133 degC/yr measured (before the Rhie-Chow correction of the whole pressure "
-                 "became the default; still above 0.1 with it, 2026-12-05): the 643 m closed "
+                 "became the default; still above 0.1 with it, 2026-12-05; about +0.13 again "
+                 "with convective_kappa 1 and the third-order correction): the 643 m closed "
                  "floor keeps the surface heat uptake",
-    "primitive_sea_floor": "+0.128 degC/yr measured (2026-12-05, a scratch run of this loop): the "
-                           "passive layer down to the sea floor holds no heat, so the levels keep "
-                           "the surface heat uptake as with the closed floor",
+    "primitive_sea_floor": "+0.128 degC/yr measured (2026-12-05, a scratch run of this loop; about "
+                           "+0.13 with convective_kappa 1 and the third-order Rhie-Chow "
+                           "correction): the passive layer down to the sea floor holds no heat, so "
+                           "the levels keep the surface heat uptake as with the closed floor",
 }
 
 
