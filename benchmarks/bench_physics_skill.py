@@ -327,19 +327,31 @@ def slab_rows(valid, test, inits, where, layout) -> list[dict]:
     return rows
 
 
+def score_pure_physics(name, model_cfg, grid, data, inits, max_lead, prepare=None):
+    """The evaluation (`evaluate_forecaster`) of the pure physics of the hybrid `model_cfg`
+    builds on `grid` with `data`'s statistics, from `inits`; `prepare(hybrid)` may set fitted
+    fields first."""
+    from neuralogcm_jax.eval.evaluate import evaluate_forecaster, pure_physics_model
+    from neuralogcm_jax.model import build_model
+
+    hybrid = build_model(model_cfg, grid, data.stats)
+    if prepare is not None:
+        prepare(hybrid)
+    model = pure_physics_model({name: hybrid}, data)
+    return evaluate_forecaster(model, data, inits, max_lead, batch=8, desc=name)[0]
+
+
 def run(quick: bool) -> list[dict]:
     from neuralogcm_jax.eval.evaluate import (
-        evaluate_forecaster,
         evaluate_reference,
         initial_dates,
         load_split,
-        pure_physics_model,
         score_predictions,
     )
     import jax.numpy as jnp
 
     from neuralogcm_jax.data import h5format, persistence
-    from neuralogcm_jax.model import ModelConfig, build_model
+    from neuralogcm_jax.model import ModelConfig
     from neuralogcm_jax.train.fitted import FIT_BLOCK_DAYS, fit_heat_offset
 
     root = _demo_root()
@@ -385,16 +397,16 @@ def run(quick: bool) -> list[dict]:
         grid = data.grid
         if getattr(cfg.primitive, "barotropic_depth", None) == "sea_floor":
             grid = _with_world_sea_floor(grid)
-        hybrid = build_model(ModelConfig(name="neuralogcm", physics=cfg,
-                                         physics_coefficients=coeffs, **(extra or [{}])[0]),
-                             grid, data.stats)
-        if hasattr(hybrid, "heat_offset"):  # fitted to the training years, as `train` does
-            train = h5format.open_dataset(root, splits=["train"])
-            blocks = persistence.day_blocks(train, "train", data.stats, FIT_BLOCK_DAYS, 0,
-                                            forcing=True)
-            hybrid.heat_offset[...] = jnp.asarray(fit_heat_offset(hybrid, blocks))
-        model = pure_physics_model({name: hybrid}, data)
-        r, _ = evaluate_forecaster(model, data, inits, max_lead, batch=8, desc=name)
+        def fit_offset(hybrid):
+            if hasattr(hybrid, "heat_offset"):  # fitted to the training years, as `train` does
+                train = h5format.open_dataset(root, splits=["train"])
+                blocks = persistence.day_blocks(train, "train", data.stats, FIT_BLOCK_DAYS, 0,
+                                                forcing=True)
+                hybrid.heat_offset[...] = jnp.asarray(fit_heat_offset(hybrid, blocks))
+
+        model_cfg = ModelConfig(name="neuralogcm", physics=cfg, physics_coefficients=coeffs,
+                                **(extra or [{}])[0])
+        r = score_pure_physics(name, model_cfg, grid, data, inits, max_lead, fit_offset)
         add(name, r, what, time.perf_counter() - t0)
     return rows
 

@@ -5,8 +5,9 @@ Every model is a `Forecaster`, an NNX module with
     step(state, forcing_next, doy, *, doy_next=None, deterministic=True) -> next_state
 
 where ``state`` is ``[B, n_ocean, H, W]`` normalised anomalies at day-of-year index ``doy``
-(``[B]`` int), ``forcing_next`` the ``[B, 4, H, W]`` normalised forcing of the next day, and the
-result the anomalies one day later, exactly 0 on land. One step is one day.
+(``[B]`` int), ``forcing_next`` the ``[B, n_forcing, H, W]`` normalised forcing of the next day
+(4 channels, 6 with freshwater), and the result the anomalies one day later, exactly 0 on land.
+One step is one day.
 
 `NeuralOGCM` composes (the reasons: `docs/design.md`, "Decisions, and why")
 
@@ -53,6 +54,7 @@ from neuralogcm_jax.calendar import next_doy
 from neuralogcm_jax.data.normalize import Stats, climatology_at
 from neuralogcm_jax.errors import ConfigError, LayoutError
 from neuralogcm_jax.grid import Grid
+from neuralogcm_jax.layout import ChannelLayout
 from neuralogcm_jax.nn import NETWORKS, build_network
 from neuralogcm_jax.nn.baselines.convlstm import ConvLSTMConfig
 from neuralogcm_jax.nn.baselines.fourcastnet import FourCastNetConfig
@@ -351,6 +353,18 @@ class PhysicsParams(nnx.Module):
         return {k: si[k] for k in self.core}
 
 
+def check_forcing_fits(physics: PhysicsConfig, layout: ChannelLayout) -> None:
+    """`ConfigError` naming the setting when the physics reads forcing the data do not carry
+    (primitive mode's ``freshwater_flux: e_minus_p`` needs the layout's ``e`` and ``tp``)."""
+    terms = physics.primitive
+    if physics.mode == "primitive" and terms is not None and \
+            terms.freshwater_flux == "e_minus_p" and not layout.freshwater:
+        raise ConfigError(
+            "physics.primitive.freshwater_flux is 'e_minus_p' but the data have no freshwater "
+            f"forcing channels e and tp ({layout.describe()}; convert-glorys --freshwater "
+            "writes them from ERA5)")
+
+
 class Forecaster(nnx.Module):
     """Shared plumbing: layout, grid, statistics and masks; subclasses define `_advance`."""
 
@@ -446,6 +460,7 @@ class NeuralOGCM(Forecaster):
 
     def __init__(self, cfg: ModelConfig, grid: Grid, stats: Stats, *, rngs: nnx.Rngs):
         super().__init__(cfg, grid, stats)
+        check_forcing_fits(cfg.physics, self.layout)
         self.physics = make_physics(grid, cfg.physics)  # static: hashed by identity
         self.physics_params = PhysicsParams(
             self.physics, dict(cfg.physics_coefficients), cfg.per_level_coefficients, grid.n_levels,

@@ -34,7 +34,7 @@ Array = Any
 def make_step_fn(model: Forecaster) -> tuple[Callable, nnx.State]:
     """A pure one-day step and the model's variables.
 
-    ``step_fn(variables, state [B, n_ocean, H, W], forcing_next [B, 4, H, W], doy [B],
+    ``step_fn(variables, state [B, n_ocean, H, W], forcing_next [B, n_forcing, H, W], doy [B],
     doy_next=None) -> next_state``: jittable, differentiable w.r.t. `variables`."""
     graphdef, variables = nnx.split(model)
 
@@ -63,8 +63,8 @@ def make_rollout_fn(
       stop_gradient_every: cut the gradient through the state every n steps (truncated
         backpropagation through time); None keeps the full gradient.
 
-    ``fn`` takes ``state0 [B, n_ocean, H, W]``, ``forcings [B, S, 4, H, W]`` (the forcing of days
-    1..S) and ``doys [B, S+1]`` (day-of-year index of days 0..S) and returns
+    ``fn`` takes ``state0 [B, n_ocean, H, W]``, ``forcings [B, S, n_forcing, H, W]`` (the forcing
+    of days 1..S) and ``doys [B, S+1]`` (day-of-year index of days 0..S) and returns
     ``[B, S(+1), n_ocean, H, W]``. The number of steps is ``S``, the forcing's length. For a
     per-step value instead of the trajectory (a loss), or RNG streams carried through the
     steps, see `rollout_scan`.
@@ -96,7 +96,7 @@ def rollout_scan(
     Args:
       graphdef, variables: the model, as `nnx.split` gives it; `variables` may be a tuple of
         states (the parts of a filtered split, e.g. ``(params, consts)``), merged every step.
-      state0: ``[B, n_ocean, H, W]``; forcings: ``[B, S, 4, H, W]`` (days 1..S);
+      state0: ``[B, n_ocean, H, W]``; forcings: ``[B, S, n_forcing, H, W]`` (days 1..S);
       doys: ``[B, S+1]`` day-of-year index of days 0..S.
       targets: a pytree of ``[B, S, ...]`` arrays, handed to `per_step` one step at a time.
       per_step: ``per_step(state, target) -> value`` of each produced state (before its cast
@@ -169,7 +169,8 @@ def rollout(
 
     Args:
       state0: ``[B, n_ocean, H, W]`` (or unbatched ``[n_ocean, H, W]``) normalised anomalies.
-      forcings: ``[B, S, 4, H, W]`` (or ``[S, 4, H, W]``) normalised forcing of days 1..S, S >= steps.
+      forcings: ``[B, S, n_forcing, H, W]`` (or ``[S, n_forcing, H, W]``) normalised forcing of
+        days 1..S, S >= steps.
       steps: days to run (default S).
       doy0: day-of-year index of `state0` (int or ``[B]``); ignored if `doys` is given.
       doys: ``[B, steps+1]`` explicit day-of-year indices (the calendar knows leap years).

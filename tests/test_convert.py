@@ -131,8 +131,10 @@ ERA_LAT = np.arange(90, -91, -10.0)  # N->S with pole points
 ERA_LON = np.arange(0, 360, 10.0)
 
 
-def write_era5(folder, *, skip_day=None):
-    """One file per variable, 6-hourly: values vary within the day so the daily mean is known."""
+def write_era5(folder, *, skip_day=None, freshwater=False):
+    """One file per variable, 6-hourly: values vary within the day so the daily mean is known.
+    With `freshwater`, also ``e`` and ``tp`` as 6-hour accumulations (m): e -1, -2, -3, -4 mm in
+    the four steps of a day (-10 mm that day), tp 2 mm + 0.01 mm per day of the year each."""
     hours = np.arange(0, 366 * 24, 6)
     if skip_day is not None:
         hours = hours[(hours // 24) != skip_day]
@@ -141,6 +143,8 @@ def write_era5(folder, *, skip_day=None):
     within = (hours % 24) / 6  # 0, 1, 2, 3 -> daily mean 1.5
     values = {"u10": 3.0 + within, "v10": -2.0 + 0.1 * day, "t2m": 280.0 + within + 0.001 * day,
               "msl": 101000.0 + 10.0 * day}
+    if freshwater:
+        values |= {"e": -1e-3 * (1.0 + within), "tp": 2e-3 + 1e-5 * day}
     paths = []
     for v, s in values.items():
         x = np.broadcast_to(s[:, None, None], (s.size, ERA_LAT.size, ERA_LON.size)).astype(np.float32)
@@ -196,6 +200,45 @@ def test_conversion_end_to_end(inputs, tmp_path):
     # statistics were written and the window source can use them
     s = H5WindowSource(out, "test", k_steps=1)[365 - 1]
     assert int(s["doy"]) == 364 and np.isfinite(s["state"]).all()
+
+
+def test_era5_evaporation_and_precipitation_become_the_days_totals(inputs, tmp_path):
+    """``--freshwater``: ERA5's ``e`` and ``tp`` (6-hour accumulations here) become the
+    channels ``e`` and ``tp`` of the day's totals in m, ECMWF's signs kept, in a 4 L + 7 channel
+    file that says so; the statistics cover them and the window source serves six forcing
+    channels. ERA5 files without ``tp`` are one error naming it, before anything is written."""
+    d, glorys, _ = inputs
+    era_dir = tmp_path / "era"
+    era_dir.mkdir()
+    era = write_era5(era_dir, freshwater=True)
+    out = tmp_path / "root"
+    fresh = ChannelLayout.with_levels(2, freshwater=True)
+    assert cli.main(cli_args(glorys, era, out, "--split", "train", "--freshwater",
+                             "--era5-accumulation-hours", "6")) == 0
+    dr = hf.open_dataset(out, full_nan_check=True)
+    assert dr.layout == fresh
+    with hf._open_h5(out / "train" / f"{YEAR}.h5") as f:
+        x = f["fields"][()]
+        assert f.attrs[hf.FORCING_ATTR] == "u10 v10 t2m msl e tp"
+    assert x.shape == (366, 15, 12, 24)
+    for t in (0, 59, 365):
+        np.testing.assert_allclose(x[t, fresh.channel("e")], -0.010, rtol=1e-6)
+        np.testing.assert_allclose(x[t, fresh.channel("tp")], 4 * (2e-3 + 1e-5 * t), rtol=1e-6)
+        np.testing.assert_allclose(x[t, fresh.channel("u10")], 4.5, rtol=1e-6)
+    stats = dr.load_stats()
+    assert stats.mean[fresh.channel("e")] == pytest.approx(-0.010, rel=1e-5)
+    assert stats.std[fresh.channel("tp")] == pytest.approx(4e-5 * np.arange(366).std(), rel=1e-3)
+    s = H5WindowSource(out, "train", k_steps=1)[10]
+    assert s["forcing"].shape == (1, 6, 12, 24)
+    np.testing.assert_allclose(s["forcing"][0, 4], 0.0, atol=1e-3)  # e is constant: its mean
+    out2 = tmp_path / "root2"
+    with pytest.raises(DataError, match=r"ERA5 variable 'tp' is in none of the files"):
+        cv.convert(glorys, [p for p in era if "tp" not in p.name], out2, [YEAR], "train",
+                   grid=TGT, layout=fresh, progress=False)
+    assert not out2.exists() or not any(out2.rglob("*.h5"))
+    with pytest.raises(ConfigError, match=r"era5_accumulation_hours 0"):
+        cv.convert(glorys, era, out2, [YEAR], "train", grid=TGT, layout=fresh, progress=False,
+                   era5_accumulation_hours=0)
 
 
 def write_bathymetry(path, name="deptho"):

@@ -35,6 +35,7 @@ from neuralogcm_jax.checkpointing.metadata import (
     check_compatible,
     check_format,
     check_same_grid,
+    layout_of_metadata,
     stats_differences,
 )
 from neuralogcm_jax.data import h5format
@@ -139,7 +140,7 @@ def load(path: str | os.PathLike, step: int | None = None, *, stats=None,
     meta = read_step_metadata(d, step)
     where = str(step_dir)
     version = check_format(meta.get("format_version"), FORMAT_VERSION, where)
-    layout = ChannelLayout(tuple(meta["layout_depths_m"]))
+    layout = layout_of_metadata(meta, where)
     if version >= 2:
         item = step_dir / MODEL_ITEM
         if not item.is_dir():
@@ -189,7 +190,7 @@ def _load_export(p: Path, stats, data_root):
         config = yaml.safe_load((p / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise CheckpointError(f"{str(p / 'config.yaml')!r}: unreadable: {e}") from None
-    layout = ChannelLayout(tuple(meta["layout_depths_m"]))
+    layout = layout_of_metadata(meta, str(p))
     grid = grid_from_arrays(read_npz(p / "grid.npz"), meta, str(p / "grid.npz"))
     if version >= 2:
         own = stats_from_arrays(read_npz(p / "stats.npz"), grid, layout, str(p / "stats.npz"))
@@ -236,10 +237,11 @@ def _agree(own, stats, data_root, grid, layout, where):
 
 
 def _check_stats_fit(stats, grid: Grid, layout: ChannelLayout, where: str) -> None:
-    if stats.layout.n_channels != layout.n_channels or stats.shape != grid.shape:
+    if (stats.layout.n_levels, stats.layout.freshwater) != (layout.n_levels, layout.freshwater) \
+            or stats.shape != grid.shape:
         raise CheckpointError(
-            f"{where}: the given statistics are for {stats.layout.n_levels} levels on "
-            f"{list(stats.shape)}, the checkpoint for {layout.n_levels} levels on "
+            f"{where}: the given statistics are for {stats.layout.describe()} on "
+            f"{list(stats.shape)}, the checkpoint for {layout.describe()} on "
             f"{list(grid.shape)}"
         )
 

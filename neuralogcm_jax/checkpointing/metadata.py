@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 import neuralogcm_jax
-from neuralogcm_jax.errors import CheckpointError
+from neuralogcm_jax.errors import CheckpointError, LayoutError
 from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.layout import ChannelLayout
+from neuralogcm_jax.layout import FORCING_VARIABLES, ChannelLayout
 
 FORMAT_VERSION = 2
 EXPORT_FORMAT_VERSION = 2
@@ -68,6 +68,7 @@ def make_metadata(cfg_dict: dict, grid: Grid, layout: ChannelLayout, *, step: in
         "model_config": model_config,
         "seed": int(cfg_dict.get("train", {}).get("seed", 0)),
         "layout_depths_m": [float(d) for d in layout.depths_m],
+        "layout_forcing_variables": list(layout.forcing_variables),
         "grid": grid_fingerprint(grid),
         "config": cfg_dict,
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
@@ -87,6 +88,20 @@ def check_format(version: Any, known: int, where: str, what: str = "checkpoint")
     return version
 
 
+def layout_of_metadata(meta: dict, where: str) -> ChannelLayout:
+    """The channel layout a checkpoint or export was trained on: its depths and forcing channels
+    (metadata written before the optional freshwater channels has the four of
+    `layout.FORCING_VARIABLES`)."""
+    try:
+        return ChannelLayout.from_forcing_variables(
+            tuple(meta["layout_depths_m"]),
+            meta.get("layout_forcing_variables", FORCING_VARIABLES))
+    except KeyError:
+        raise CheckpointError(f"{where}: metadata has no 'layout_depths_m'") from None
+    except (LayoutError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: metadata's channel layout: {e}") from None
+
+
 def check_compatible(meta: dict, *, model_name: str, grid: Grid, layout: ChannelLayout,
                      where: str) -> None:
     """`CheckpointError` unless a checkpoint's metadata matches the model, layout and grid."""
@@ -101,6 +116,12 @@ def check_compatible(meta: dict, *, model_name: str, grid: Grid, layout: Channel
     if len(got_depths) != len(depths) or not np.allclose(got_depths, depths, rtol=1e-6):
         raise CheckpointError(
             f"{where}: checkpoint channel layout has depths {got_depths}, the data have {depths}"
+        )
+    got_forcing = list(meta.get("layout_forcing_variables", FORCING_VARIABLES))
+    if got_forcing != list(layout.forcing_variables):
+        raise CheckpointError(
+            f"{where}: checkpoint has the forcing channels {' '.join(got_forcing)}, the data "
+            f"have {' '.join(layout.forcing_variables)}"
         )
     fp = grid_fingerprint(grid)
     got = meta.get("grid", {})
@@ -125,6 +146,10 @@ def grid_differences(ref: Grid, ref_layout: ChannelLayout, grid: Grid,
     ):
         out.append(f"channel layout depths {[float(d) for d in ref_layout.depths_m]} vs "
                    f"{[float(d) for d in layout.depths_m]}")
+        return out
+    if ref_layout.forcing_variables != layout.forcing_variables:
+        out.append(f"forcing channels {' '.join(ref_layout.forcing_variables)} vs "
+                   f"{' '.join(layout.forcing_variables)}")
         return out
     if ref.shape != grid.shape:
         out.append(f"grid shape {list(ref.shape)} vs {list(grid.shape)} (lat x lon)")

@@ -17,7 +17,15 @@ from neuralogcm_jax.layout import ChannelLayout
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--glorys", nargs="+", required=True, help="GLORYS12 netCDF files (thetao, so, uo, vo, zos)")
-    p.add_argument("--era5", nargs="+", required=True, help="ERA5 netCDF files (u10, v10, t2m, msl)")
+    p.add_argument("--era5", nargs="+", required=True,
+                   help="ERA5 netCDF files (u10, v10, t2m, msl; with --freshwater also e, tp)")
+    p.add_argument("--freshwater", action="store_true",
+                   help="also write ERA5's evaporation e and total precipitation tp as forcing "
+                        "channels (the day's totals, m of water; primitive mode's "
+                        "freshwater_flux: e_minus_p reads them)")
+    p.add_argument("--era5-accumulation-hours", type=argtypes.positive_float, default=1.0,
+                   help="with --freshwater: the hours each ERA5 e/tp value accumulates over "
+                        "(1 for ERA5's hourly data; 24 for daily totals)")
     p.add_argument("--bathymetry", default=None,
                    help="GLORYS12 static file with 'deptho' (GLO-MFC_001_030_mask_bathy.nc): the "
                         "sea-floor depth, stored in land_mask.h5 (primitive mode's "
@@ -42,12 +50,13 @@ def run(args: argparse.Namespace) -> int:
     years = parse_years(args.years)
     if not 0 < args.wet_fraction <= 1:
         raise ConfigError(f"--wet-fraction {args.wet_fraction} must lie in (0, 1]")
-    layout = ChannelLayout.with_levels(args.levels)
+    layout = ChannelLayout.with_levels(args.levels, freshwater=args.freshwater)
     grid = Grid.regular(args.resolution, layout.depths_m)
     written = convert(
         args.glorys, args.era5, args.out, years, args.split, grid=grid, layout=layout,
         vertical=args.vertical, wet_fraction=args.wet_fraction, overwrite=args.overwrite,
         progress=not args.quiet, bathymetry=args.bathymetry,
+        era5_accumulation_hours=args.era5_accumulation_hours,
     )
     if args.stats == "yes" or (args.stats == "auto" and args.split == "train"):
         compute_stats(args.out, args.split, progress=not args.quiet)

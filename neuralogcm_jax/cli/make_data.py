@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["primitive", "paper"], default=None,
                    help="physics of the truth (default: the preset's; paper: the older truth, "
                    "on the model grid)")
+    p.add_argument("--freshwater", action="store_true",
+                   help="also write the freshwater forcing channels e and tp (bulk evaporation, "
+                        "a zonal precipitation profile) and let the truth's salinity feel E - P "
+                        "(primitive truth only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         res = None if args.mode == "paper" else spec.truth.resolution_deg
         spec = dataclasses.replace(
             spec, truth=dataclasses.replace(spec.truth, mode=args.mode, resolution_deg=res))
+    if args.freshwater:
+        spec = dataclasses.replace(spec, freshwater=True)
     t0 = time.perf_counter()
     out = generate_dataset(args.out, spec, args.seed, overwrite=args.overwrite)
     print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -8,6 +8,11 @@ Inputs (any number of files each, split by time and/or by variable as the servic
 * ERA5 (Copernicus CDS): ``u10``, ``v10`` (m/s), ``t2m`` (K), ``msl`` (Pa) on
   ``(time or valid_time, latitude, longitude)``, latitudes north to south, longitudes 0 .. 360;
   hourly, sub-daily or daily: every value falling on a calendar date is averaged into that day.
+  With a freshwater layout (``--freshwater``) also ``e`` (evaporation) and ``tp`` (total
+  precipitation), accumulations in m of water over `era5_accumulation_hours` (1 for ERA5's hourly
+  data, whose value at hh:00 accumulates the hour before it): the day's total is the mean of the
+  values falling on the date times ``24 / era5_accumulation_hours`` (ECMWF's signs kept: ``e`` is
+  negative where water evaporates).
 
 * optionally the GLORYS12 static file (``GLO-MFC_001_030_mask_bathy.nc``): ``deptho`` (m), the
   sea-floor depth on ``(latitude, longitude)``, NaN on land, regridded as the mean over the
@@ -43,11 +48,17 @@ from neuralogcm_jax.data import h5format, normalize
 from neuralogcm_jax.data import h5write
 from neuralogcm_jax.errors import ConfigError, DataError
 from neuralogcm_jax.grid import Grid
-from neuralogcm_jax.layout import FORCING_VARIABLES, OCEAN_3D_VARIABLES, ChannelLayout
+from neuralogcm_jax.layout import (
+    FORCING_VARIABLES,
+    FRESHWATER_VARIABLES,
+    OCEAN_3D_VARIABLES,
+    ChannelLayout,
+)
 
 # layout variable -> GLORYS12 variable name
 GLORYS_VARIABLES = {"S": "so", "U": "uo", "V": "vo", "T": "thetao", "SSH": "zos"}
 ERA5_VARIABLES = FORCING_VARIABLES  # u10, v10, t2m, msl: same names in the files
+ERA5_ACCUMULATED = FRESHWATER_VARIABLES  # e, tp: accumulations (m of water), same names
 _TIME_NAMES = ("time", "valid_time")
 _LAT_NAMES = ("latitude", "lat")
 _LON_NAMES = ("longitude", "lon")
@@ -336,14 +347,20 @@ def convert(
     overwrite: bool = False,
     progress: bool = True,
     bathymetry: str | os.PathLike | None = None,
+    era5_accumulation_hours: float = 1.0,
 ) -> list[Path]:
     """Convert the given years to ``out/split/YEAR.h5`` on `grid` (default 1.5 deg N->S) and
     `layout` (default 23 levels); also writes ``land_mask.h5`` (with the sea floor of the
     GLORYS static file `bathymetry`, if given). Returns the files written.
 
     Every date of every year must be present in both sources (checked before anything is
-    written); existing year files are refused unless `overwrite`."""
+    written); existing year files are refused unless `overwrite`. A layout with freshwater also
+    reads ERA5's ``e`` and ``tp`` (see the module docstring for `era5_accumulation_hours`)."""
     layout = layout or ChannelLayout()
+    hours = era5_accumulation_hours
+    if not (isinstance(hours, (int, float)) and 0 < hours <= 24):
+        raise ConfigError(f"era5_accumulation_hours {era5_accumulation_hours!r}: the hours each "
+                          f"ERA5 e/tp value accumulates, in (0, 24]")
     grid = grid or Grid.regular(1.5)
     out = Path(out)
     if split not in h5format.SPLITS:
@@ -354,7 +371,8 @@ def convert(
             raise DataError(f"{t}: exists; pass --overwrite to replace it")
     sea_floor = None if bathymetry is None else read_sea_floor(bathymetry, grid)
     ocean = _Source(glorys, [GLORYS_VARIABLES[v] for v in OCEAN_3D_VARIABLES + ("SSH",)], "GLORYS")
-    atmos = _Source(era5, list(ERA5_VARIABLES), "ERA5")
+    atmos_vars = list(layout.forcing_variables)  # the four, and e, tp with freshwater
+    atmos = _Source(era5, atmos_vars, "ERA5")
     try:
         all_dates = [d for y in years for d in year_dates(y)]
         ocean.check_dates(all_dates)
@@ -383,7 +401,8 @@ def convert(
             dates = year_dates(year)
             with h5write.YearWriter(
                 target, len(dates), layout.n_channels, (H, W), grid.lat, grid.lon, layout.depths_m,
-                attrs={"source": "GLORYS12 + ERA5 via neuralogcm convert-glorys", "year": year},
+                attrs={"source": "GLORYS12 + ERA5 via neuralogcm convert-glorys", "year": year,
+                       **h5format.layout_attrs(layout)},
             ) as writer:
                 for t, date in enumerate(tqdm(dates, desc=f"{split}/{year}", disable=not progress)):
                     day = np.empty((layout.n_channels, H, W), dtype=np.float32)
@@ -399,8 +418,10 @@ def convert(
                                 acc = acc + w * cache[k]
                             day[layout.channel(v, lev)] = acc
                     day[layout.channel("SSH")] = regridder(ocean, "zos")(ocean.daily_mean("zos", date))
-                    for v in ERA5_VARIABLES:
+                    for v in atmos_vars:
                         f = regridder(atmos, v)(atmos.daily_mean(v, date))
+                        if v in ERA5_ACCUMULATED:  # mean accumulation -> the day's total
+                            f = f * (24.0 / era5_accumulation_hours)
                         if not np.all(np.isfinite(f)):
                             raise DataError(
                                 f"ERA5 {v} on {date}: the files do not cover the whole target grid"
@@ -430,7 +451,7 @@ def compute_stats(root: str | os.PathLike, split: str = "train", *, progress: bo
       0 on land), which is what the pipeline and the models use;
     * ocean mean/std ``[n_ocean]``: of the anomalies ``x - clim(doy)`` over wet cells, ``clim``
       the harmonic climatology (the mean is about 0 by construction, as in the NeuralOGCM files);
-    * forcing mean/std ``[4]``: of the raw values over all cells.
+    * forcing mean/std ``[n_forcing]`` (4, or 6 with freshwater): of the raw values over all cells.
 
     Cells are weighted equally (not by area), as the NeuralOGCM statistics are. A channel with no
     variance (e.g. a level with no wet cell) gets std 1 so normalisation stays finite.

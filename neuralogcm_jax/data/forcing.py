@@ -19,6 +19,12 @@ msl in Pa, the order of `neuralogcm_jax.layout.FORCING_VARIABLES`) is the sum of
 Defaults: decorrelation 3 days; wavelengths 2000-6000 km; amplitudes u10, v10 3 m/s, t2m 2 K,
 msl 500 Pa (about half the day-to-day synoptic variability of mid-latitude weather).
 
+Optionally (`ForcingSynthesizer(..., freshwater=True)`, the twins' ``freshwater``), the freshwater
+channels ``e`` and ``tp`` of `neuralogcm_jax.layout` (the day's totals in m of water, ECMWF's
+signs), from `freshwater_daily`: evaporation by a bulk formula of each day's wind, air temperature
+and climatological SST, precipitation a zonal profile (an ITCZ following the seasons, two storm
+tracks) scaled so that the ocean's E - P integrates to zero every day.
+
 Everything is numpy float64 and deterministic from the seed.
 """
 
@@ -29,10 +35,59 @@ import dataclasses
 import numpy as np
 
 from neuralogcm_jax.calendar import days_in_year, month_lengths
-from neuralogcm_jax.constants import EARTH_RADIUS_M
+from neuralogcm_jax.constants import EARTH_RADIUS_M, RHO_AIR_KG_M3, SECONDS_PER_DAY
 from neuralogcm_jax.data.world import FNOC_FIRST_YEAR, FNOC_N_MONTHS, SURFACE_VARIABLES, World
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.layout import FORCING_VARIABLES
+
+# The bulk evaporation of `freshwater_daily`, E = rho_air C_E max(|U10|, U_min) (q_sat(SST) -
+# RH q_sat(t2m)) / rho_water (the form of the Large-Yeager bulk formulae, constant coefficients).
+EVAPORATION_DALTON = 1.2e-3  # C_E, dimensionless
+EVAPORATION_RELATIVE_HUMIDITY = 0.8  # of the 2 m air
+EVAPORATION_MIN_WIND_M_S = 1.0  # gustiness floor
+RHO_FRESH_WATER_KG_M3 = 1000.0
+KELVIN_OFFSET = 273.15
+
+
+def saturation_humidity(T_c, p_pa):
+    """Saturation specific humidity (kg/kg) at `T_c` degC and pressure `p_pa` (Bolton 1980's
+    vapour pressure ``611.2 exp(17.67 T / (T + 243.5))`` Pa over water)."""
+    e_s = 611.2 * np.exp(17.67 * T_c / (T_c + 243.5))
+    return 0.622 * e_s / (p_pa - 0.378 * e_s)
+
+
+def freshwater_daily(world: World, forcing: np.ndarray, sst_clim: np.ndarray,
+                     first_doy: int = 0, year_days: int = 365) -> np.ndarray:
+    """``[T, 2, H, W]``: the channels ``e`` and ``tp`` (m of water a day, ECMWF's signs: ``e``
+    <= 0) of `T` days from `forcing` ``[T, 4, H, W]`` (u10, v10, t2m, msl) and the climatological
+    SST ``[T, H, W]`` (degC) on `world`'s grid.
+
+    Evaporation: the bulk formula above (never negative; over land the air temperature stands in
+    for the SST, which the ocean never sees). Precipitation: ``1 + 8 exp(-((lat - lat_itcz) /
+    7)^2) + 3 (exp(-((lat - 45) / 12)^2) + exp(-((lat + 45) / 12)^2))`` with the ITCZ at ``6 + 6
+    sin(2 pi (doy - 105) / year_days)`` deg, scaled each day so that the ocean-area integral of
+    precipitation equals that of evaporation (no net freshwater: the salt stays closed)."""
+    g = world.grid
+    f = np.asarray(forcing, np.float64)
+    wind = np.maximum(np.hypot(f[:, 0], f[:, 1]), EVAPORATION_MIN_WIND_M_S)
+    t_air = f[:, 2] - KELVIN_OFFSET
+    sst = np.where(np.asarray(g.wet[0])[None], np.asarray(sst_clim, np.float64), t_air)
+    dq = saturation_humidity(sst, f[:, 3]) - EVAPORATION_RELATIVE_HUMIDITY * saturation_humidity(
+        t_air, f[:, 3])
+    evap = np.maximum(RHO_AIR_KG_M3 * EVAPORATION_DALTON * wind * dq, 0.0)
+    evap = evap / RHO_FRESH_WATER_KG_M3 * SECONDS_PER_DAY  # m a day
+    doy = first_doy + np.arange(f.shape[0], dtype=np.float64)
+    itcz = 6.0 + 6.0 * np.sin(2 * np.pi * (doy - 105.0) / year_days)
+    lat = np.asarray(g.lat, np.float64)[None, :, None]
+    bump = lambda centre, width: np.exp(-(((lat - centre) / width) ** 2))  # noqa: E731
+    shape = (1.0 + 8.0 * bump(itcz[:, None, None], 7.0)
+             + 3.0 * (bump(45.0, 12.0) + bump(-45.0, 12.0)))
+    shape = np.broadcast_to(shape, evap.shape)
+    ocean_area = np.broadcast_to(np.asarray(g.area, np.float64)[:, None], g.shape) * g.wet[0]
+    scale = (np.einsum("thw,hw->t", evap, ocean_area)
+             / np.einsum("thw,hw->t", shape, ocean_area))
+    rain = shape * scale[:, None, None]
+    return np.stack([-evap, rain], axis=1)
 
 
 def month_centres(year: int) -> np.ndarray:
@@ -152,7 +207,8 @@ class YearForcing:
 
     Attributes:
       year: the calendar year.
-      forcing: ``[T, 4, H, W]`` u10, v10 (m/s), t2m (K), msl (Pa) of each day (float32).
+      forcing: ``[T, 4, H, W]`` u10, v10 (m/s), t2m (K), msl (Pa) of each day (float32); with
+        freshwater ``[T, 6, H, W]``, then e and tp (m of water a day, `freshwater_daily`).
       sst_clim: ``[T, H, W]`` climatological SST of each day (degC, COADS), for surface fluxes.
       t2m_clim: ``[T, H, W]`` climatological air temperature of each day (K).
       msl_clim: ``[T, H, W]`` climatological sea-level pressure of each day (Pa).
@@ -168,9 +224,11 @@ class YearForcing:
 class ForcingSynthesizer:
     """Daily forcing for consecutive years on one world (see module doc), from one seed."""
 
-    def __init__(self, world: World, seed: int, noise: NoiseSpec | None = NoiseSpec()):
+    def __init__(self, world: World, seed: int, noise: NoiseSpec | None = NoiseSpec(), *,
+                 freshwater: bool = False):
         self.world = world
         self.noise_spec = noise
+        self.freshwater = bool(freshwater)
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF0C1]))
         g = world.grid
         self.noise = None if noise is None else SynopticNoise(g.lat, g.lon, noise, rng)
@@ -188,10 +246,14 @@ class ForcingSynthesizer:
         out[:, :2] += fnoc_anomaly_daily(self.world, year)[:n]
         if self.noise is not None:
             out += self.noise.next_days(n)
+        sst_clim = clim[:, SURFACE_VARIABLES.index("sst")]
+        if self.freshwater:  # e, tp from this forcing (noise included) and the SST climatology
+            out = np.concatenate(
+                [out, freshwater_daily(self.world, out, sst_clim, 0, days_in_year(year))], axis=1)
         return YearForcing(
             year=int(year),
             forcing=out.astype(np.float32),
-            sst_clim=clim[:, SURFACE_VARIABLES.index("sst")].astype(np.float32),
+            sst_clim=sst_clim.astype(np.float32),
             t2m_clim=clim[:, SURFACE_VARIABLES.index("t2m")].astype(np.float32),
             msl_clim=clim[:, SURFACE_VARIABLES.index("msl")].astype(np.float32),
         )

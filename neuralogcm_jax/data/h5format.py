@@ -25,7 +25,11 @@ them are read on these assumptions (documented, never flipped behind the caller'
 * 121 rows: ``90 .. -90`` with a pole row at each end (the other 1.5 deg variant of this lineage);
 * longitudes ``(i + 1/2) 360 / W`` for ``H`` rows off the poles, ``i 360 / W`` on the 121-row variant
   (the pole-row grids of this lineage start at Greenwich);
-* depths: the first ``L`` GLORYS12 levels of `GLORYS23_DEPTHS_M`, ``L = (C - 5) / 4``.
+* depths: the first ``L`` GLORYS12 levels of `GLORYS23_DEPTHS_M`, ``L = (C - 5) / 4``;
+* forcing: the file attribute ``forcing_variables`` names the forcing channels (``"u10 v10 t2m
+  msl"``, or with the optional freshwater channels ``"u10 v10 t2m msl e tp"``, see
+  `neuralogcm_jax.layout`); without it, ``C = 4 L + 5`` has the four and ``C = 4 L + 7`` all six
+  (the two counts never coincide).
 
 The land mask of the land_mask.h5 file is multiplied into fields by the sibling loaders, hence
 1 = ocean. Without it, the wet mask is the finite pattern of the first day of the first file; the
@@ -47,7 +51,12 @@ from neuralogcm_jax.calendar import days_in_year
 from neuralogcm_jax.data.normalize import Stats
 from neuralogcm_jax.errors import DataError, GridError
 from neuralogcm_jax.grid import GLORYS23_DEPTHS_M, Grid
-from neuralogcm_jax.layout import OCEAN_3D_VARIABLES, ChannelLayout
+from neuralogcm_jax.layout import (
+    FORCING_VARIABLES,
+    FRESHWATER_VARIABLES,
+    OCEAN_3D_VARIABLES,
+    ChannelLayout,
+)
 from neuralogcm_jax.paths import check_local
 
 FIELDS_KEY = "fields"
@@ -57,6 +66,7 @@ CLIM_FILE = "climate_mean_s_t_ssh.npy"
 HARMONICS_FILE = "climate_harmonics_s_t_ssh.npy"
 LAND_MASK_FILE = "land_mask.h5"
 SEA_FLOOR_KEY = "sea_floor_m"  # in LAND_MASK_FILE, optional
+FORCING_ATTR = "forcing_variables"  # attribute of a year file: its forcing channels' names
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
 
@@ -75,6 +85,51 @@ def default_coords(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         lat = 90.0 - res * (np.arange(h) + 0.5)
         lon = (np.arange(w) + 0.5) * (360.0 / w)
     return lat, lon
+
+
+def layout_of(C: int, depth, forcing_attr, where) -> ChannelLayout:
+    """The channel layout of a year file: `C` channels, its ``depth`` [L] (or None: the first
+    GLORYS levels) and its ``forcing_variables`` attribute (or None: inferred from `C`, see the
+    module docstring). `DataError` naming `where` when they do not fit together."""
+    if forcing_attr is not None:
+        if isinstance(forcing_attr, bytes):
+            forcing_attr = forcing_attr.decode()
+        names = str(forcing_attr).split()
+        if names == list(FORCING_VARIABLES):
+            freshwater = False
+        elif names == list(FORCING_VARIABLES + FRESHWATER_VARIABLES):
+            freshwater = True
+        else:
+            raise DataError(
+                f"{where}: attribute {FORCING_ATTR!r} is {forcing_attr!r}; known are "
+                f"{' '.join(FORCING_VARIABLES)!r} and "
+                f"{' '.join(FORCING_VARIABLES + FRESHWATER_VARIABLES)!r}")
+    elif depth is not None:
+        freshwater = C == 4 * len(depth) + 5 + len(FRESHWATER_VARIABLES)
+    else:
+        freshwater = (C - 5) % 4 != 0
+    extra = 5 + (len(FRESHWATER_VARIABLES) if freshwater else 0)
+    if depth is not None:
+        if C != 4 * len(depth) + extra:
+            raise DataError(
+                f"{where}: {C} channels in {FIELDS_KEY}, but {len(depth)} depth levels "
+                f"{'with' if freshwater else 'without'} freshwater forcing make "
+                f"{4 * len(depth) + extra}")
+        return ChannelLayout(tuple(depth), freshwater)
+    if (C - extra) % 4 or C < 4 + extra:
+        raise DataError(f"{where}: {C} channels is not 4 L + 5 (or 4 L + 7 with the freshwater "
+                        f"forcing) for any number of levels L")
+    n_levels = (C - extra) // 4
+    if n_levels > len(GLORYS23_DEPTHS_M):
+        raise DataError(
+            f"{where}: {n_levels} levels and no 'depth' dataset; only up to "
+            f"{len(GLORYS23_DEPTHS_M)} GLORYS levels are known")
+    return ChannelLayout.with_levels(n_levels, freshwater=freshwater)
+
+
+def layout_attrs(layout: ChannelLayout) -> dict:
+    """The year-file attributes that describe `layout`'s forcing channels."""
+    return {FORCING_ATTR: " ".join(layout.forcing_variables)}
 
 
 # ====================================================================== reader
@@ -312,24 +367,31 @@ def open_dataset(
                 lat = np.asarray(f["lat"][()], np.float64) if "lat" in f else None
                 lon = np.asarray(f["lon"][()], np.float64) if "lon" in f else None
                 depth = np.asarray(f["depth"][()], np.float64) if "depth" in f else None
+                forcing_attr = f.attrs.get(FORCING_ATTR)
             if T != days_in_year(year):
                 raise DataError(
                     f"{path}: {T} days in {FIELDS_KEY} {(T, C, H, W)}, year {year} has "
                     f"{days_in_year(year)}"
                 )
             if ref is None:
-                ref = (path, C, H, W, lat, lon, depth)
+                file_layout = layout_of(C, depth, forcing_attr, path)
+                ref = (path, C, H, W, lat, lon, depth, file_layout)
                 if layout is not None and C != layout.n_channels:
                     raise DataError(
                         f"{path}: {C} channels in {FIELDS_KEY} {(T, C, H, W)}, the layout "
-                        f"expects {layout.n_channels} ({layout.n_levels} levels)"
+                        f"expects {layout.n_channels} ({layout.describe()})"
                     )
             else:
-                rpath, rC, rH, rW, rlat, rlon, rdepth = ref
+                rpath, rC, rH, rW, rlat, rlon, rdepth, rlayout = ref
                 if C != rC:
                     raise DataError(
                         f"{path}: {C} channels in {FIELDS_KEY} {(T, C, H, W)}, {rpath} has {rC}"
                     )
+                file_layout = layout_of(C, depth, forcing_attr, path)
+                if file_layout.freshwater != rlayout.freshwater:
+                    raise DataError(
+                        f"{path}: forcing channels {' '.join(file_layout.forcing_variables)}, "
+                        f"{rpath} has {' '.join(rlayout.forcing_variables)}")
                 if (H, W) != (rH, rW):
                     raise DataError(
                         f"{path}: grid {H}x{W} in {FIELDS_KEY} {(T, C, H, W)}, {rpath} has {rH}x{rW}"
@@ -342,22 +404,11 @@ def open_dataset(
                         )
             infos[s].append(YearFile(year, path, T))
     assert ref is not None
-    rpath, C, H, W, lat, lon, depth = ref
+    rpath, C, H, W, lat, lon, depth, file_layout = ref
 
     # -- layout
     if layout is None:
-        if (C - 5) % 4 or C < 9:
-            raise DataError(f"{rpath}: {C} channels is not 4 L + 5 for any number of levels L")
-        n_levels = (C - 5) // 4
-        if depth is not None:
-            layout = ChannelLayout(tuple(depth))
-        elif n_levels <= len(GLORYS23_DEPTHS_M):
-            layout = ChannelLayout.with_levels(n_levels)
-        else:
-            raise DataError(
-                f"{rpath}: {n_levels} levels and no 'depth' dataset; only up to "
-                f"{len(GLORYS23_DEPTHS_M)} GLORYS levels are known"
-            )
+        layout = file_layout
     elif depth is not None and not np.allclose(depth, layout.depths_m, rtol=1e-4):
         raise DataError(f"{rpath}: depth levels {depth.tolist()} differ from the layout's")
 

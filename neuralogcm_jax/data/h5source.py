@@ -114,7 +114,7 @@ class H5WindowSource:
     ``source[i]`` is a dict of numpy arrays (all fields normalised, float32, land 0)::
 
         state       [n_ocean, H, W]     anomaly of day i
-        forcing     [K, 4, H, W]        forcing of days i+1 .. i+K, (x - mean) / std
+        forcing     [K, F, H, W]        forcing of days i+1 .. i+K, (x - mean) / std
         target      [K, n_ocean, H, W]  anomalies of days i+1 .. i+K
         doy         int32               0-based day of year of day i (0 .. 365)
         target_doy  [K] int32           day of year of each target day

@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from neuralogcm_jax.data import h5format
 from neuralogcm_jax.data.h5format import (
     CLIM_FILE,
     FIELDS_KEY,
@@ -32,6 +33,22 @@ def _atomic_target(path: Path) -> Path:
     """A temporary sibling of `path`; renamed over it only once fully written, so an interrupted
     write never leaves a half file under the final name."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _with_forcing_attr(attrs: dict | None, C: int, depth, path) -> dict:
+    """`attrs` with the forcing channels' names (`h5format.FORCING_ATTR`), inferred from the
+    channel count and the depths (`h5format.layout_of`; an attribute the caller gives must fit
+    them). Without depths, a channel count that fits no layout is written as it is, without the
+    attribute (the reader names the fault); with depths it is an error here."""
+    attrs = dict(attrs or {})
+    try:
+        layout = h5format.layout_of(C, depth, attrs.get(h5format.FORCING_ATTR), path)
+    except DataError:
+        if depth is not None or h5format.FORCING_ATTR in attrs:
+            raise
+        return attrs
+    attrs.update(h5format.layout_attrs(layout))
+    return attrs
 
 
 def write_year(
@@ -58,10 +75,7 @@ def write_year(
         raise DataError(f"{path}: lat has shape {np.shape(lat)}, fields have {H} rows")
     if lon is not None and np.shape(lon) != (W,):
         raise DataError(f"{path}: lon has shape {np.shape(lon)}, fields have {W} columns")
-    if depth is not None and 4 * len(depth) + 5 != C:
-        raise DataError(
-            f"{path}: {len(depth)} depth levels imply {4 * len(depth) + 5} channels, fields have {C}"
-        )
+    attrs = _with_forcing_attr(attrs, C, depth, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_target(path)
     try:
@@ -74,7 +88,7 @@ def write_year(
             if depth is not None:
                 f.create_dataset("depth", data=np.asarray(depth, dtype=np.float64))
             f.attrs["format_version"] = FORMAT_VERSION
-            for k, v in (attrs or {}).items():
+            for k, v in attrs.items():
                 f.attrs[k] = v
         os.replace(tmp, path)
     finally:
@@ -95,7 +109,7 @@ class YearWriter:
         self.path = Path(path)
         self.shape = (int(n_days), int(n_channels), int(shape[0]), int(shape[1]))
         self.coords = {"lat": lat, "lon": lon, "depth": depth}
-        self.attrs = attrs or {}
+        self.attrs = _with_forcing_attr(attrs, self.shape[1], depth, self.path)
         self._tmp = _atomic_target(self.path)
         self._written = np.zeros(self.shape[0], dtype=bool)
         self._f = None

@@ -250,7 +250,7 @@ class Stats:
 
     # ---------------------------------------------------------------- forcing channels
     def normalize_forcing(self, f: Array) -> Array:
-        """``[..., 4, H, W]`` raw forcing -> ``(f - mean) / std``."""
+        """``[..., n_forcing, H, W]`` raw forcing -> ``(f - mean) / std``."""
         xp = _xp(f)
         n = self.layout.n_ocean
         return (f - xp.asarray(self.mean[n:])[:, None, None]) / xp.asarray(self.std[n:])[

@@ -4,7 +4,7 @@ and an iterator state that a checkpoint can hold.
 ``make_loader(root, "train", k_steps=1, batch_size=2, seed=0)`` reads the windows of
 `H5WindowSource` and yields dicts of numpy arrays with a leading batch axis::
 
-    state    [B, n_ocean, H, W]      forcing  [B, K, 4, H, W]     target [B, K, n_ocean, H, W]
+    state    [B, n_ocean, H, W]      forcing  [B, K, F, H, W]     target [B, K, n_ocean, H, W]
     doy      [B] int32               target_doy [B, K] int32      time   [B] int64
 
 Shuffling is global: each epoch is one permutation of all samples of the split (a new one per

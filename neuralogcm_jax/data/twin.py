@@ -138,9 +138,9 @@ def generate_dataset(
         truth = make_truth(spec)
         world = truth.world
         g = truth.grid  # the model grid
-        layout = ChannelLayout.with_levels(spec.n_levels)
+        layout = ChannelLayout.with_levels(spec.n_levels, freshwater=spec.freshwater)
         run = make_runner(truth)
-        synth = ForcingSynthesizer(world, seed, spec.noise)
+        synth = ForcingSynthesizer(world, seed, spec.noise, freshwater=spec.freshwater)
         state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), world.initial_state())
         wet_ch = layout.wet_channels(g.wet)
         n_oc = layout.n_ocean
@@ -368,6 +368,15 @@ def _readme(spec: DatasetSpec, seed: int, truth: Truth, timing: dict) -> str:
         "* plus the FNOC monthly wind anomaly of the same calendar month (years 1982-1992; zero "
         "outside): real interannual winds;",
     ]
+    if spec.freshwater:
+        lines.append(
+            "* freshwater channels e, tp (m of water a day, ECMWF's signs: e <= 0 evaporates): "
+            "bulk evaporation rho_air C_E max(|U10|, 1 m/s) (q_sat(SST_clim) - 0.8 q_sat(t2m)) "
+            "with C_E = 1.2e-3 from the day's forcing (noise included); precipitation a zonal "
+            "profile (an ITCZ following the seasons between 0 and 12 N, storm tracks at 45 N/S) "
+            "scaled so that the ocean's E - P integrates to zero each day; the truth's top level "
+            "takes the virtual salt flux S_top (E - P) (freshwater_flux: e_minus_p; "
+            "neuralogcm_jax/data/forcing.py `freshwater_daily`);")
     if spec.noise is None:
         lines.append("* no synoptic noise.")
     else:

@@ -146,6 +146,10 @@ class DatasetSpec:
       truth: the truth model (its own grid: `TruthSpec.resolution_deg`).
       noise: synoptic forcing noise (None: none).
       chunk_days: days per compiled scan (memory vs. dispatch overhead).
+      freshwater: also synthesise ERA5's evaporation ``e`` and precipitation ``tp``
+        (`forcing.freshwater_daily`), store them as the layout's freshwater channels, and let the
+        truth's salinity feel them (primitive mode's ``freshwater_flux: e_minus_p``; the
+        primitive truth only).
     """
 
     resolution_deg: float = 6.0
@@ -157,6 +161,7 @@ class DatasetSpec:
     truth: TruthSpec = TruthSpec(resolution_deg=3.0)
     noise: NoiseSpec | None = NoiseSpec()
     chunk_days: int = 61
+    freshwater: bool = False
 
     def __post_init__(self):
         years = self.years
@@ -171,6 +176,11 @@ class DatasetSpec:
                 f"spinup_days must be >= 0 and chunk_days >= 1, got {self.spinup_days}, "
                 f"{self.chunk_days}"
             )
+        if not isinstance(self.freshwater, bool):
+            raise ConfigError(f"freshwater must be true or false, got {self.freshwater!r}")
+        if self.freshwater and self.truth.mode != "primitive":
+            raise ConfigError("freshwater: the paper-mode truth has no surface salt flux; use the "
+                              "primitive truth")
         tr = self.truth.resolution_deg
         if tr is not None and float(tr) > float(self.resolution_deg) + 1e-9:
             raise ConfigError(

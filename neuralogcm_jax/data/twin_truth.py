@@ -58,7 +58,7 @@ from neuralogcm_jax.physics.primitive import PrimitiveTerms
 from neuralogcm_jax.physics.primitive_terms import KELVIN_OFFSET
 
 
-def _physics_for(world: World, truth: TruthSpec):
+def _physics_for(world: World, truth: TruthSpec, freshwater: bool = False):
     dt = truth.dt_s
     if truth.mode == "primitive":
         # One physics call = one truth substep, so the day's mean can see every substep.
@@ -71,7 +71,8 @@ def _physics_for(world: World, truth: TruthSpec):
                                      convective_closure="substep",
                                      vertical_advection_scheme="upwind",
                                      baroclinic_face_correction=0.0,
-                                     rhie_chow_pressure="ssh", rhie_chow_order=1),
+                                     rhie_chow_pressure="ssh", rhie_chow_order=1,
+                                     freshwater_flux="e_minus_p" if freshwater else "none"),
         )
     else:
         # The paper-mode truth interleaves its surface closure with the physics every substep.
@@ -141,7 +142,7 @@ class Truth:
       world: the truth's world (`load_world` at the truth resolution and the dataset's levels).
       physics: the physics core of one substep.
       substep: ``substep(state, inputs) -> state``, one truth substep of `TruthSpec.dt_s`
-        seconds (jittable); `inputs` = ``(forcing [4, H, W], sst_target [H, W])`` on the truth
+        seconds (jittable); `inputs` = ``(forcing [4 or 6, H, W], sst_target [H, W])`` on the truth
         grid (sst_target in degC, ``sst_clim + (t2m - t2m_clim)``: the paper mode's surface
         closure and, with ``TruthSpec.heat_target == "offset"``, the primitive mode's heat flux
         restore toward it).
@@ -162,7 +163,7 @@ class Truth:
         return state if self.coarse is None else self.coarse.state(state)
 
     def forcing_to_model(self, forcing: np.ndarray) -> np.ndarray:
-        """``[..., 4, H, W]`` truth-grid forcing -> the model grid (whole-cell area means)."""
+        """``[..., 4 or 6, H, W]`` truth-grid forcing -> the model grid (whole-cell area means)."""
         if self.coarse is None:
             return forcing
         return self.coarse.forcing(np.asarray(forcing, np.float64)).astype(np.float32)
@@ -185,7 +186,7 @@ def make_truth(spec: DatasetSpec) -> Truth:
     """The `Truth` of `spec` (see the module doc)."""
     truth = spec.truth
     world = load_world(spec.truth_resolution_deg, spec.n_levels)
-    physics, coeffs = _physics_for(world, truth)
+    physics, coeffs = _physics_for(world, truth, spec.freshwater)
     g = world.grid
     dt = truth.dt_s
     dtype = jnp.float32
@@ -218,6 +219,9 @@ def make_truth(spec: DatasetSpec) -> Truth:
     def substep(state: OceanState, inputs) -> OceanState:
         f, sst_target = inputs
         forcing = Forcing(f[0], f[1], f[2], f[3])
+        if spec.freshwater:  # e, tp: the day's totals (m of water, ECMWF's signs) -> m/s
+            day_s = jnp.asarray(SECONDS_PER_DAY, dtype)
+            forcing = forcing._replace(evaporation=-f[4] / day_s, precipitation=f[5] / day_s)
         if truth.mode == "paper":
             state = paper_piece(state, forcing, sst_target)
         else:

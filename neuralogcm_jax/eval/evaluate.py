@@ -51,7 +51,7 @@ class SplitData:
 
     Attributes:
       state: ``[T, n_ocean, H, W]`` ocean anomalies (land 0).
-      forcing: ``[T, 4, H, W]`` normalised forcing.
+      forcing: ``[T, n_forcing, H, W]`` normalised forcing.
       doy: ``[T]`` day-of-year index of each day (0-based, 365 only on 31 Dec of leap years).
       years: calendar year of each day.
     """
