@@ -232,7 +232,7 @@ def test_a_hybrid_trains_on_freshwater_data_and_its_checkpoint_restores_the_layo
     forcing channels and `load_model` rebuilds the freshwater layout and rolls out on six
     forcing channels (four are a LayoutError naming the shape); the checkpoint's metadata
     checked against a data root without the channels (as a resumed run is) is a CheckpointError
-    naming them."""
+    naming them, and evaluating the model on that root a LayoutError naming them."""
     from neuralogcm_jax.checkpointing import load
     from neuralogcm_jax.checkpointing.metadata import check_compatible
     from neuralogcm_jax.rollout import rollout
@@ -265,6 +265,13 @@ def test_a_hybrid_trains_on_freshwater_data_and_its_checkpoint_restores_the_layo
                                               "have u10 v10 t2m msl"):
         check_compatible(loaded.meta, model_name="neuralogcm",
                          grid=hf.open_dataset(plain).grid, layout=PLAIN, where="ck")
+    # evaluating it on that root: one LayoutError naming the forcing before any compute
+    from neuralogcm_jax.eval.evaluate import check_compatible as fits_data
+    from neuralogcm_jax.eval.evaluate import load_split
+
+    with pytest.raises(LayoutError, match="forcing channels u10 v10 t2m msl e tp vs u10 v10 t2m "
+                                          "msl"):
+        fits_data(m, load_split(plain, "train"), "data root plain")
     jax.clear_caches()
 
 

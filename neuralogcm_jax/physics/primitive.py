@@ -715,8 +715,8 @@ class PrimitiveEquation:
             if forcing.evaporation is None or forcing.precipitation is None:
                 raise ConfigError(
                     "physics.primitive.freshwater_flux is 'e_minus_p' but the forcing has no "
-                    "evaporation and precipitation fields (layout.Forcing; the datasets' "
-                    "forcing has only u10, v10, t2m, msl)")
+                    "evaporation and precipitation fields (layout.Forcing; from a data layout "
+                    "with the freshwater channels e and tp)")
             fresh = forcing.evaporation.astype(dtype) - forcing.precipitation.astype(dtype)
             salt = S[0] * fresh  # psu m/s into the sea: evaporation leaves the salt behind
         if forcing is not None and terms.heat_flux:

@@ -63,9 +63,10 @@ class PrimitiveTerms:
       freshwater_flux: the surface salt flux of evaporation minus precipitation.
         ``"none"``: salt is closed. ``"e_minus_p"``: the virtual salt flux ``S_top (E - P)``
         (psu m/s, into the sea where evaporation wins) from the forcing's `evaporation` and
-        `precipitation` (m/s of fresh water; `layout.Forcing`), the top level's own salinity
-        (after the step's horizontal transport, like the heat flux's T), through the implicit
-        vertical solve; the volume stays fixed (no freshwater volume flux). A forcing without
+        `precipitation` (m/s of fresh water; `layout.Forcing`, filled from the data's
+        freshwater channels ``e`` and ``tp`` in a layout with freshwater), the top level's own
+        salinity (after the step's horizontal transport, like the heat flux's T), through the
+        implicit vertical solve; the volume stays fixed (no freshwater volume flux). A forcing without
         the two fields: ConfigError naming this key. Default "none".
       bottom_drag: linear drag ``r_b`` (m/s, learnable ``bottom_drag``) on the deepest wet layer.
         Default True.
