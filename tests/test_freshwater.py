@@ -230,7 +230,7 @@ def test_a_hybrid_trains_on_freshwater_data_and_its_checkpoint_restores_the_layo
     """`neuralogcm train` with ``e_minus_p`` on a freshwater root: two steps, none skipped,
     every physics coefficient and the corrector moved; the checkpoint's metadata names the six
     forcing channels and `load_model` rebuilds the freshwater layout and rolls out on six
-    forcing channels (four are a LayoutError naming the shape); the checkpoint's metadata
+    forcing channels (four are a LayoutError naming the shape), as its export does bit for bit; the checkpoint's metadata
     checked against a data root without the channels (as a resumed run is) is a CheckpointError
     naming them, and evaluating the model on that root a LayoutError naming them."""
     from neuralogcm_jax.checkpointing import load
@@ -258,6 +258,13 @@ def test_a_hybrid_trains_on_freshwater_data_and_its_checkpoint_restores_the_layo
     forcing = stats.normalize_forcing(days[1:, FRESH.n_ocean:])[None]
     a = np.asarray(rollout(m, jnp.asarray(state), jnp.asarray(forcing), 2, 40))
     assert np.isfinite(a).all() and a.shape == (1, 2, FRESH.n_ocean) + m.grid.shape
+    # its export loads from its own folder with the same layout and rolls out the same
+    from neuralogcm_jax.train.export import export
+
+    ex = load(export(ck, tmp_path / "export"))
+    assert ex.model.layout == FRESH and ex.meta["layout_forcing_variables"][-2:] == ["e", "tp"]
+    np.testing.assert_array_equal(
+        np.asarray(rollout(ex.model, jnp.asarray(state), jnp.asarray(forcing), 2, 40)), a)
     with pytest.raises(LayoutError, match=r"forcing has shape .*expected \[1, 6,"):
         rollout(m, jnp.asarray(state), jnp.asarray(forcing[:, :, :4]), 2, 40)
     plain = _root(tmp_path / "plain", PLAIN)

@@ -382,16 +382,12 @@ def open_dataset(
                         f"expects {layout.n_channels} ({layout.describe()})"
                     )
             else:
-                rpath, rC, rH, rW, rlat, rlon, rdepth, rlayout = ref
+                rpath, rC, rH, rW, rlat, rlon, rdepth, _ = ref
                 if C != rC:
                     raise DataError(
                         f"{path}: {C} channels in {FIELDS_KEY} {(T, C, H, W)}, {rpath} has {rC}"
                     )
-                file_layout = layout_of(C, depth, forcing_attr, path)
-                if file_layout.freshwater != rlayout.freshwater:
-                    raise DataError(
-                        f"{path}: forcing channels {' '.join(file_layout.forcing_variables)}, "
-                        f"{rpath} has {' '.join(rlayout.forcing_variables)}")
+                layout_of(C, depth, forcing_attr, path)  # its attribute fits its channels
                 if (H, W) != (rH, rW):
                     raise DataError(
                         f"{path}: grid {H}x{W} in {FIELDS_KEY} {(T, C, H, W)}, {rpath} has {rH}x{rW}"
