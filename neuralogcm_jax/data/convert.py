@@ -358,7 +358,7 @@ def convert(
     reads ERA5's ``e`` and ``tp`` (see the module docstring for `era5_accumulation_hours`)."""
     layout = layout or ChannelLayout()
     hours = era5_accumulation_hours
-    if not (isinstance(hours, (int, float)) and 0 < hours <= 24):
+    if isinstance(hours, bool) or not (isinstance(hours, (int, float)) and 0 < hours <= 24):
         raise ConfigError(f"era5_accumulation_hours {era5_accumulation_hours!r}: the hours each "
                           f"ERA5 e/tp value accumulates, in (0, 24]")
     grid = grid or Grid.regular(1.5)
