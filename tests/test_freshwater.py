@@ -181,6 +181,10 @@ def test_the_model_hands_e_and_tp_to_the_physics_as_the_functional_api_takes_the
             want = np.asarray(FRESH.from_state(new))
             wet = np.asarray(m.wet[...]) > 0
             np.testing.assert_allclose(got[wet], want[wet], rtol=1e-6, atol=1e-6)
+        else:  # salt closed: other e and tp leave the physics' day exactly as it was
+            other = forcing.at[:, 4:].set(3.0)
+            np.testing.assert_array_equal(np.asarray(m.step(state, other, doy)),
+                                          np.asarray(out[flux]))
     s = FRESH.channel("S", 0)
     ds = (np.asarray(out["e_minus_p"] - out["none"])[0, s]) * stats.std[s]
     e_minus_p = (-days[1, FRESH.channel("e")] - days[1, FRESH.channel("tp")])  # m that day
