@@ -99,12 +99,15 @@ def _surface_heat_flux(mode, c, state, forcing, grid) -> dict:
     mean) of a month-end state under its month's forcing: as written (``flux``), and with the
     cooling of cells at their freezing point removed (``flux_eff``), which the freezing clamp
     returns (no sea-ice model), with the ocean fraction at the freezing point."""
+    from neuralogcm_jax.constants import KELVIN_OFFSET
+    from neuralogcm_jax.physics.primitive_terms import FREEZING_SLOPE_K_PSU
+
     if mode == "paper":
         return {}
     area = np.broadcast_to(grid.area[:, None], grid.shape) * grid.wet[0]
     top = np.asarray(state.T[0], np.float64)
-    q = float(c["heat_restoring"]) * (np.asarray(forcing.t2m, np.float64) - 273.15 - top)
-    frozen = top <= -0.054 * np.asarray(state.S[0], np.float64) + 1e-3
+    q = float(c["heat_restoring"]) * (np.asarray(forcing.t2m, np.float64) - KELVIN_OFFSET - top)
+    frozen = top <= FREEZING_SLOPE_K_PSU * np.asarray(state.S[0], np.float64) + 1e-3
     mean = lambda x: float((x * area).sum() / area.sum())  # noqa: E731
     return {"flux": mean(q), "flux_eff": mean(np.where(frozen, np.maximum(q, 0.0), q)),
             "frozen": mean(frozen)}

@@ -401,8 +401,7 @@ def convert(
             dates = year_dates(year)
             with h5write.YearWriter(
                 target, len(dates), layout.n_channels, (H, W), grid.lat, grid.lon, layout.depths_m,
-                attrs={"source": "GLORYS12 + ERA5 via neuralogcm convert-glorys", "year": year,
-                       **h5format.layout_attrs(layout)},
+                attrs={"source": "GLORYS12 + ERA5 via neuralogcm convert-glorys", "year": year},
             ) as writer:
                 for t, date in enumerate(tqdm(dates, desc=f"{split}/{year}", disable=not progress)):
                     day = np.empty((layout.n_channels, H, W), dtype=np.float32)

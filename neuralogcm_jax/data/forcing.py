@@ -35,7 +35,12 @@ import dataclasses
 import numpy as np
 
 from neuralogcm_jax.calendar import days_in_year, month_lengths
-from neuralogcm_jax.constants import EARTH_RADIUS_M, RHO_AIR_KG_M3, SECONDS_PER_DAY
+from neuralogcm_jax.constants import (
+    EARTH_RADIUS_M,
+    KELVIN_OFFSET,
+    RHO_AIR_KG_M3,
+    SECONDS_PER_DAY,
+)
 from neuralogcm_jax.data.world import FNOC_FIRST_YEAR, FNOC_N_MONTHS, SURFACE_VARIABLES, World
 from neuralogcm_jax.errors import ConfigError
 from neuralogcm_jax.layout import FORCING_VARIABLES
@@ -46,7 +51,6 @@ EVAPORATION_DALTON = 1.2e-3  # C_E, dimensionless
 EVAPORATION_RELATIVE_HUMIDITY = 0.8  # of the 2 m air
 EVAPORATION_MIN_WIND_M_S = 1.0  # gustiness floor
 RHO_FRESH_WATER_KG_M3 = 1000.0
-KELVIN_OFFSET = 273.15
 
 
 def saturation_humidity(T_c, p_pa):

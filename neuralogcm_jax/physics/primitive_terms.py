@@ -13,7 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from neuralogcm_jax.constants import GRAVITY_M_S2, RHO0_KG_M3, RHO_AIR_KG_M3
+from neuralogcm_jax.constants import GRAVITY_M_S2, KELVIN_OFFSET, RHO0_KG_M3, RHO_AIR_KG_M3
 from neuralogcm_jax.errors import ConfigError, GridError
 from neuralogcm_jax.grid import Grid, layer_interfaces
 from neuralogcm_jax.physics import eos as eos_lib
@@ -22,7 +22,6 @@ from neuralogcm_jax.physics.params import PAPER_COEFFICIENTS, CoefficientSpec
 
 Array = Any
 
-KELVIN_OFFSET = 273.15
 # Surface freezing point of seawater ~ -0.054 S degC (-1.9 degC at 35 psu), linearised.
 FREEZING_SLOPE_K_PSU = -0.054
 # When the convective diffusivity is evaluated (`PrimitiveTerms.convective_closure`).
@@ -66,8 +65,8 @@ class PrimitiveTerms:
         `precipitation` (m/s of fresh water; `layout.Forcing`, filled from the data's
         freshwater channels ``e`` and ``tp`` in a layout with freshwater), the top level's own
         salinity (after the step's horizontal transport, like the heat flux's T), through the
-        implicit vertical solve; the volume stays fixed (no freshwater volume flux). A forcing without
-        the two fields: ConfigError naming this key. Default "none".
+        implicit vertical solve; the volume stays fixed (no freshwater volume flux). A forcing
+        without the two fields: ConfigError naming this key. Default "none".
       bottom_drag: linear drag ``r_b`` (m/s, learnable ``bottom_drag``) on the deepest wet layer.
         Default True.
       eos: equation of state, ``"teos10"`` or ``"linear"`` (`eos.EOS_NAMES`). Default "teos10".
